@@ -1,0 +1,34 @@
+# Set-up and checks for nginx-canary. `make test` is what CI runs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: test venv nginx bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# nginx is needed by the integration tests; install it when we can, else say how.
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then \
+		echo "nginx: $$( (nginx -v || /usr/sbin/nginx -v) 2>&1)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null && \
+		echo "nginx: installed $$(/usr/sbin/nginx -v 2>&1)"; \
+	else \
+		echo "nginx is missing; install it with: sudo apt-get install -y nginx" >&2; exit 1; \
+	fi
+
+test: venv nginx
+	NGINX_CANARY_REQUIRE_NGINX=1 PATH="/usr/sbin:$$PATH" $(PY) -m pytest -q
+
+bench: venv nginx
+	PATH="/usr/sbin:$$PATH" $(PY) bench/bench_set_weight.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,3 @@
+from nginx_canary.cli import main
+
+main()

@@ -1,0 +1,211 @@
+"""The ``nginx-canary`` command line: options, output and exit codes only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import traceback
+from fractions import Fraction
+from typing import Any, Dict, List, Optional, Sequence
+
+import click
+
+from nginx_canary import __version__, operations
+from nginx_canary.errors import CanaryError, ExitCode
+from nginx_canary.inputs import parse_percent
+from nginx_canary.nginx.conf import NginxConfig, Upstream
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  ok
+  1  nginx rejected the change or the reload did not take effect (files restored)
+  2  bad usage or bad input (nothing changed)
+  3  nginx is not running (nothing changed; --no-reload writes and tests without reloading)
+  4  another nginx-canary holds the lock (nothing changed)
+"""
+
+
+def _percent_text(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _fraction_text(value: Fraction) -> str:
+    return _percent_text(float(value))
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--nginx-conf", envvar="NGINX_CANARY_NGINX_CONF", default="/etc/nginx/nginx.conf", show_default=True,
+              type=click.Path(dir_okay=False), help="nginx's main config file (nginx -c). [env NGINX_CANARY_NGINX_CONF]")
+@click.option("--nginx-bin", envvar="NGINX_CANARY_NGINX_BIN", default="nginx", show_default=True,
+              help="nginx binary (searched in PATH). [env NGINX_CANARY_NGINX_BIN]")
+@click.option("--nginx-prefix", envvar="NGINX_CANARY_NGINX_PREFIX", default=None,
+              type=click.Path(file_okay=False), help="nginx's prefix (nginx -p), if it runs with one. [env NGINX_CANARY_NGINX_PREFIX]")
+@click.option("--state-dir", envvar="NGINX_CANARY_STATE_DIR", default="/var/lib/nginx-canary", show_default=True,
+              type=click.Path(file_okay=False), help="Snapshots, journal, lock and parse cache. [env NGINX_CANARY_STATE_DIR]")
+@click.option("--debug", envvar="NGINX_CANARY_DEBUG", is_flag=True, help="Show tracebacks. [env NGINX_CANARY_DEBUG]")
+@click.version_option(__version__, prog_name="nginx-canary")
+@click.pass_context
+def cli(ctx: click.Context, nginx_conf: str, nginx_bin: str, nginx_prefix: Optional[str], state_dir: str, debug: bool) -> None:
+    """Canary releases for plain nginx: change an upstream's traffic split safely."""
+    ctx.obj = operations.Settings(
+        nginx_conf=os.path.abspath(nginx_conf),
+        nginx_bin=shutil.which(nginx_bin) or nginx_bin,
+        nginx_prefix=os.path.abspath(nginx_prefix) if nginx_prefix else None,
+        state_dir=os.path.abspath(state_dir),
+    )
+    ctx.meta["debug"] = debug
+
+
+def _upstream_dict(upstream: Upstream) -> Dict[str, Any]:
+    return {
+        "name": upstream.name,
+        "context": upstream.context,
+        "file": upstream.file,
+        "line": upstream.line,
+        "servers": [
+            {
+                "address": s.address,
+                "weight": s.weight,
+                "flags": list(s.flags),
+                "share_percent": round(upstream.share_percent(s), 2),
+                "file": s.file,
+                "line": s.line,
+            }
+            for s in upstream.servers
+        ],
+    }
+
+
+def _print_upstreams(config: NginxConfig) -> None:
+    if not config.upstreams:
+        click.echo(f"no upstream blocks in {config.conf_path} or its includes")
+    for upstream in config.upstreams:
+        click.echo(f"upstream {upstream.name}  ({upstream.location})")
+        for s in upstream.servers:
+            flags = " ".join(s.flags)
+            click.echo(f"  {s.address:<30} weight={s.weight:<6} {_percent_text(upstream.share_percent(s)):>6}%  {flags}".rstrip())
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def upstreams(settings: operations.Settings, as_json: bool) -> None:
+    """List every upstream with file:line, its servers, weights, flags and traffic shares."""
+    config = operations.list_upstreams(settings)
+    if as_json:
+        click.echo(json.dumps({"conf": config.conf_path, "upstreams": [_upstream_dict(u) for u in config.upstreams]}, indent=2))
+    else:
+        _print_upstreams(config)
+
+
+def _parse_percent_arg(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[Fraction]:
+    return None if value is None else parse_percent(value)
+
+
+@cli.command("set-weight", epilog=EXIT_CODES_HELP)
+@click.argument("upstream")
+@click.argument("percent", callback=_parse_percent_arg)
+@click.option("--canary", "canary", multiple=True, required=True, metavar="ADDR",
+              help="A canary server, by address as written in the upstream (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Show the diff that would be applied; touch nothing.")
+@click.option("--no-reload", is_flag=True, help="Write and nginx -t, but do not reload nginx.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def set_weight(settings: operations.Settings, upstream: str, percent: Fraction, canary: Sequence[str],
+               dry_run: bool, no_reload: bool, as_json: bool) -> None:
+    """Give the --canary servers PERCENT (0-100) of UPSTREAM's traffic.
+
+    Weights inside each group keep their ratios; 0 marks the canary servers
+    down, 100 marks the stable servers down. Only weight= and down change in the
+    files. The change is tested with nginx -t, nginx is reloaded and the reload
+    verified (new worker processes); on any failure every file is restored.
+    """
+    result = operations.set_weight(settings, upstream, percent, canary, dry_run=dry_run, reload=not no_reload)
+    plan = result.plan
+    if as_json:
+        reload = result.outcome.reload if result.outcome else None
+        click.echo(json.dumps({
+            "upstream": plan.upstream.name,
+            "canary_percent": float(plan.split.canary_percent()),
+            "dry_run": dry_run,
+            "changed_files": [c.path for c in plan.changes],
+            "diff": plan.diff,
+            "snapshot": result.outcome.snapshot_id if result.outcome else None,
+            "reload": None if reload is None else {
+                "master_pid": reload.master_pid, "old_workers": list(reload.old_workers),
+                "new_workers": list(reload.new_workers), "milliseconds": round(reload.seconds * 1000, 1),
+            },
+            "notes": ([result.recovered] if result.recovered else []) + result.notes,
+        }, indent=2))
+        return
+    if result.recovered:
+        click.echo(result.recovered, err=True)
+    click.echo(plan.diff, nl=False)
+    for note in result.notes:
+        click.echo(note)
+    share = _fraction_text(plan.split.canary_percent())
+    if dry_run:
+        click.echo(f"dry run: would give the canary {share} % of upstream {plan.upstream.name}; nothing changed")
+    elif result.outcome is not None:
+        reload = result.outcome.reload
+        if reload is None:
+            click.echo(f"written and tested (nginx -t ok); not reloaded: canary {share} % once nginx reloads")
+        else:
+            click.echo(
+                f"reloaded: canary {share} % of upstream {plan.upstream.name}; master {reload.master_pid}, "
+                f"workers {_pids(reload.old_workers)} -> {_pids(reload.new_workers)}, {reload.seconds * 1000:.0f} ms"
+            )
+
+
+def _pids(pids: Sequence[int]) -> str:
+    return ",".join(str(p) for p in pids) or "-"
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("upstream", required=False)
+@click.argument("percent", required=False, callback=_parse_percent_arg)
+@click.option("--canary", "canary", multiple=True, metavar="ADDR", help="With UPSTREAM PERCENT: check this split too.")
+@click.option("--offline", is_flag=True, help="Do not require a running nginx.")
+@click.pass_obj
+def validate(settings: operations.Settings, upstream: Optional[str], percent: Optional[Fraction],
+             canary: Sequence[str], offline: bool) -> None:
+    """Run the checks set-weight runs, changing nothing.
+
+    Parses the config and its includes, runs nginx -t and finds the running
+    master. Given UPSTREAM PERCENT --canary ADDR, also checks that split.
+    """
+    if upstream is not None and percent is None:
+        raise click.UsageError("give PERCENT with UPSTREAM")
+    result = operations.validate(settings, offline=offline, upstream=upstream, percent=percent, canary=canary)
+    config = result.config
+    click.echo(f"config ok: {len(config.files)} file(s), {len(config.upstreams)} upstream(s)")
+    click.echo("nginx -t ok")
+    if result.master_pid is not None:
+        click.echo(f"nginx running: master {result.master_pid}, workers {_pids(result.workers)}")
+    if result.plan is not None:
+        changed = len(result.plan.changes)
+        click.echo(f"split ok: canary {_fraction_text(result.plan.split.canary_percent())} % of "
+                   f"{result.plan.upstream.name} would change {changed} file(s)")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point: run the CLI, print errors as one line and exit with the documented code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("NGINX_CANARY_DEBUG"))
+    try:
+        cli.main(args=argv, prog_name="nginx-canary", standalone_mode=False)
+    except CanaryError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"nginx-canary: error: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.BAD_INPUT if exc.exit_code == 2 else exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(ExitCode.OK)

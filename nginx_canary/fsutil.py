@@ -1,0 +1,62 @@
+"""Crash-safe file writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Optional
+
+from nginx_canary.errors import StateError
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename in directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, *, mode: Optional[int] = None, uid: Optional[int] = None, gid: Optional[int] = None) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a mix.
+
+    A temporary file in the same directory is written, fsynced, given the mode
+    and owner asked for (by default those of the file it replaces), renamed over
+    ``path``, and the directory is fsynced.
+
+    Raises:
+        StateError: any step fails (the original file is then untouched).
+    """
+    directory = os.path.dirname(path) or "."
+    try:
+        st = os.stat(path)
+        mode = st.st_mode & 0o7777 if mode is None else mode
+        uid = st.st_uid if uid is None else uid
+        gid = st.st_gid if gid is None else gid
+    except FileNotFoundError:
+        pass
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".nginx-canary.tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)
+            if uid is not None and gid is not None:
+                tmp_st = os.fstat(fh.fileno())
+                if (tmp_st.st_uid, tmp_st.st_gid) != (uid, gid):
+                    os.fchown(fh.fileno(), uid, gid)
+            os.fsync(fh.fileno())
+        os.rename(tmp, path)
+        tmp = None
+        fsync_dir(directory)
+    except OSError as exc:
+        raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass

@@ -1,0 +1,274 @@
+"""Read an nginx configuration (main file and every include) into a typed model.
+
+Parsing is crossplane's, one file at a time (``single=True``); includes are
+followed here the way nginx resolves them: relative paths against the main
+file's directory, globs expanded in sorted order, a glob matching nothing is
+fine, a plain path that does not exist is an error. Parsed files can be kept in
+a :class:`ParseCache` keyed by inode, size and mtime, so that a large tree of
+includes is only re-read where it changed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import crossplane
+
+from nginx_canary.errors import BadInputError, ConfigError
+
+Tree = List[Dict[str, Any]]
+_GLOB_CHARS = "*?["
+_BLOCK_CONTEXTS = {"http", "stream", "mail", "events"}
+
+
+@dataclass(frozen=True)
+class UpstreamServer:
+    """A ``server`` line of an upstream block, as written."""
+
+    address: str
+    params: Tuple[str, ...]
+    file: str
+    line: int
+
+    @property
+    def weight(self) -> int:
+        """The ``weight=`` in effect (1 when absent or unreadable; nginx -t judges the rest)."""
+        for param in reversed(self.params):
+            if param.startswith("weight="):
+                raw = param[len("weight="):]
+                return int(raw) if raw.isdigit() and int(raw) > 0 else 1
+        return 1
+
+    @property
+    def down(self) -> bool:
+        return "down" in self.params
+
+    @property
+    def backup(self) -> bool:
+        return "backup" in self.params
+
+    @property
+    def flags(self) -> Tuple[str, ...]:
+        """Every parameter but ``weight=``: ``down``, ``backup``, ``max_fails=3``, ..."""
+        return tuple(p for p in self.params if not p.startswith("weight="))
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An ``upstream NAME { ... }`` block."""
+
+    name: str
+    context: str
+    file: str
+    line: int
+    servers: Tuple[UpstreamServer, ...]
+
+    @property
+    def location(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    def share_percent(self, server: UpstreamServer) -> float:
+        """The share of traffic ``server`` gets in percent (0 when down or backup)."""
+        active = [s for s in self.servers if not s.down and not s.backup]
+        total = sum(s.weight for s in active)
+        if server not in active or total == 0:
+            return 0.0
+        return 100.0 * server.weight / total
+
+
+@dataclass(frozen=True)
+class NginxConfig:
+    """What nginx-canary needs to know of a whole configuration."""
+
+    conf_path: str
+    files: Tuple[str, ...]
+    upstreams: Tuple[Upstream, ...]
+    pid: Optional[str] = None
+    error_logs: Tuple[str, ...] = field(default_factory=tuple)
+
+    def upstream(self, name: str) -> Upstream:
+        """The one upstream called ``name``.
+
+        Raises:
+            BadInputError: no upstream has that name.
+            ConfigError: more than one upstream has it.
+        """
+        found = [u for u in self.upstreams if u.name == name]
+        if not found:
+            known = ", ".join(sorted({u.name for u in self.upstreams})) or "none"
+            raise BadInputError(f"no upstream named {name!r} in {self.conf_path} (upstreams: {known})")
+        if len(found) > 1:
+            where = ", ".join(u.location for u in found)
+            raise ConfigError(f"upstream {name!r} is defined {len(found)} times: {where}")
+        return found[0]
+
+
+class ParseCache:
+    """crossplane trees of single files, reused while a file's inode, size and mtime stay the same.
+
+    A cache that cannot be read or written is ignored: it only saves time.
+    """
+
+    def __init__(self, path: Optional[str]) -> None:
+        self.path = path
+        self._entries: Dict[str, Tuple[Tuple[int, int, int, int], Tree]] = {}
+        self._dirty = False
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    loaded = pickle.load(fh)
+                if isinstance(loaded, dict):
+                    self._entries = loaded
+            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError):
+                self._entries = {}
+
+    @staticmethod
+    def _key(path: str) -> Tuple[int, int, int, int]:
+        st = os.stat(path)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def get(self, path: str) -> Optional[Tree]:
+        entry = self._entries.get(path)
+        if entry is None:
+            return None
+        try:
+            return entry[1] if entry[0] == self._key(path) else None
+        except OSError:
+            return None
+
+    def put(self, path: str, key: Tuple[int, int, int, int], tree: Tree) -> None:
+        self._entries[path] = (key, tree)
+        self._dirty = True
+
+    def save(self) -> None:
+        if not self.path or not self._dirty:
+            return
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                pickle.dump(self._entries, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, self.path)
+            self._dirty = False
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _parse_file(path: str, cache: Optional[ParseCache]) -> Tree:
+    if cache is not None:
+        hit = cache.get(path)
+        if hit is not None:
+            return hit
+    try:
+        key = ParseCache._key(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
+    payload = crossplane.parse(path, single=True, comments=False, check_ctx=False, check_args=False)
+    if payload["status"] != "ok" or payload["errors"]:
+        first = payload["errors"][0]
+        raise ConfigError(str(first.get("error", "parse error")), file=first.get("file", path), line=first.get("line"))
+    tree: Tree = payload["config"][0]["parsed"]
+    if cache is not None:
+        cache.put(path, key, tree)
+    return tree
+
+
+class _Reader:
+    def __init__(self, conf_path: str, cache: Optional[ParseCache]) -> None:
+        self.conf_dir = os.path.dirname(conf_path)
+        self.cache = cache
+        self.files: List[str] = []
+        self.upstreams: List[Upstream] = []
+        self.pid: Optional[str] = None
+        self.error_logs: List[str] = []
+        self._stack: List[str] = []
+
+    def include(self, pattern: str, file: str, line: int) -> List[str]:
+        full = pattern if os.path.isabs(pattern) else os.path.join(self.conf_dir, pattern)
+        if any(c in full for c in _GLOB_CHARS):
+            return sorted(glob.glob(full))
+        if not os.path.exists(full):
+            raise ConfigError(f"include {pattern!r}: no such file", file=file, line=line)
+        return [full]
+
+    def read_file(self, path: str, context: Tuple[str, ...], sink: Optional[List[UpstreamServer]] = None) -> None:
+        if path in self._stack:
+            raise ConfigError("include loop", file=path)
+        if path not in self.files:
+            self.files.append(path)
+        self._stack.append(path)
+        try:
+            self.walk(_parse_file(path, self.cache), path, context, sink)
+        finally:
+            self._stack.pop()
+
+    def walk(self, tree: Tree, file: str, context: Tuple[str, ...], sink: Optional[List[UpstreamServer]]) -> None:
+        for stmt in tree:
+            name, args, line = stmt["directive"], stmt["args"], stmt["line"]
+            if name == "include" and args:
+                for path in self.include(args[0], file, line):
+                    self.read_file(path, context, sink)
+            elif sink is not None:
+                if name == "server" and args and "block" not in stmt:
+                    sink.append(UpstreamServer(args[0], tuple(args[1:]), file, line))
+            elif name == "upstream" and "block" in stmt and args:
+                servers: List[UpstreamServer] = []
+                self.walk(stmt["block"], file, context + ("upstream",), servers)
+                kind = context[-1] if context else "main"
+                self.upstreams.append(Upstream(args[0], kind, file, line, tuple(servers)))
+            elif name == "pid" and not context and args:
+                self.pid = args[0]
+            elif name == "error_log" and not context and args:
+                self.error_logs.append(args[0])
+            elif "block" in stmt and (name in _BLOCK_CONTEXTS or context):
+                self.walk(stmt["block"], file, context + (name,), None)
+
+
+def load_config(conf_path: str, cache: Optional[ParseCache] = None) -> NginxConfig:
+    """Parse ``conf_path`` (absolute) and every file it includes.
+
+    Raises:
+        ConfigError: a file cannot be read or parsed, or an include is missing.
+    """
+    if not os.path.isfile(conf_path):
+        raise ConfigError("nginx config file not found", file=conf_path)
+    reader = _Reader(conf_path, cache)
+    reader.read_file(conf_path, ())
+    if cache is not None:
+        cache.save()
+    return NginxConfig(
+        conf_path=conf_path,
+        files=tuple(reader.files),
+        upstreams=tuple(reader.upstreams),
+        pid=reader.pid,
+        error_logs=tuple(reader.error_logs),
+    )
+
+
+def servers_named(upstream: Upstream, addresses: Iterable[str]) -> List[UpstreamServer]:
+    """The servers of ``upstream`` written with these addresses, in file order.
+
+    Raises:
+        BadInputError: an address is not a server of the upstream, names a
+            ``backup`` server, or is written more than once in it.
+    """
+    wanted = list(dict.fromkeys(addresses))
+    by_address: Dict[str, List[UpstreamServer]] = {}
+    for server in upstream.servers:
+        by_address.setdefault(server.address, []).append(server)
+    for address in wanted:
+        found = by_address.get(address, [])
+        if not found:
+            known = ", ".join(s.address for s in upstream.servers) or "none"
+            raise BadInputError(f"{address!r} is not a server of upstream {upstream.name!r} (servers: {known})")
+        if len(found) > 1:
+            raise BadInputError(f"{address!r} is written {len(found)} times in upstream {upstream.name!r}; cannot tell them apart")
+        if found[0].backup:
+            raise BadInputError(f"{address!r} is a backup server of upstream {upstream.name!r}; backup servers are never touched")
+    return [s for s in upstream.servers if s.address in wanted]

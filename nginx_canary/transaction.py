@@ -1,0 +1,229 @@
+"""Change nginx config files as one transaction: snapshot, write, test, reload, verify, or restore.
+
+State directory layout::
+
+    lock                  flock held by the one writer
+    journal.json          present only while a change is in flight (crash recovery reads it)
+    snapshots/ID/N.orig   the original bytes of each file a change touched
+    snapshots/ID/manifest.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import psutil
+
+from nginx_canary.errors import BusyError, CanaryError, StateError
+from nginx_canary.fsutil import atomic_write
+from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.nginx.control import Nginx, ReloadResult
+
+KEEP_SNAPSHOTS = 20
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """New contents for one file of the nginx config; ``old`` is what was read and edited."""
+
+    path: str
+    old: bytes
+    new: bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a committed transaction did."""
+
+    snapshot_id: str
+    tested: bool
+    reload: Optional[ReloadResult]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ensure_state_dir(path: str) -> None:
+    """Create the state directory (mode 0700) if needed.
+
+    Raises:
+        StateError: it cannot be created or is not a directory.
+    """
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create state dir {path}: {exc.strerror} (set --state-dir)") from exc
+    if not os.path.isdir(path):
+        raise StateError(f"state dir {path} is not a directory")
+
+
+@contextlib.contextmanager
+def writer_lock(state_dir: str) -> Iterator[None]:
+    """Hold the single-writer lock for the duration of the block.
+
+    Raises:
+        BusyError: another nginx-canary process holds it.
+        StateError: the lock file cannot be opened.
+    """
+    ensure_state_dir(state_dir)
+    path = os.path.join(state_dir, "lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot open lock file {path}: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+                raise BusyError(f"busy: another nginx-canary (pid {holder}) is changing the nginx config; try again") from exc
+            raise StateError(f"cannot lock {path}: {exc.strerror}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Transaction:
+    """Applies :class:`FileChange` s to a config served by ``nginx``; call inside :func:`writer_lock`."""
+
+    def __init__(self, state_dir: str, nginx: Nginx, clock: Callable[[], float] = time.time) -> None:
+        self.state_dir = state_dir
+        self.nginx = nginx
+        self.clock = clock
+        self.journal_path = os.path.join(state_dir, "journal.json")
+
+    # -- snapshot and journal -------------------------------------------------
+
+    def _snapshot(self, changes: Sequence[FileChange]) -> Tuple[str, List[dict]]:
+        snap_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.clock())) + f"-{os.getpid()}"
+        snap_dir = os.path.join(self.state_dir, "snapshots", snap_id)
+        os.makedirs(snap_dir, mode=0o700, exist_ok=True)
+        entries = []
+        for n, change in enumerate(changes):
+            real = os.path.realpath(change.path)
+            st = os.stat(real)
+            copy = os.path.join(snap_dir, f"{n}.orig")
+            atomic_write(copy, change.old, mode=0o600, uid=os.geteuid(), gid=os.getegid())
+            entries.append({
+                "path": change.path, "real": real, "copy": copy,
+                "old_sha256": _sha(change.old), "new_sha256": _sha(change.new),
+                "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid,
+            })
+        manifest = json.dumps({"id": snap_id, "files": entries}, indent=1).encode()
+        atomic_write(os.path.join(snap_dir, "manifest.json"), manifest, mode=0o600)
+        return snap_id, entries
+
+    def _write_journal(self, snap_id: str, entries: List[dict], phase: str) -> None:
+        data = json.dumps({"snapshot": snap_id, "phase": phase, "files": entries}, indent=1).encode()
+        atomic_write(self.journal_path, data, mode=0o600)
+
+    def _clear_journal(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal_path)
+
+    def _prune_snapshots(self) -> None:
+        root = os.path.join(self.state_dir, "snapshots")
+        with contextlib.suppress(OSError):
+            for old in sorted(os.listdir(root))[:-KEEP_SNAPSHOTS]:
+                shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+
+    # -- restore ----------------------------------------------------------------
+
+    @staticmethod
+    def _restore(entries: List[dict]) -> None:
+        for entry in entries:
+            with open(entry["copy"], "rb") as fh:
+                original = fh.read()
+            if _sha(original) != entry["old_sha256"]:
+                raise StateError(f"snapshot copy {entry['copy']} is damaged; {entry['real']} left as it is")
+            atomic_write(entry["real"], original, mode=entry["mode"], uid=entry["uid"], gid=entry["gid"])
+
+    def recover(self) -> Optional[str]:
+        """Finish what a crashed writer left: put back the files of an unfinished change.
+
+        Returns a one-line description of what was done, or None when there was nothing to do.
+
+        Raises:
+            StateError: the journal or a snapshot copy cannot be read.
+        """
+        try:
+            with open(self.journal_path, "rb") as fh:
+                journal = json.load(fh)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read {self.journal_path}: {exc}") from exc
+        entries = journal["files"]
+        restored = []
+        for entry in entries:
+            try:
+                with open(entry["real"], "rb") as fh:
+                    current = _sha(fh.read())
+            except FileNotFoundError:
+                current = None
+            # Only undo our own write; a file someone else changed since is theirs.
+            if current in (entry["new_sha256"], None):
+                self._restore([entry])
+                restored.append(entry["real"])
+        self._clear_journal()
+        return f"recovered an interrupted change (snapshot {journal['snapshot']}): restored {len(restored)} file(s)"
+
+    # -- the transaction ----------------------------------------------------------
+
+    def apply(self, changes: Sequence[FileChange], config: NginxConfig, *, reload: bool) -> Outcome:
+        """Write ``changes``, run ``nginx -t``, reload and verify; restore every file on any failure.
+
+        Raises:
+            NginxNotRunningError: ``reload`` is asked and no master runs (nothing changed).
+            NginxRejectedError: nginx -t failed or the reload did not take effect (files restored).
+            StateError: a file changed under us, or a write failed (files restored).
+        """
+        master = self.nginx.find_master(config) if reload else None
+        for change in changes:
+            with open(os.path.realpath(change.path), "rb") as fh:
+                if fh.read() != change.old:
+                    raise StateError(f"{change.path} changed while nginx-canary was editing it; nothing written")
+        snap_id, entries = self._snapshot(changes)
+        self._write_journal(snap_id, entries, "writing")
+        reload_result: Optional[ReloadResult] = None
+        workers_before: Optional[Tuple[int, ...]] = None
+        try:
+            for entry, change in zip(entries, changes):
+                atomic_write(entry["real"], change.new, mode=entry["mode"], uid=entry["uid"], gid=entry["gid"])
+            self.nginx.test()
+            if master is not None:
+                self._write_journal(snap_id, entries, "reloading")
+                workers_before = self.nginx.workers(master)
+                reload_result = self.nginx.reload(master, self.nginx.error_log_path(config))
+        except BaseException as exc:
+            self._roll_back(entries, master, workers_before, config, exc)
+            raise
+        self._clear_journal()
+        self._prune_snapshots()
+        return Outcome(snap_id, True, reload_result)
+
+    def _roll_back(self, entries: List[dict], master: Optional[psutil.Process], workers_before: Optional[Tuple[int, ...]],
+                   config: NginxConfig, cause: BaseException) -> None:
+        try:
+            self._restore(entries)
+            if master is not None and workers_before is not None and master.is_running():
+                # New workers mean nginx took the change after all (late, or
+                # with an error logged): reload once more onto the restored files.
+                if set(self.nginx.workers(master)) - set(workers_before):
+                    self.nginx.reload(master, self.nginx.error_log_path(config))
+        except CanaryError as exc:
+            raise StateError(f"{cause}; and restoring the original files failed: {exc}") from exc
+        self._clear_journal()
