@@ -8,7 +8,7 @@ from fractions import Fraction
 from nginx_canary.errors import BadInputError
 
 MAX_NAME_LENGTH = 256
-_PERCENT = re.compile(r"\A(?:100(?:\.0{1,2})?|\d{1,2}(?:\.\d{1,2})?)\Z")
+_PERCENT = re.compile(r"\A(?:100(?:\.0{1,2})?|[0-9]{1,2}(?:\.[0-9]{1,2})?)\Z")
 # Characters that end, open, quote, comment or expand something in nginx's
 # syntax, plus whitespace and control characters.
 _FORBIDDEN = re.compile(r"""[\s;{}#"'`$\\\x00-\x1f\x7f]""")

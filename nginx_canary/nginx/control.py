@@ -159,13 +159,22 @@ class Nginx:
         """Send SIGHUP to ``master`` and wait for a new generation of workers.
 
         Success needs new worker processes within ``timeout`` and no
-        ``[emerg]``/``[alert]`` line logged since the signal.
+        ``[emerg]``/``[alert]`` line logged since the signal. It returns once
+        the old workers have stopped accepting (exited or shutting down), so
+        that new connections meet the new config; if they linger past
+        ``timeout``, the new workers alone are taken as proof.
 
         Raises:
             NginxRejectedError: the reload did not take effect.
             NginxNotRunningError: the master went away.
         """
         old = self.workers(master)
+        # Every child counts as old, even one forked so recently that it still
+        # carries the master's title: it must not pass for a new worker later.
+        try:
+            old_children = {c.pid for c in master.children()}
+        except psutil.NoSuchProcess as exc:
+            raise NginxNotRunningError(f"nginx master {master.pid} exited before the reload") from exc
         log_offset = _size(error_log)
         started = self.clock()
         try:
@@ -180,8 +189,11 @@ class Nginx:
                 raise NginxRejectedError(f"reload failed: {problem}")
             if not master.is_running():
                 raise NginxNotRunningError(f"nginx master {master.pid} exited during the reload")
-            new = tuple(p for p in self.workers(master) if p not in old)
-            if new and len(new) >= len(old):
+            active = self.workers(master)
+            new = tuple(p for p in active if p not in old_children)
+            # Old workers go on accepting connections with the old config until
+            # the master tells them to quit, so wait for that too.
+            if new and len(new) >= len(old) and not set(active) & set(old):
                 break
             if self.clock() >= deadline:
                 if new:

@@ -100,7 +100,9 @@ def tokenize(text: str, filename: Optional[str] = None) -> Iterator[Token]:
             if i >= n:
                 raise ConfigError("unterminated quoted string", file=filename, line=start_line)
             i += 1
-            if i < n and text[i] not in _SPACE + ";{":
+            # nginx also accepts ")" right after a closing quote (as in
+            # `if ($host != 'a')`); the ")" then starts a word of its own.
+            if i < n and text[i] not in _SPACE + ";{)":
                 raise ConfigError(f"unexpected {text[i]!r} after quoted string", file=filename, line=line)
             yield Token(WORD, _unescape(text[start + 1 : i - 1]), start, i, start_line, quoted=True)
             continue
@@ -131,7 +133,8 @@ def statements(text: str, filename: Optional[str] = None) -> Iterator[Statement]
     """Yield every directive of ``text`` (at any depth), comments skipped.
 
     Raises:
-        ConfigError: the text cannot be tokenized or a directive is unterminated.
+        ConfigError: the text cannot be tokenized, a directive is unterminated
+            or braces do not balance.
     """
     depth = 0
     words: List[Token] = []
@@ -142,7 +145,7 @@ def statements(text: str, filename: Optional[str] = None) -> Iterator[Statement]
             words.append(tok)
             continue
         if tok.kind == BLOCK_END:
-            if words:
+            if words or depth == 0:
                 raise ConfigError('unexpected "}"', file=filename, line=tok.line)
             depth -= 1
             continue
@@ -154,3 +157,5 @@ def statements(text: str, filename: Optional[str] = None) -> Iterator[Statement]
             depth += 1
     if words:
         raise ConfigError("unexpected end of file, expecting \";\" or \"}\"", file=filename, line=words[-1].line)
+    if depth:
+        raise ConfigError('unexpected end of file, expecting "}"', file=filename, line=text.count("\n") + 1)

@@ -1,0 +1,188 @@
+"""Shared fixtures: a real nginx in a temporary prefix on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import psutil
+import pytest
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "nginx-configs"
+
+MAIN_CONF = """\
+worker_processes 2;
+pid logs/nginx.pid;
+error_log logs/error.log notice;
+events {{ worker_connections 512; }}
+http {{
+    access_log logs/access.log;
+    # upstreams and sites live in conf.d
+    include conf.d/*.conf;
+    server {{
+        listen 127.0.0.1:{front};
+        location / {{ proxy_pass http://backend; }}
+    }}
+    server {{ listen 127.0.0.1:{v1}; return 200 "v1"; }}
+    server {{ listen 127.0.0.1:{v2}; return 200 "v2"; }}
+}}
+"""
+
+UPSTREAM_CONF = """\
+# the application: v1 is stable, v2 is the canary (staged as down)
+upstream backend {{
+    server 127.0.0.1:{v1};
+    server 127.0.0.1:{v2} down;
+}}
+"""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_nginx() -> Optional[str]:
+    return shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx") or None
+
+
+@pytest.fixture(scope="session")
+def nginx_bin() -> str:
+    """The nginx binary; CI sets NGINX_CANARY_REQUIRE_NGINX=1 so a missing nginx fails instead of skipping."""
+    found = find_nginx()
+    if not found:
+        if os.environ.get("NGINX_CANARY_REQUIRE_NGINX") == "1":
+            pytest.fail("nginx is required for the integration tests (apt-get install -y nginx)")
+        pytest.skip("nginx not installed")
+    return found
+
+
+def snapshot_tree(root: Path) -> Dict[str, bytes]:
+    """Every file's bytes under ``root`` (for byte-identical comparisons)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@dataclass
+class NginxInstance:
+    """A real nginx running from ``prefix`` with a stable (v1) and a canary (v2) backend."""
+
+    binary: str
+    prefix: Path
+    ports: Dict[str, int]
+    state_dir: Path
+    started: bool = field(default=False)
+
+    @property
+    def conf(self) -> Path:
+        return self.prefix / "nginx.conf"
+
+    @property
+    def upstream_conf(self) -> Path:
+        return self.prefix / "conf.d" / "upstream.conf"
+
+    @property
+    def v1(self) -> str:
+        return f"127.0.0.1:{self.ports['v1']}"
+
+    @property
+    def v2(self) -> str:
+        return f"127.0.0.1:{self.ports['v2']}"
+
+    def cli_args(self) -> List[str]:
+        """Global nginx-canary options pointing at this instance."""
+        return ["--nginx-conf", str(self.conf), "--nginx-prefix", str(self.prefix),
+                "--nginx-bin", self.binary, "--state-dir", str(self.state_dir)]
+
+    def config_files(self) -> Dict[str, bytes]:
+        return snapshot_tree(self.prefix / "conf.d") | {"nginx.conf": self.conf.read_bytes()}
+
+    def start(self) -> None:
+        subprocess.run([self.binary, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr"],
+                       check=True, capture_output=True, timeout=30)
+        self.started = True
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.ports["front"]), timeout=0.5):
+                    pass
+                if len(self.workers()) == 2:  # forked and renamed: tests compare worker PIDs
+                    return
+            except (OSError, ValueError, psutil.Error):
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("nginx did not start listening")
+
+    def master(self) -> psutil.Process:
+        return psutil.Process(int((self.prefix / "logs" / "nginx.pid").read_text().strip()))
+
+    def workers(self) -> List[int]:
+        return sorted(c.pid for c in self.master().children()
+                      if "worker process" in " ".join(c.cmdline()) and "shutting down" not in " ".join(c.cmdline()))
+
+    def get(self, path: str = "/") -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['front']}{path}", timeout=5) as resp:
+            return resp.read().decode()
+
+    def count_versions(self, requests: int) -> Dict[str, int]:
+        """Send ``requests`` requests through nginx; count answers by body."""
+        counts: Dict[str, int] = {}
+        for _ in range(requests):
+            body = self.get()
+            counts[body] = counts.get(body, 0) + 1
+        return counts
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        pid_file = self.prefix / "logs" / "nginx.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        try:
+            proc = psutil.Process(pid)
+            proc.send_signal(signal.SIGQUIT)
+            proc.wait(timeout=10)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            proc.kill()
+        self.started = False
+
+
+def make_nginx(binary: str, root: Path) -> NginxInstance:
+    """Write the standard two-backend config under ``root/nginx`` (not started)."""
+    prefix = root / "nginx"
+    (prefix / "logs").mkdir(parents=True)
+    (prefix / "conf.d").mkdir()
+    for d in (root, prefix, prefix / "logs"):
+        d.chmod(0o755)
+    ports = {"front": free_port(), "v1": free_port(), "v2": free_port()}
+    (prefix / "nginx.conf").write_text(MAIN_CONF.format(**ports))
+    (prefix / "conf.d" / "upstream.conf").write_text(UPSTREAM_CONF.format(**ports))
+    return NginxInstance(binary, prefix, ports, root / "state")
+
+
+@pytest.fixture
+def nginx_stopped(nginx_bin: str, tmp_path: Path):
+    """The standard config, nginx not started (stopped at teardown if a test starts it)."""
+    inst = make_nginx(nginx_bin, tmp_path)
+    yield inst
+    inst.stop()
+
+
+@pytest.fixture
+def nginx(nginx_stopped: NginxInstance) -> NginxInstance:
+    """A running nginx with upstream ``backend``: v1 stable, v2 canary staged as down."""
+    nginx_stopped.start()
+    return nginx_stopped
