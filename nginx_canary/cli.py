@@ -55,7 +55,7 @@ def cli(ctx: click.Context, nginx_conf: str, nginx_bin: str, nginx_prefix: Optio
         nginx_prefix=os.path.abspath(nginx_prefix) if nginx_prefix else None,
         state_dir=os.path.abspath(state_dir),
     )
-    ctx.meta["debug"] = debug
+    # --debug is acted on by main(), which must know it even when parsing fails.
 
 
 def _upstream_dict(upstream: Upstream) -> Dict[str, Any]:
@@ -192,7 +192,8 @@ def validate(settings: operations.Settings, upstream: Optional[str], percent: Op
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: run the CLI, print errors as one line and exit with the documented code."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("NGINX_CANARY_DEBUG"))
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args or os.environ.get("NGINX_CANARY_DEBUG", "").lower() in ("1", "true", "yes", "on")
     try:
         cli.main(args=argv, prog_name="nginx-canary", standalone_mode=False)
     except CanaryError as exc:
