@@ -16,7 +16,9 @@ from typing import Dict, List, Optional
 import psutil
 import pytest
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "nginx-configs"
+# A vendored copy of ../shared/corpus/nginx-configs (certbot's round-trip test
+# data, Apache-2.0; see tests/data/README.md), so a clean clone can run it.
+CORPUS = Path(__file__).resolve().parent / "data" / "nginx-configs"
 
 MAIN_CONF = """\
 worker_processes 2;
