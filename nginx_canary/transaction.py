@@ -23,9 +23,9 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import psutil
 
-from nginx_canary.errors import BusyError, CanaryError, StateError
+from nginx_canary.errors import BusyError, CanaryError, NginxNotRunningError, StateError
 from nginx_canary.fsutil import atomic_write
-from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.nginx.conf import NginxConfig, load_config
 from nginx_canary.nginx.control import Nginx, ReloadResult
 
 KEEP_SNAPSHOTS = 20
@@ -154,10 +154,14 @@ class Transaction:
     def recover(self) -> Optional[str]:
         """Finish what a crashed writer left: put back the files of an unfinished change.
 
+        Files still holding what the crashed writer wrote are restored; a file
+        someone else changed since is left alone. If the crash came after the
+        reload signal, nginx is reloaded onto the restored files.
         Returns a one-line description of what was done, or None when there was nothing to do.
 
         Raises:
             StateError: the journal or a snapshot copy cannot be read.
+            NginxRejectedError: the restored config fails nginx -t or its reload.
         """
         try:
             with open(self.journal_path, "rb") as fh:
@@ -178,8 +182,19 @@ class Transaction:
             if current in (entry["new_sha256"], None):
                 self._restore([entry])
                 restored.append(entry["real"])
+        reloaded = ""
+        if restored and journal.get("phase") == "reloading":
+            # nginx may have taken the interrupted change: put it back on the restored files.
+            try:
+                config = load_config(self.nginx.conf_path)
+                self.nginx.test()
+                master = self.nginx.find_master(config)
+                self.nginx.reload(master, self.nginx.error_log_path(config))
+                reloaded = ", nginx reloaded"
+            except NginxNotRunningError:
+                reloaded = ", nginx not running"
         self._clear_journal()
-        return f"recovered an interrupted change (snapshot {journal['snapshot']}): restored {len(restored)} file(s)"
+        return f"recovered an interrupted change (snapshot {journal['snapshot']}): restored {len(restored)} file(s){reloaded}"
 
     # -- the transaction ----------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import pytest
 
@@ -139,3 +140,21 @@ def test_recover_leaves_a_file_someone_else_changed(nginx_stopped):
     nginx_stopped.upstream_conf.write_bytes(b"# theirs\n")
     assert "restored 0 file" in txn.recover()
     assert nginx_stopped.upstream_conf.read_bytes() == b"# theirs\n"
+
+
+def test_recover_after_crash_during_reload_reloads_restored_files(nginx):
+    """Killed after SIGHUP: nginx serves the change, the files are restored and nginx reloaded onto them."""
+    change = weight_change(nginx)
+    txn = transaction_for(nginx)
+    os.makedirs(txn.state_dir, exist_ok=True)
+    _, entries = txn._snapshot([change])
+    txn._write_journal("crashed", entries, "reloading")
+    nginx.upstream_conf.write_bytes(change.new)
+    nginx.master().send_signal(1)  # the reload the crashed writer had sent
+    deadline = time.monotonic() + 5
+    while "v2" not in nginx.count_versions(4) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    message = txn.recover()
+    assert "restored 1 file" in message and "nginx reloaded" in message
+    assert nginx.upstream_conf.read_bytes() == change.old
+    assert nginx.count_versions(20) == {"v1": 20}
