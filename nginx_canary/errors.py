@@ -76,3 +76,7 @@ class StateError(CanaryError):
     """The state directory cannot be read or written."""
 
     exit_code = ExitCode.NGINX_REJECTED
+
+
+class LogFormatError(BadInputError):
+    """A log format cannot be compiled or lacks the variables the analysis needs."""

@@ -1,0 +1,1 @@
+"""Access-log analytics: format compiler, attribution, windows, tailer."""
