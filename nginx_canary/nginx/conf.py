@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import crossplane
 
 from nginx_canary.errors import BadInputError, ConfigError
+from nginx_canary.nginx.lexer import unescape
 
 Tree = List[Dict[str, Any]]
 _GLOB_CHARS = "*?["
@@ -81,6 +82,37 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class LogFormatDef:
+    """A ``log_format`` directive: ``args`` (name, [escape=], strings...) with escapes read as nginx does."""
+
+    name: str
+    args: Tuple[str, ...]
+    context: str
+    file: str
+    line: int
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    """An ``access_log PATH [FORMAT]`` directive; ``path`` None is nginx's compiled-in default log."""
+
+    path: Optional[str]
+    format: str
+    file: Optional[str]
+    line: Optional[int]
+
+
+@dataclass(frozen=True)
+class ProxyPass:
+    """A ``proxy_pass`` (or ``fastcgi_pass``, ...) and the access logs in effect where it stands."""
+
+    target: str
+    access_logs: Tuple[AccessLog, ...]
+    file: str
+    line: int
+
+
+@dataclass(frozen=True)
 class NginxConfig:
     """What nginx-canary needs to know of a whole configuration."""
 
@@ -89,6 +121,22 @@ class NginxConfig:
     upstreams: Tuple[Upstream, ...]
     pid: Optional[str] = None
     error_logs: Tuple[str, ...] = field(default_factory=tuple)
+    log_formats: Tuple[LogFormatDef, ...] = field(default_factory=tuple)
+    access_logs: Tuple[AccessLog, ...] = field(default_factory=tuple)
+    proxies: Tuple[ProxyPass, ...] = field(default_factory=tuple)
+
+    def log_format(self, name: str) -> Optional[LogFormatDef]:
+        """The http ``log_format`` called ``name`` (None when the config has none by that name)."""
+        found = [f for f in self.log_formats if f.name == name and f.context == "http"]
+        return found[-1] if found else None
+
+    def access_logs_for(self, upstream: str) -> Tuple[AccessLog, ...]:
+        """The access logs written where ``upstream`` is proxied to, in config order, without repeats."""
+        out: List[AccessLog] = []
+        for proxy in self.proxies:
+            if proxy.target == upstream:
+                out.extend(log for log in proxy.access_logs if log not in out)
+        return tuple(out)
 
     def upstream(self, name: str) -> Upstream:
         """The one upstream called ``name``.
@@ -179,6 +227,17 @@ def _parse_file(path: str, cache: Optional[ParseCache]) -> Tree:
     return tree
 
 
+_PASS_DIRECTIVES = {"proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass", "memcached_pass"}
+Item = Tuple[Dict[str, Any], str, Tuple[str, ...]]
+
+
+def _pass_target(value: str) -> str:
+    """The upstream/host part of a ``proxy_pass`` (and friends) argument."""
+    if "://" in value:
+        value = value.split("://", 1)[1]
+    return value.split("/", 1)[0]
+
+
 class _Reader:
     def __init__(self, conf_path: str, cache: Optional[ParseCache]) -> None:
         self.conf_dir = os.path.dirname(conf_path)
@@ -187,7 +246,9 @@ class _Reader:
         self.upstreams: List[Upstream] = []
         self.pid: Optional[str] = None
         self.error_logs: List[str] = []
-        self._stack: List[str] = []
+        self.log_formats: List[LogFormatDef] = []
+        self.access_logs: List[AccessLog] = []
+        self.proxies: List[ProxyPass] = []
 
     def include(self, pattern: str, file: str, line: int) -> List[str]:
         full = pattern if os.path.isabs(pattern) else os.path.join(self.conf_dir, pattern)
@@ -197,37 +258,61 @@ class _Reader:
             raise ConfigError(f"include {pattern!r}: no such file", file=file, line=line)
         return [full]
 
-    def read_file(self, path: str, context: Tuple[str, ...], sink: Optional[List[UpstreamServer]] = None) -> None:
-        if path in self._stack:
+    def read(self, path: str, chain: Tuple[str, ...]) -> List[Item]:
+        if path in chain:
             raise ConfigError("include loop", file=path)
         if path not in self.files:
             self.files.append(path)
-        self._stack.append(path)
-        try:
-            self.walk(_parse_file(path, self.cache), path, context, sink)
-        finally:
-            self._stack.pop()
+        return self.flatten(_parse_file(path, self.cache), path, chain + (path,))
 
-    def walk(self, tree: Tree, file: str, context: Tuple[str, ...], sink: Optional[List[UpstreamServer]]) -> None:
+    def flatten(self, tree: Tree, file: str, chain: Tuple[str, ...]) -> List[Item]:
+        """The statements of one block with its includes expanded in place."""
+        items: List[Item] = []
         for stmt in tree:
+            if stmt["directive"] == "include" and stmt["args"]:
+                for path in self.include(stmt["args"][0], file, stmt["line"]):
+                    items.extend(self.read(path, chain))
+            else:
+                items.append((stmt, file, chain))
+        return items
+
+    def walk(self, items: List[Item], context: Tuple[str, ...], logs: Tuple[AccessLog, ...]) -> None:
+        # access_log directives of a level replace the inherited ones wherever
+        # they stand in the block, so collect them before descending.
+        own = [(stmt, file) for stmt, file, _ in items if stmt["directive"] == "access_log" and stmt["args"]]
+        if own and context:
+            logs = tuple(
+                AccessLog(stmt["args"][0], stmt["args"][1] if len(stmt["args"]) > 1 else "combined", file, stmt["line"])
+                for stmt, file in own if stmt["args"][0] != "off"
+            )
+            self.access_logs.extend(log for log in logs if log not in self.access_logs)
+        for stmt, file, chain in items:
             name, args, line = stmt["directive"], stmt["args"], stmt["line"]
-            if name == "include" and args:
-                for path in self.include(args[0], file, line):
-                    self.read_file(path, context, sink)
-            elif sink is not None:
-                if name == "server" and args and "block" not in stmt:
-                    sink.append(UpstreamServer(args[0], tuple(args[1:]), file, line))
-            elif name == "upstream" and "block" in stmt and args:
-                servers: List[UpstreamServer] = []
-                self.walk(stmt["block"], file, context + ("upstream",), servers)
+            if name == "upstream" and "block" in stmt and args:
+                servers = [
+                    UpstreamServer(s["args"][0], tuple(s["args"][1:]), f, s["line"])
+                    for s, f, _ in self.flatten(stmt["block"], file, chain)
+                    if s["directive"] == "server" and s["args"] and "block" not in s
+                ]
                 kind = context[-1] if context else "main"
                 self.upstreams.append(Upstream(args[0], kind, file, line, tuple(servers)))
             elif name == "pid" and not context and args:
                 self.pid = args[0]
             elif name == "error_log" and not context and args:
                 self.error_logs.append(args[0])
+            elif name == "log_format" and args:
+                # crossplane leaves \t and friends as written; nginx reads them as escapes.
+                formats = tuple(unescape(a) for a in args)
+                self.log_formats.append(LogFormatDef(args[0], formats, context[-1] if context else "main", file, line))
+            elif name in _PASS_DIRECTIVES and args and context:
+                self.proxies.append(ProxyPass(_pass_target(args[0]), logs, file, line))
             elif "block" in stmt and (name in _BLOCK_CONTEXTS or context):
-                self.walk(stmt["block"], file, context + (name,), None)
+                inherited = logs
+                if name == "http" and not context:
+                    inherited = (AccessLog(None, "combined", None, None),)  # nginx's compiled default log
+                elif name == "stream" and not context:
+                    inherited = ()
+                self.walk(self.flatten(stmt["block"], file, chain), context + (name,), inherited)
 
 
 def load_config(conf_path: str, cache: Optional[ParseCache] = None) -> NginxConfig:
@@ -239,7 +324,7 @@ def load_config(conf_path: str, cache: Optional[ParseCache] = None) -> NginxConf
     if not os.path.isfile(conf_path):
         raise ConfigError("nginx config file not found", file=conf_path)
     reader = _Reader(conf_path, cache)
-    reader.read_file(conf_path, ())
+    reader.walk(reader.read(conf_path, ()), (), ())
     if cache is not None:
         cache.save()
     return NginxConfig(
@@ -248,6 +333,9 @@ def load_config(conf_path: str, cache: Optional[ParseCache] = None) -> NginxConf
         upstreams=tuple(reader.upstreams),
         pid=reader.pid,
         error_logs=tuple(reader.error_logs),
+        log_formats=tuple(reader.log_formats),
+        access_logs=tuple(reader.access_logs),
+        proxies=tuple(reader.proxies),
     )
 
 

@@ -47,7 +47,8 @@ class Statement:
     depth: int
 
 
-def _unescape(raw: str) -> str:
+def unescape(raw: str) -> str:
+    """nginx's reading of backslash escapes in a word: \\" \\' \\\\ \\t \\r \\n; other backslashes stay."""
     out = []
     i = 0
     while i < len(raw):
@@ -104,7 +105,7 @@ def tokenize(text: str, filename: Optional[str] = None) -> Iterator[Token]:
             # `if ($host != 'a')`); the ")" then starts a word of its own.
             if i < n and text[i] not in _SPACE + ";{)":
                 raise ConfigError(f"unexpected {text[i]!r} after quoted string", file=filename, line=line)
-            yield Token(WORD, _unescape(text[start + 1 : i - 1]), start, i, start_line, quoted=True)
+            yield Token(WORD, unescape(text[start + 1 : i - 1]), start, i, start_line, quoted=True)
             continue
         variable = False
         while i < n:
@@ -126,7 +127,7 @@ def tokenize(text: str, filename: Optional[str] = None) -> Iterator[Token]:
                 break
             i += 1
         i = min(i, n)
-        yield Token(WORD, _unescape(text[start:i]), start, i, start_line)
+        yield Token(WORD, unescape(text[start:i]), start, i, start_line)
 
 
 def statements(text: str, filename: Optional[str] = None) -> Iterator[Statement]:

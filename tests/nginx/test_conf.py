@@ -139,3 +139,45 @@ def test_unreadable_cache_is_ignored(tmp_path):
     cache_path = tmp_path / "cache.pickle"
     cache_path.write_bytes(b"not a pickle")
     assert load_config(str(conf), ParseCache(str(cache_path))).upstream("a").servers[0].address == "1.1.1.1:80"
+
+
+def test_log_formats_access_logs_and_where_upstreams_are_proxied(tmp_path):
+    conf = write(tmp_path, {
+        "nginx.conf": (
+            "events {}\nhttp {\n"
+            "  log_format canary escape=json '$msec\\t' '$upstream_addr';\n"
+            "  access_log logs/all.log;\n"
+            "  upstream app { server 127.0.0.1:1; }\n  upstream api { server 127.0.0.1:2; }\n"
+            "  upstream quiet { server 127.0.0.1:3; }\n  upstream dflt { server 127.0.0.1:4; }\n"
+            "  include site.conf;\n"
+            "}\n"
+        ),
+        "site.conf": (
+            "server {\n  location / { proxy_pass http://app; }\n"
+            "  location /api/ { proxy_pass http://api/v1/; }\n"
+            "  location /q { access_log off; proxy_pass http://quiet; }\n"
+            "  include logs.conf;\n"
+            "}\n"
+        ),
+        "logs.conf": "access_log logs/canary.log canary;\naccess_log logs/plain.log;\n",
+    })
+    config = load_config(str(conf))
+    fmt = config.log_format("canary")
+    assert fmt.args == ("canary", "escape=json", "$msec\t", "$upstream_addr") and fmt.line == 3
+    assert config.log_format("nope") is None
+    app_logs = config.access_logs_for("app")
+    # the server level's own access_log directives (from an include, after the locations) win over http's
+    assert [(log.path, log.format) for log in app_logs] == [("logs/canary.log", "canary"), ("logs/plain.log", "combined")]
+    assert config.access_logs_for("api") == app_logs
+    assert config.access_logs_for("quiet") == ()
+    assert config.access_logs_for("dflt") == ()  # never proxied to
+    assert {log.path for log in config.access_logs} == {"logs/all.log", "logs/canary.log", "logs/plain.log"}
+
+
+def test_without_any_access_log_the_compiled_default_applies(tmp_path):
+    conf = write(tmp_path, {"nginx.conf": (
+        "events {}\nhttp {\n  upstream app { server 127.0.0.1:1; }\n"
+        "  server { location / { proxy_pass http://app; } }\n}\n"
+    )})
+    (log,) = load_config(str(conf)).access_logs_for("app")
+    assert (log.path, log.format) == (None, "combined")
