@@ -100,7 +100,8 @@ class Nginx:
             self._compiled = dict(found)
         return self._compiled
 
-    def _full_path(self, path: str) -> str:
+    def full_path(self, path: str) -> str:
+        """``path`` as nginx reads it: relative paths are relative to the prefix."""
         if os.path.isabs(path):
             return path
         prefix = self.prefix or self.compiled_defaults().get("prefix", "/usr/share/nginx")
@@ -109,7 +110,7 @@ class Nginx:
     def pid_path(self, config: NginxConfig) -> str:
         """Where the master writes its PID: the ``pid`` directive, else nginx's compiled default."""
         path = config.pid or self.compiled_defaults().get("pid-path", "logs/nginx.pid")
-        return self._full_path(path)
+        return self.full_path(path)
 
     def error_log_path(self, config: NginxConfig) -> Optional[str]:
         """The main error log file, or None when it is not a file (stderr, syslog, memory)."""
@@ -117,7 +118,7 @@ class Nginx:
         path = candidates[-1]
         if path == "stderr" or path.startswith(("syslog:", "memory:")):
             return None
-        return self._full_path(path)
+        return self.full_path(path)
 
     def find_master(self, config: NginxConfig) -> psutil.Process:
         """The running master process of this configuration.
