@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import traceback
 from fractions import Fraction
 from typing import Any, Dict, List, Optional, Sequence
@@ -188,6 +189,85 @@ def validate(settings: operations.Settings, upstream: Optional[str], percent: Op
         changed = len(result.plan.changes)
         click.echo(f"split ok: canary {_fraction_text(result.plan.split.canary_percent())} % of "
                    f"{result.plan.upstream.name} would change {changed} file(s)")
+
+
+def _ms(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}"
+
+
+def _figures_row(label: str, fig: Dict[str, Any]) -> str:
+    return (f"{label:<34} {fig['requests']:>9} {fig['errors_5xx']:>7} {fig['errors_4xx']:>7} "
+            f"{fig['error_rate'] * 100:>6.2f}% {_ms(fig['p50']):>8} {_ms(fig['p95']):>8} {_ms(fig['p99']):>8} {_ms(fig['max']):>8}")
+
+
+def _print_report(report: Dict[str, Any]) -> None:
+    click.echo(f"lines {report['lines']}, unparsed {report['unparsed']}")
+    header = f"{'':<34} {'requests':>9} {'5xx':>7} {'4xx':>7} {'5xx %':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    click.echo(header)
+    servers = report["servers"]
+    for name, fig in report["upstreams"].items():
+        click.echo(_figures_row(f"upstream {name}", fig))
+        for address, sfig in servers.items():
+            if sfig["upstream"] == name:
+                click.echo(_figures_row(f"  {address}", sfig))
+    for group, fig in report.get("groups", {}).items():
+        click.echo(_figures_row(f"group {group}", fig))
+    for address, sfig in servers.items():
+        if sfig["upstream"] is None:
+            click.echo(_figures_row(f"{address} (not in config)", sfig))
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("logfiles", nargs=-1, metavar="[LOGFILE]...")
+@click.option("--format", "format_name", metavar="NAME", help="A log_format of the nginx config (or combined).")
+@click.option("--log-format", metavar="STRING", help="The log format itself, as in a log_format directive.")
+@click.option("--escape", type=click.Choice(["default", "json", "none"]), default="default", show_default=True,
+              help="escape= of --log-format.")
+@click.option("--upstream", metavar="NAME", help="Only this upstream's servers.")
+@click.option("--canary", multiple=True, metavar="ADDR", help="With --upstream: also report groups canary/stable.")
+@click.option("--follow", is_flag=True, help="Follow the log live from its end (one LOGFILE, or the upstream's log).")
+@click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between --follow snapshots.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per line with --follow).")
+@click.pass_obj
+def analyze(settings: operations.Settings, logfiles: Sequence[str], format_name: Optional[str], log_format: Optional[str],
+            escape: str, upstream: Optional[str], canary: Sequence[str], follow: bool, interval: float, as_json: bool) -> None:
+    """Per-server and per-upstream requests, 5xx/4xx and latency percentiles from access logs.
+
+    Without --format/--log-format, the format is the one of the access_log
+    directive that writes LOGFILE in the nginx config. Rotated .gz files are
+    read too. Every upstream attempt counts against its own server, so a
+    request retried from a failing server to a healthy one counts as one
+    failure and one success.
+    """
+    # Imported here so that set-weight does not pay for the log machinery at start-up.
+    from nginx_canary import log_operations
+
+    query = log_operations.LogQuery(format_name, log_format, escape, upstream, tuple(canary))
+    if follow:
+        if len(logfiles) > 1:
+            raise click.UsageError("--follow takes at most one LOGFILE")
+
+        def emit(report: Dict[str, Any]) -> None:
+            if as_json:
+                click.echo(json.dumps(report, sort_keys=True))
+            else:
+                click.echo(f"--- {time.strftime('%H:%M:%S')}")
+                _print_report(report)
+
+        try:
+            log_operations.follow_log(settings, logfiles[0] if logfiles else None, query, interval=interval,
+                                      emit=emit, should_stop=lambda: False)
+        except KeyboardInterrupt:
+            pass
+        return
+    prepared = log_operations.analyze_files(settings, list(logfiles), query)
+    for warning in prepared.warnings:
+        click.echo(f"nginx-canary: warning: {warning}", err=True)
+    report = prepared.analyzer.report()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        _print_report(report)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

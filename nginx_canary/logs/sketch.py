@@ -1,0 +1,259 @@
+"""A mergeable, fixed-memory latency quantile sketch (DDSketch-style).
+
+Positive values go into logarithmic bins: bin ``i`` holds the values in
+``(gamma**(i-1), gamma**i]`` with ``gamma = (1+a)/(1-a)``, and a quantile that
+falls in bin ``i`` is reported as ``2*gamma**i/(gamma+1)``, which is within a
+relative error ``a`` of every value in the bin (Masson, Rim, Lee: "DDSketch",
+VLDB 2019). Zero gets a count of its own because nginx logs ``0.000`` for
+cached and very fast responses, and ``log(0)`` has no bin.
+
+Sizes, for the default ``a = 0.01``: one bin spans 2 % (``ln(gamma)`` is
+0.0200007), so the values from 1 µs to 1 day (86400 s) fall into at most
+``ln(8.64e10) / ln(gamma) + 1``, i.e. 1260 bins, well under the default bound
+of 2048; 1 ms .. 60 s takes at most 552.
+
+Not thread-safe: one owner (the daemon's main loop) updates it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from bisect import bisect_left, insort
+from typing import Dict, List, Optional
+
+_INF = math.inf
+_log = math.log
+_ceil = math.ceil
+
+# Subnormal floats carry too few significant bits for a relative-error bin;
+# no latency is shorter than 2.2e-308 s, so they are counted as zero.
+_MIN_POSITIVE = sys.float_info.min
+
+
+class LatencySketch:
+    """Quantiles of non-negative values (seconds) within a relative error.
+
+    ``quantile(q)`` returns an estimate of the element at 0-based rank
+    ``floor(q * (count - 1))`` of the sorted values, within ``relative_accuracy``
+    of it, as long as the sketch has not collapsed (see below). ``count``,
+    ``min`` and ``max`` are exact; ``sum`` is a float sum.
+
+    Memory is bounded by ``max_bins`` logarithmic bins (plus the zero count).
+    When a value needs a new bin beyond that bound, the lowest bins are merged
+    into one, the floor bin, and every later value at or below it is counted
+    there too. The low quantiles then lose their accuracy (they report the floor
+    bin, clamped to ``min``) while the high ones, the ones that matter for p99
+    and the max, keep it. With the default accuracy and bound this takes values
+    spread over more than 17 decades, which latencies do not have.
+    """
+
+    __slots__ = (
+        "_accuracy", "_max_bins", "_gamma", "_log_gamma", "_inv_log_gamma", "_log_scale",
+        "_bins", "_keys", "_floor", "_zero", "_count", "_sum", "_min", "_max",
+    )
+
+    def __init__(self, relative_accuracy: float = 0.01, max_bins: int = 2048) -> None:
+        """Raises ValueError unless 0 < relative_accuracy < 1 and max_bins >= 1."""
+        if not 0.0 < relative_accuracy < 1.0:
+            raise ValueError(f"relative_accuracy must be between 0 and 1, not {relative_accuracy!r}")
+        if max_bins < 1:
+            raise ValueError(f"max_bins must be at least 1, not {max_bins!r}")
+        self._accuracy = relative_accuracy
+        self._max_bins = max_bins
+        self._gamma = (1.0 + relative_accuracy) / (1.0 - relative_accuracy)
+        self._log_gamma = _log(self._gamma)
+        self._inv_log_gamma = 1.0 / self._log_gamma
+        # The estimate 2*gamma**i/(gamma+1) is computed as exp(i*log_gamma + log_scale)
+        # so that the top bins near the float maximum do not overflow gamma**i.
+        self._log_scale = _log(2.0 / (self._gamma + 1.0))
+        self._bins: Dict[int, int] = {}
+        # The bin indices in ascending order: quantiles walk them, and a collapse
+        # finds the lowest ones without sorting the dict.
+        self._keys: List[int] = []
+        self._floor: Optional[int] = None
+        self._zero = 0
+        self._count = 0
+        self._sum = 0.0
+        self._min = _INF
+        self._max = -_INF
+
+    @property
+    def relative_accuracy(self) -> float:
+        return self._accuracy
+
+    @property
+    def max_bins(self) -> int:
+        return self._max_bins
+
+    @property
+    def count(self) -> int:
+        """How many values were added (zeros included)."""
+        return self._count
+
+    @property
+    def sum(self) -> float:
+        return self._sum
+
+    @property
+    def min(self) -> Optional[float]:
+        """The smallest value added, exactly; None when empty."""
+        return self._min if self._count else None
+
+    @property
+    def max(self) -> Optional[float]:
+        """The largest value added, exactly; None when empty."""
+        return self._max if self._count else None
+
+    @property
+    def bin_count(self) -> int:
+        """Live logarithmic bins (never more than ``max_bins``); the zero count is not one."""
+        return len(self._keys)
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether low bins were merged to respect ``max_bins`` (low quantiles are then coarse)."""
+        return self._floor is not None
+
+    def add(self, value: float, count: int = 1) -> None:
+        """Add ``value`` (seconds) ``count`` times, at the cost of one add.
+
+        Raises ValueError for a negative, NaN or infinite value, or count < 1;
+        the sketch is unchanged then.
+        """
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count!r}")
+        if value >= _MIN_POSITIVE:
+            try:
+                index = _ceil(_log(value) * self._inv_log_gamma)
+            except OverflowError:  # ceil(log(inf)): no separate test on the hot path
+                raise ValueError("cannot add an infinite value") from None
+            held = self._bins.get(index)
+            if held is None:
+                self._add_to_new_bin(index, count)
+            else:
+                self._bins[index] = held + count
+        elif value >= 0.0:
+            self._zero += count
+        else:
+            raise ValueError(f"cannot add {value!r}: values must be non-negative numbers")
+        self._count += count
+        self._sum += value * count
+        if value < self._min:
+            self._min = value
+        if value > self._max:
+            self._max = value
+
+    def _add_to_new_bin(self, index: int, count: int) -> None:
+        if self._floor is not None and index <= self._floor:
+            self._bins[self._floor] += count
+            return
+        self._bins[index] = count
+        insort(self._keys, index)
+        if len(self._keys) > self._max_bins:
+            self._collapse()
+
+    def _collapse(self) -> None:
+        """Merge the lowest bins into one so that at most max_bins remain."""
+        keys = self._keys
+        excess = len(keys) - self._max_bins
+        floor = keys[excess]
+        bins = self._bins
+        moved = 0
+        for index in keys[:excess]:
+            moved += bins.pop(index)
+        bins[floor] += moved
+        del keys[:excess]
+        self._floor = floor
+
+    def merge(self, other: "LatencySketch") -> None:
+        """Add every value of ``other`` to this sketch (``other`` is unchanged).
+
+        Without a collapse, the result is the sketch of the concatenated data.
+        The result keeps this sketch's ``max_bins``. Raises ValueError when the
+        relative accuracies differ: their bins do not line up.
+        """
+        if other._accuracy != self._accuracy:
+            raise ValueError(
+                f"cannot merge sketches of relative accuracy {other._accuracy} and {self._accuracy}"
+            )
+        if other._count == 0:
+            return
+        if other._floor is not None and (self._floor is None or other._floor > self._floor):
+            self._raise_floor(other._floor)
+        bins = self._bins
+        held_in = bins.get
+        # A copy of the items, so that merging a sketch into itself terminates.
+        for index, count in list(other._bins.items()):
+            held = held_in(index)
+            if held is None:
+                self._add_to_new_bin(index, count)
+            else:
+                bins[index] = held + count
+        self._zero += other._zero
+        self._count += other._count
+        self._sum += other._sum
+        if other._min < self._min:
+            self._min = other._min
+        if other._max > self._max:
+            self._max = other._max
+
+    def _raise_floor(self, floor: int) -> None:
+        """Fold this sketch's bins at or below ``floor`` into a bin at ``floor``."""
+        keys = self._keys
+        cut = bisect_left(keys, floor + 1)
+        moved = 0
+        for index in keys[:cut]:
+            moved += self._bins.pop(index)
+        del keys[:cut]
+        self._bins[floor] = moved
+        keys.insert(0, floor)
+        self._floor = floor
+        if len(keys) > self._max_bins:
+            self._collapse()
+
+    def quantile(self, q: float) -> Optional[float]:
+        """The value at rank ``floor(q * (count - 1))`` of the sorted data, estimated.
+
+        Rank 0 and the last rank return the exact min and max; other estimates
+        are clamped to [min, max], which can only bring them closer. None when
+        the sketch is empty. Raises ValueError unless 0 <= q <= 1.
+        """
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be between 0 and 1, not {q!r}")
+        if self._count == 0:
+            return None
+        rank = math.floor(q * (self._count - 1))
+        if rank == 0:
+            return self._min
+        if rank >= self._count - 1:
+            return self._max
+        seen = self._zero
+        if rank < seen:
+            # The zero count also holds subnormals, which are all >= min.
+            return max(0.0, self._min)
+        bins = self._bins
+        for index in self._keys:
+            seen += bins[index]
+            if rank < seen:
+                try:
+                    estimate = math.exp(index * self._log_gamma + self._log_scale)
+                except OverflowError:
+                    estimate = _INF
+                return min(max(estimate, self._min), self._max)
+        raise AssertionError("bin counts do not add up to count")  # pragma: no cover
+
+    def copy(self) -> "LatencySketch":
+        """An independent sketch with the same contents."""
+        clone = LatencySketch.__new__(LatencySketch)
+        for name in LatencySketch.__slots__:
+            setattr(clone, name, getattr(self, name))
+        clone._bins = dict(self._bins)
+        clone._keys = list(self._keys)
+        return clone
+
+    def __repr__(self) -> str:
+        return (
+            f"LatencySketch(count={self._count}, min={self.min}, max={self.max}, "
+            f"bins={len(self._keys)}, relative_accuracy={self._accuracy})"
+        )

@@ -1,0 +1,370 @@
+"""Follow one access-log path across rotation and truncation; yield complete lines.
+
+nginx appends each log line with one ``write()`` to a file opened with
+``O_APPEND`` and keeps writing to the same open file until it is told to reopen
+(USR1, ``nginx -s reopen``); each worker then reopens on its own schedule. So a
+rotated file keeps growing for a while after a new file has appeared at the
+path, and a line can be missed or counted twice only if the tailer confuses
+the two. The tailer therefore tells files apart by ``(st_dev, st_ino)``, keeps
+the old file open and drains it until it has been quiet for ``drain_seconds``,
+and reads the new file from its first byte.
+
+Known limits, all inherent to following a path:
+
+* copytruncate loses the lines written between the copy and the truncate;
+  nothing can read them back (they are neither in the copy nor in the file).
+* A file created at the path and rotated away again between two
+  ``read_lines()`` calls is never seen.
+* A truncated file that regrows past our offset before we look is caught by
+  checking the byte before our offset (it must still be the byte we read
+  there); a regrown file that happens to hold the same byte there is not.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+from watchdog.events import (
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+from nginx_canary.errors import CanaryError
+
+Identity = Tuple[int, int]
+
+_NEWLINE = ord("\n")
+
+
+@dataclass
+class _OpenLog:
+    """One open log file and how far into it we are."""
+
+    fd: int
+    identity: Identity
+    read_pos: int
+    # Offset just past the last newline consumed: where a restart loses nothing.
+    line_start: int
+    # The byte at read_pos - 1 when we read it (None when read_pos is 0).
+    last_byte: Optional[int]
+    # Discarding up to the next newline (an over-long line, or the tail of a
+    # line we started in the middle of).
+    skipping: bool = False
+    partial: bytearray = field(default_factory=bytearray)
+    quiet_since: float = 0.0
+
+    def restart(self) -> None:
+        """Forget everything read: the file was truncated under us."""
+        self.read_pos = self.line_start = 0
+        self.last_byte = None
+        self.skipping = False
+        self.partial.clear()
+
+
+class _Wakeup(FileSystemEventHandler):
+    """Runs on watchdog's thread: only sets an Event when our path changes."""
+
+    def __init__(self, path: str, event: threading.Event) -> None:
+        super().__init__()
+        self._path = path
+        self._event = event
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if os.fsdecode(event.src_path) == self._path or os.fsdecode(event.dest_path) == self._path:
+            self._event.set()
+
+
+class LogTailer:
+    """Follow ``path`` and return each line nginx wrote completely exactly once.
+
+    Counters (plain ints, read them any time): ``rotations`` (switches to a new
+    file at the path after a first one was followed), ``truncations``,
+    ``overlong`` (lines longer than ``max_line_bytes``, discarded),
+    ``unterminated`` (partial last lines of a rotated or deleted file that
+    never got their newline before the file went quiet; discarded),
+    ``bytes_read``, ``peak_buffered`` (largest partial line held, for memory
+    checks). ``position`` is the offset in the current file just past the last
+    line returned or discarded: a tailer started with ``offset=position`` on
+    the same file neither loses nor repeats a line. ``error`` says why the
+    path cannot be followed right now (None when it can); it is retried at
+    every ``read_lines()``. ``watching`` is False when watchdog is not used.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        from_end: bool = True,
+        offset: Optional[int] = None,
+        max_line_bytes: int = 65536,
+        drain_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        watch: bool = True,
+        chunk_bytes: int = 1 << 20,
+        max_read_bytes: int = 16 << 20,
+    ) -> None:
+        """Open ``path`` (or wait for it) and start watching its directory.
+
+        Starts at ``offset`` when given, else at the end of the file when
+        ``from_end``, else at 0; when that start is in the middle of a line,
+        the rest of that line is skipped, and an offset past the end counts
+        as a truncation (the file was replaced or cut since): read from 0. A file that is missing now is read
+        from 0 once it appears. ``max_read_bytes`` bounds the bytes one
+        ``read_lines()`` call reads (the rest is read by the next calls).
+
+        Raises:
+            ValueError: a size or offset argument is out of range.
+            CanaryError: the path exists but cannot be opened and read.
+        """
+        if max_line_bytes < 1 or chunk_bytes < 1 or max_read_bytes < 1 or drain_seconds < 0:
+            raise ValueError("max_line_bytes, chunk_bytes, max_read_bytes must be positive, drain_seconds >= 0")
+        if offset is not None and offset < 0:
+            raise ValueError(f"offset must be >= 0, not {offset}")
+        self._path = os.path.abspath(path)
+        self._max_line = max_line_bytes
+        self._drain_seconds = drain_seconds
+        self._clock = clock
+        self._max_read = max_read_bytes
+        self._chunk = bytearray(chunk_bytes)
+        self._current: Optional[_OpenLog] = None
+        self._draining: List[_OpenLog] = []
+        self._more_pending = False
+        self._closed = False
+        self._wakeup = threading.Event()
+        self._observer: Optional[BaseObserver] = None
+
+        self.rotations = 0
+        self.truncations = 0
+        self.overlong = 0
+        self.unterminated = 0
+        self.bytes_read = 0
+        self.peak_buffered = 0
+        self.error: Optional[str] = None
+
+        try:
+            self._current = self._open(offset if offset is not None else (None if from_end else 0))
+        except OSError as exc:
+            raise CanaryError(f"cannot follow log: {exc.strerror or exc}", file=self._path) from exc
+        # Only a switch away from a file we followed counts as a rotation; a
+        # file missing now is read from 0 when it appears, like every later one.
+        self._followed = self._current is not None
+        if watch:
+            self._observer = self._start_observer()
+
+    @property
+    def watching(self) -> bool:
+        return self._observer is not None
+
+    @property
+    def position(self) -> int:
+        return self._current.line_start if self._current is not None else 0
+
+    def read_lines(self) -> List[bytes]:
+        """Every complete line available now, in file order, without its ``b"\\n"``; never blocks.
+
+        Lines of rotated (or deleted) files still being drained come first,
+        oldest file first, then the current file's lines.
+
+        Raises:
+            ValueError: the tailer is closed.
+        """
+        if self._closed:
+            raise ValueError("read_lines() on a closed LogTailer")
+        self._check_path()
+        out: List[bytes] = []
+        budget = self._max_read
+        now = self._clock()
+        for log in list(self._draining):
+            got = self._read_available(log, out, budget)
+            budget -= got
+            if got:
+                log.quiet_since = now
+            elif budget > 0 and now - log.quiet_since >= self._drain_seconds:
+                self._draining.remove(log)
+                self._release(log)
+        if self._current is not None and budget > 0:
+            budget -= self._read_available(self._current, out, budget)
+        self._more_pending = budget <= 0
+        return out
+
+    def wait(self, timeout: float) -> None:
+        """Block until our path changes (per watchdog) or ``timeout`` seconds pass.
+
+        Returns at once when the last ``read_lines()`` left bytes unread.
+        Without watchdog it just sleeps ``timeout``. Writes to a rotated file
+        being drained do not wake it (watchdog reports them under the new
+        name); they are read by the next call anyway.
+        """
+        if self._more_pending or self._closed:
+            return
+        # Also the plain sleep without watchdog: close() can cut it short.
+        self._wakeup.wait(timeout)
+        self._wakeup.clear()
+
+    def close(self) -> None:
+        """Stop watching and close every file; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+        for log in self._draining + ([self._current] if self._current is not None else []):
+            os.close(log.fd)
+        self._draining.clear()
+        self._current = None
+
+    def __enter__(self) -> "LogTailer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _start_observer(self) -> Optional[BaseObserver]:
+        # inotify may be unavailable or out of watches, or the directory may
+        # not exist yet: the stat in read_lines() does the job alone then.
+        observer = Observer()
+        try:
+            observer.schedule(
+                _Wakeup(self._path, self._wakeup),
+                os.path.dirname(self._path),
+                recursive=False,
+                event_filter=[FileModifiedEvent, FileCreatedEvent, FileMovedEvent, FileDeletedEvent],
+            )
+            observer.start()
+        except OSError:
+            return None
+        return observer
+
+    def _open(self, start: Optional[int]) -> Optional[_OpenLog]:
+        """Open the path, positioned at ``start`` (None: its end); None if it does not exist.
+
+        Raises:
+            OSError: it exists but cannot be opened, or is not a regular file.
+        """
+        try:
+            # O_NONBLOCK: a FIFO at the path must not hang us in open().
+            fd = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            pos = st.st_size if start is None else start
+            log = _OpenLog(fd, (st.st_dev, st.st_ino), pos, pos, None)
+            if 0 < pos <= st.st_size:
+                log.last_byte = os.pread(fd, 1, pos - 1)[0]
+                log.skipping = log.last_byte != _NEWLINE
+        except BaseException:
+            os.close(fd)
+            raise
+        return log
+
+    def _check_path(self) -> None:
+        """Notice a rotation, deletion or (re)creation at the path."""
+        try:
+            st: Optional[os.stat_result] = os.stat(self._path)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        except OSError as exc:
+            # Cannot tell what is at the path: keep reading what we have.
+            self.error = f"cannot stat {self._path}: {exc.strerror or exc}"
+            return
+        current = self._current
+        if current is not None and st is not None and current.identity == (st.st_dev, st.st_ino):
+            self.error = None
+            return
+        if current is not None:
+            # Renamed or deleted: nginx may write to it until every worker reopens.
+            current.quiet_since = self._clock()
+            self._draining.append(current)
+            self._current = None
+        if st is None:
+            self.error = None
+            return
+        try:
+            new = self._open(0)
+        except OSError as exc:
+            self.error = f"cannot open {self._path}: {exc.strerror or exc}"
+            return
+        self.error = None
+        if new is None:
+            return
+        if current is not None or self._followed:
+            self.rotations += 1
+        self._followed = True
+        self._current = new
+
+    def _read_available(self, log: _OpenLog, out: List[bytes], budget: int) -> int:
+        """Append ``log``'s complete new lines to ``out``; return the bytes read (at most about ``budget``)."""
+        size = os.fstat(log.fd).st_size
+        if size < log.read_pos or (
+            size > log.read_pos and log.last_byte is not None and os.pread(log.fd, 1, log.read_pos - 1)[0] != log.last_byte
+        ):
+            self.truncations += 1
+            log.restart()
+        got = 0
+        while got < budget:
+            n = os.preadv(log.fd, [self._chunk], log.read_pos)
+            if n == 0:
+                break
+            log.read_pos += n
+            log.last_byte = self._chunk[n - 1]
+            got += n
+            self._split(log, n, out)
+        self.bytes_read += got
+        return got
+
+    def _split(self, log: _OpenLog, n: int, out: List[bytes]) -> None:
+        """Cut the first ``n`` bytes of the chunk buffer into lines."""
+        data = self._chunk
+        base = log.read_pos - n
+        start = 0
+        if log.skipping:
+            newline = data.find(b"\n", 0, n)
+            if newline < 0:
+                return
+            log.skipping = False
+            start = newline + 1
+            log.line_start = base + start
+        last = data.rfind(b"\n", start, n)
+        if last >= start:
+            lines = bytes(memoryview(data)[start:last]).split(b"\n")
+            if log.partial:
+                lines[0] = bytes(log.partial) + lines[0]
+                log.partial.clear()
+            if max(map(len, lines)) > self._max_line:
+                kept = [line for line in lines if len(line) <= self._max_line]
+                self.overlong += len(lines) - len(kept)
+                lines = kept
+            out.extend(lines)
+            start = last + 1
+            log.line_start = base + start
+        if len(log.partial) + n - start > self._max_line:
+            self.overlong += 1
+            log.partial.clear()
+            log.skipping = True
+        else:
+            log.partial += memoryview(data)[start:n]
+            self.peak_buffered = max(self.peak_buffered, len(log.partial))
+
+    def _release(self, log: _OpenLog) -> None:
+        """Close a drained file; a partial last line in it will never be completed."""
+        if log.partial:
+            self.unterminated += 1
+        os.close(log.fd)
