@@ -8,9 +8,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from nginx_canary.errors import BadInputError, ConfigError
 from nginx_canary.inputs import check_word
-from nginx_canary.logs.analyze import AddressBook, Analyzer, feed_batches
+from nginx_canary.logs.analyze import AddressBook, Analyzer, feed_blocks
 from nginx_canary.logs.format import FormatSpec, compile_format
-from nginx_canary.logs.reader import line_batches
+from nginx_canary.logs.reader import block_batches
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
 from nginx_canary.logs.tail import LogTailer
 from nginx_canary.logs.window import WindowedStats
@@ -106,7 +106,7 @@ def analyze_files(settings: Settings, files: Sequence[str], query: LogQuery) -> 
         raise BadInputError("give at least one LOGFILE (or --follow)")
     prepared = prepare(settings, query, files[0])
     for path in files:
-        feed_batches(prepared.analyzer, line_batches(path))
+        feed_blocks(prepared.analyzer, block_batches(path))
     return prepared
 
 

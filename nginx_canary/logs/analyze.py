@@ -7,8 +7,8 @@ decodes and attributes each distinct tuple once, adding it with its count.
 from __future__ import annotations
 
 import re
-from collections import Counter
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+import collections
+from typing import Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from nginx_canary.logs.attempts import split_attempts
 from nginx_canary.logs.format import CompiledFormat, upstream_fields
@@ -19,6 +19,7 @@ from nginx_canary.nginx.conf import NginxConfig
 
 SERVER, UPSTREAM, GROUP = "server:", "upstream:", "group:"
 _MEMO_LIMIT = 100_000
+_PENDING_LIMIT = 200_000
 # What $upstream_addr can hold for one attempt: IPv4:port, [IPv6]:port, a unix
 # socket, or an upstream's name when none of its servers was available.
 _ADDRESS = re.compile(r"\A(?:\d{1,3}(?:\.\d{1,3}){3}:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}|unix:[^\s,]+|[A-Za-z0-9_.\-]+)\Z")
@@ -72,6 +73,7 @@ class Analyzer:
         self._single_seconds = self.fields.latency != "upstream_response_time"
         self._names = (self.fields.addr, self.fields.status, self.fields.latency)
         self._memo: Dict[Tuple[bytes, ...], Optional[List[Tuple[Tuple[str, ...], Optional[int], Optional[float]]]]] = {}
+        self._pending: Counter[Tuple[bytes, ...]] = collections.Counter()
         self.lines = 0
         self.unparsed = 0
 
@@ -102,13 +104,34 @@ class Analyzer:
         return [(self._targets(a), a.status, a.seconds) for a in attempts]
 
     def feed(self, lines: Sequence[bytes], at: Optional[float] = None) -> None:
-        """Count ``lines`` (without or with their newline) into the windows at time ``at``."""
+        """Count ``lines`` (with or without their newline) as seen at time ``at``.
+
+        With ``at`` (live following) the lines go into the sliding window at
+        once; without it (whole files) they are only counted, and attributed
+        in bulk by :meth:`flush`, which is much faster for long files.
+        """
         rows, misfits = self.compiled.extract(lines, self._names)
         self.lines += len(lines)
         self.unparsed += misfits
+        self._pending.update(rows)
+        self._maybe_flush(at)
+
+    def feed_block(self, block: bytes, at: Optional[float] = None) -> None:
+        """Like :meth:`feed` for a block of whole lines, each ending with ``\\n``."""
+        lines = block.split(b"\n")
+        lines.pop()
+        self.feed(lines, at)
+
+    def _maybe_flush(self, at: Optional[float]) -> None:
+        # The pending counter is bounded: junk with ever-new values cannot grow it without limit.
+        if at is not None or len(self._pending) >= _PENDING_LIMIT:
+            self.flush(at)
+
+    def flush(self, at: Optional[float] = None) -> None:
+        """Attribute the counted lines to servers, upstreams and groups in the windows."""
         memo = self._memo
         add = self.windows.add
-        for raw, count in Counter(rows).items():
+        for raw, count in self._pending.items():
             try:
                 attributed = memo[raw]
             except KeyError:
@@ -121,6 +144,7 @@ class Analyzer:
             for keys, status, seconds in attributed:
                 for key in keys:
                     add(key, status, seconds, count, at)
+        self._pending.clear()
 
     def stats(self, key: str, window: Optional[float] = None, now: Optional[float] = None) -> Stats:
         """Cumulative figures for ``key`` since the mark, or those of the last ``window`` seconds."""
@@ -130,6 +154,7 @@ class Analyzer:
 
     def report(self, window: Optional[float] = None, now: Optional[float] = None) -> Dict[str, object]:
         """The documented JSON shape: lines, unparsed, servers, upstreams (and groups when defined)."""
+        self.flush()
         servers: Dict[str, object] = {}
         upstreams: Dict[str, object] = {}
         groups: Dict[str, object] = {}
@@ -148,10 +173,11 @@ class Analyzer:
         return out
 
 
-def feed_batches(analyzer: Analyzer, batches: Iterable[Tuple[List[bytes], int]]) -> None:
-    """Feed ``(lines, overlong)`` batches as :func:`nginx_canary.logs.reader.line_batches` yields them."""
-    for lines, overlong in batches:
+def feed_blocks(analyzer: Analyzer, blocks: Iterable[Tuple[bytes, int]]) -> None:
+    """Feed ``(block, overlong)`` pairs as :func:`nginx_canary.logs.reader.block_batches` yields them."""
+    for block, overlong in blocks:
         if overlong:
             analyzer.count_unparsed(overlong)
-        if lines:
-            analyzer.feed(lines)
+        if block:
+            analyzer.feed_block(block)
+    analyzer.flush()

@@ -1,13 +1,13 @@
-"""Read whole log files (plain or gzip) in large batches of lines, with bounded memory."""
+"""Read whole log files (plain or gzip) in large blocks of complete lines, with bounded memory."""
 
 from __future__ import annotations
 
 import gzip
-from typing import BinaryIO, Iterator, List, Tuple
+from typing import BinaryIO, Iterator, Tuple
 
 from nginx_canary.errors import BadInputError
 
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 4 << 20
 MAX_LINE_BYTES = 64 << 10
 
 
@@ -20,12 +20,14 @@ def _open(path: str) -> BinaryIO:
         raise BadInputError(f"cannot read log file {path}: {exc.strerror}") from exc
 
 
-def line_batches(path: str, *, chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Tuple[List[bytes], int]]:
-    """Yield ``(lines, overlong)`` batches of ``path``: lines without their newline,
-    and how many lines longer than ``max_line_bytes`` were dropped from the batch.
+def block_batches(path: str, *, chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Tuple[bytes, int]]:
+    """Yield ``(block, overlong)``: blocks of whole lines of ``path``, each line ending
+    with ``\\n`` (one is added to a last line without it), and how many lines were
+    dropped for being too long since the previous block.
 
-    A last line without a newline is yielded too. Memory stays within about
-    ``chunk_bytes + max_line_bytes`` whatever the file holds.
+    At most ``chunk_bytes + max_line_bytes`` are held at once: the partial line
+    carried from one chunk to the next may grow to ``max_line_bytes``; a line
+    longer than that is skipped up to its newline and counted as over-long.
 
     Raises:
         BadInputError: the file cannot be opened or is not valid gzip.
@@ -33,32 +35,30 @@ def line_batches(path: str, *, chunk_bytes: int = CHUNK_BYTES, max_line_bytes: i
     with _open(path) as fh:
         carry = b""
         skipping = False
+        overlong = 0
         try:
             while True:
                 chunk = fh.read(chunk_bytes)
                 if not chunk:
                     break
-                lines = chunk.split(b"\n")
-                overlong = 0
                 if skipping:
-                    if len(lines) == 1:
-                        continue  # still inside the over-long line
-                    lines.pop(0)  # the end of the over-long line
+                    newline = chunk.find(b"\n")
+                    if newline < 0:
+                        continue
+                    chunk = chunk[newline + 1:]
                     skipping = False
                     overlong += 1
-                else:
-                    lines[0] = carry + lines[0]
-                carry = lines.pop()
+                data = carry + chunk if carry else chunk
+                cut = data.rfind(b"\n") + 1
+                block, carry = data[:cut], data[cut:]
                 if len(carry) > max_line_bytes:
                     carry, skipping = b"", True
-                if lines and max(map(len, lines)) > max_line_bytes:
-                    kept = [line for line in lines if len(line) <= max_line_bytes]
-                    overlong += len(lines) - len(kept)
-                    lines = kept
-                yield lines, overlong
+                if block or overlong:
+                    yield block, overlong
+                    overlong = 0
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise BadInputError(f"cannot read log file {path}: {exc}") from exc
         if skipping:
-            yield [], 1
-        elif carry:
-            yield [carry], 0
+            overlong += 1
+        if carry or overlong:
+            yield (carry + b"\n" if carry else b""), overlong

@@ -43,7 +43,7 @@ from watchdog.observers.api import BaseObserver
 
 from nginx_canary.errors import CanaryError
 
-Identity = Tuple[int, int]
+_Identity = Tuple[int, int]
 
 _NEWLINE = ord("\n")
 
@@ -53,7 +53,7 @@ class _OpenLog:
     """One open log file and how far into it we are."""
 
     fd: int
-    identity: Identity
+    identity: _Identity
     read_pos: int
     # Offset just past the last newline consumed: where a restart loses nothing.
     line_start: int
@@ -100,6 +100,9 @@ class LogTailer:
     the same file neither loses nor repeats a line. ``error`` says why the
     path cannot be followed right now (None when it can); it is retried at
     every ``read_lines()``. ``watching`` is False when watchdog is not used.
+
+    Call it from one thread; only watchdog's handler runs on another, and it
+    just sets an Event.
     """
 
     def __init__(
@@ -118,11 +121,12 @@ class LogTailer:
         """Open ``path`` (or wait for it) and start watching its directory.
 
         Starts at ``offset`` when given, else at the end of the file when
-        ``from_end``, else at 0; when that start is in the middle of a line,
-        the rest of that line is skipped, and an offset past the end counts
-        as a truncation (the file was replaced or cut since): read from 0. A file that is missing now is read
-        from 0 once it appears. ``max_read_bytes`` bounds the bytes one
-        ``read_lines()`` call reads (the rest is read by the next calls).
+        ``from_end``, else at 0. When that start is in the middle of a line,
+        the rest of that line is skipped; an offset past the end counts as a
+        truncation (the file was cut or replaced since) and reading starts at
+        0. A file that is missing now is read from 0 once it appears.
+        ``chunk_bytes`` is the size of one read; ``max_read_bytes`` bounds
+        the bytes one ``read_lines()`` call reads (later calls read the rest).
 
         Raises:
             ValueError: a size or offset argument is out of range.
@@ -165,10 +169,12 @@ class LogTailer:
 
     @property
     def watching(self) -> bool:
+        """Whether watchdog wakes ``wait()`` (else it sleeps its full timeout)."""
         return self._observer is not None
 
     @property
     def position(self) -> int:
+        """Offset in the current file just past the last line returned or discarded (0 without a file)."""
         return self._current.line_start if self._current is not None else 0
 
     def read_lines(self) -> List[bytes]:

@@ -513,3 +513,4 @@ def test_upstream_fields_names_everything_missing() -> None:
 )
 def test_parse_time(raw: str, variable: str, expected: Optional[float]) -> None:
     assert parse_time(raw, variable) == expected
+
