@@ -80,3 +80,7 @@ class StateError(CanaryError):
 
 class LogFormatError(BadInputError):
     """A log format cannot be compiled or lacks the variables the analysis needs."""
+
+
+class LogReadError(BadInputError):
+    """A log file exists but cannot be opened or read."""

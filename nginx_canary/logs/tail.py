@@ -41,7 +41,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from nginx_canary.errors import CanaryError
+from nginx_canary.errors import LogReadError
 
 _Identity = Tuple[int, int]
 
@@ -130,7 +130,7 @@ class LogTailer:
 
         Raises:
             ValueError: a size or offset argument is out of range.
-            CanaryError: the path exists but cannot be opened and read.
+            LogReadError: the path exists but cannot be opened and read.
         """
         if max_line_bytes < 1 or chunk_bytes < 1 or max_read_bytes < 1 or drain_seconds < 0:
             raise ValueError("max_line_bytes, chunk_bytes, max_read_bytes must be positive, drain_seconds >= 0")
@@ -160,7 +160,7 @@ class LogTailer:
         try:
             self._current = self._open(offset if offset is not None else (None if from_end else 0))
         except OSError as exc:
-            raise CanaryError(f"cannot follow log: {exc.strerror or exc}", file=self._path) from exc
+            raise LogReadError(f"cannot follow log: {exc.strerror or exc}", file=self._path) from exc
         # Only a switch away from a file we followed counts as a rotation; a
         # file missing now is read from 0 when it appears, like every later one.
         self._followed = self._current is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Iterator, List
@@ -38,9 +39,13 @@ class CountingNginx(NginxInstance):
     def access_log(self) -> Path:
         return self.prefix / "logs" / "access.log"
 
-    def reopen(self) -> None:
-        """What logrotate's postrotate does: USR1 to the master."""
-        os.kill(self.master().pid, signal.SIGUSR1)
+    def reopen(self, *, via_cli: bool = False) -> None:
+        """What logrotate's postrotate does: ``nginx -s reopen``, or USR1 to the master straight away."""
+        if via_cli:
+            subprocess.run([self.binary, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr", "-s", "reopen"],
+                           check=True, capture_output=True, timeout=10)
+        else:
+            os.kill(self.master().pid, signal.SIGUSR1)
 
     def serious_errors(self) -> List[str]:
         """error.log lines at alert/emerg/crit level (a failed reopen shows up here)."""

@@ -327,7 +327,7 @@ def test_parser_reads_real_nginx_lines(real_nginx: RealNginx) -> None:
     assert by_json[50] == [] and [t.address for t in by_json[51]] == [dead, good]
     assert json_lines[50].startswith(b'{"addr":"","status":"","time":""')  # /local: empty, not "-"
     first = jsonish.parse(json_lines[0].rstrip(b"\n"))
-    assert first is not None and first["agent"] == AGENT and first["request"] == "GET / HTTP/1.1"
+    assert first is not None and first["http_user_agent"] == AGENT and first["request"] == "GET / HTTP/1.1"
 
     # and through nginx's built-in combined format (escape=default \xHH)
     combined = compile_format(FormatSpec("combined", COMBINED))
