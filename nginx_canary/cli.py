@@ -7,7 +7,6 @@ import os
 import shutil
 import sys
 import time
-import traceback
 from fractions import Fraction
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -278,6 +277,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         cli.main(args=argv, prog_name="nginx-canary", standalone_mode=False)
     except CanaryError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         click.echo(f"nginx-canary: error: {exc}", err=True)
         sys.exit(int(exc.exit_code))

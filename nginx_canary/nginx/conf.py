@@ -10,11 +10,12 @@ includes is only re-read where it changed.
 
 from __future__ import annotations
 
-import glob
+import contextlib
+import gc
 import os
 import pickle
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import crossplane
 
@@ -23,7 +24,10 @@ from nginx_canary.nginx.lexer import unescape
 
 Tree = List[Dict[str, Any]]
 _GLOB_CHARS = "*?["
+_CACHE_VERSION = 2  # bump when what _prune keeps changes
 _BLOCK_CONTEXTS = {"http", "stream", "mail", "events"}
+_PASS_DIRECTIVES = {"proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass", "memcached_pass"}
+_KEPT_DIRECTIVES = {"include", "server", "pid", "error_log", "log_format", "access_log"} | _PASS_DIRECTIVES
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,18 @@ class NginxConfig:
         return found[0]
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    # (Un)pickling many small dicts triggers the cyclic GC over and over; they hold no cycles.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class ParseCache:
     """crossplane trees of single files, reused while a file's inode, size and mtime stay the same.
 
@@ -167,10 +183,10 @@ class ParseCache:
         self._dirty = False
         if path:
             try:
-                with open(path, "rb") as fh:
+                with open(path, "rb") as fh, _gc_paused():
                     loaded = pickle.load(fh)
-                if isinstance(loaded, dict):
-                    self._entries = loaded
+                if isinstance(loaded, dict) and loaded.get("version") == _CACHE_VERSION:
+                    self._entries = loaded["entries"]
             except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError):
                 self._entries = {}
 
@@ -197,8 +213,8 @@ class ParseCache:
             return
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "wb") as fh:
-                pickle.dump(self._entries, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            with open(tmp, "wb") as fh, _gc_paused():
+                pickle.dump({"version": _CACHE_VERSION, "entries": self._entries}, fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, self.path)
             self._dirty = False
         except OSError:
@@ -206,6 +222,20 @@ class ParseCache:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _prune(tree: Tree) -> Tree:
+    """Keep only what the model reads, so cached trees stay small and quick to load."""
+    out: Tree = []
+    for stmt in tree:
+        name = stmt["directive"]
+        if "block" in stmt:
+            block = _prune(stmt["block"])
+            if block or name == "upstream":
+                out.append({"directive": name, "line": stmt["line"], "args": stmt["args"], "block": block})
+        elif name in _KEPT_DIRECTIVES:
+            out.append({"directive": name, "line": stmt["line"], "args": stmt["args"]})
+    return out
 
 
 def _parse_file(path: str, cache: Optional[ParseCache]) -> Tree:
@@ -221,13 +251,12 @@ def _parse_file(path: str, cache: Optional[ParseCache]) -> Tree:
     if payload["status"] != "ok" or payload["errors"]:
         first = payload["errors"][0]
         raise ConfigError(str(first.get("error", "parse error")), file=first.get("file", path), line=first.get("line"))
-    tree: Tree = payload["config"][0]["parsed"]
+    tree = _prune(payload["config"][0]["parsed"])
     if cache is not None:
         cache.put(path, key, tree)
     return tree
 
 
-_PASS_DIRECTIVES = {"proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass", "memcached_pass"}
 Item = Tuple[Dict[str, Any], str, Tuple[str, ...]]
 
 
@@ -253,6 +282,8 @@ class _Reader:
     def include(self, pattern: str, file: str, line: int) -> List[str]:
         full = pattern if os.path.isabs(pattern) else os.path.join(self.conf_dir, pattern)
         if any(c in full for c in _GLOB_CHARS):
+            import glob  # only configs with wildcard includes pay for it
+
             return sorted(glob.glob(full))
         if not os.path.exists(full):
             raise ConfigError(f"include {pattern!r}: no such file", file=file, line=line)

@@ -17,7 +17,8 @@ from nginx_canary.nginx.conf import NginxConfig
 
 Runner = Callable[[Sequence[str], float], "subprocess.CompletedProcess[str]"]
 DEFAULT_RELOAD_TIMEOUT = 10.0
-_POLL_SECONDS = 0.005
+_FIRST_POLL_SECONDS = 0.002
+_MAX_POLL_SECONDS = 0.025
 _FAILURE_LEVELS = re.compile(r"\[(emerg|alert)\]")
 
 
@@ -143,17 +144,35 @@ class Nginx:
         return master
 
     @staticmethod
-    def workers(master: psutil.Process) -> Tuple[int, ...]:
+    def children(master: psutil.Process) -> Tuple[int, ...]:
+        """PIDs of the master's child processes.
+
+        Raises:
+            psutil.NoSuchProcess: the master is gone.
+        """
+        # psutil finds children by scanning every process in /proc (a few ms);
+        # the kernel's list for the master's (only) thread is one small read.
+        try:
+            with open(f"/proc/{master.pid}/task/{master.pid}/children", "rb") as fh:
+                return tuple(int(p) for p in fh.read().split())
+        except (OSError, ValueError):
+            return tuple(c.pid for c in master.children())
+
+    @classmethod
+    def workers(cls, master: psutil.Process) -> Tuple[int, ...]:
         """PIDs of the master's worker processes that are not shutting down."""
         try:
-            children = master.children()
+            children = cls.children(master)
         except psutil.NoSuchProcess:
             return ()
         pids = []
-        for child in children:
-            line = _cmdline(child)
+        for pid in children:
+            try:
+                line = _cmdline(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                continue
             if "worker process" in line and "shutting down" not in line:
-                pids.append(child.pid)
+                pids.append(pid)
         return tuple(sorted(pids))
 
     def reload(self, master: psutil.Process, error_log: Optional[str], timeout: float = DEFAULT_RELOAD_TIMEOUT) -> ReloadResult:
@@ -173,7 +192,7 @@ class Nginx:
         # Every child counts as old, even one forked so recently that it still
         # carries the master's title: it must not pass for a new worker later.
         try:
-            old_children = {c.pid for c in master.children()}
+            old_children = set(self.children(master))
         except psutil.NoSuchProcess as exc:
             raise NginxNotRunningError(f"nginx master {master.pid} exited before the reload") from exc
         log_offset = _size(error_log)
@@ -184,6 +203,7 @@ class Nginx:
             raise NginxNotRunningError(f"nginx master {master.pid} exited before the reload") from exc
         deadline = started + timeout
         new: Tuple[int, ...] = ()
+        pause = _FIRST_POLL_SECONDS
         while True:
             problem = _new_failure_line(error_log, log_offset)
             if problem:
@@ -200,7 +220,9 @@ class Nginx:
                 if new:
                     break
                 raise NginxRejectedError(f"reload did not take effect: no new worker processes within {timeout:g} s")
-            self.sleep(_POLL_SECONDS)
+            self.sleep(pause)
+            # Back off so that polling does not compete with a master busy re-reading a large config.
+            pause = min(pause * 1.5, _MAX_POLL_SECONDS)
         problem = _new_failure_line(error_log, log_offset)
         if problem:
             raise NginxRejectedError(f"reload failed: {problem}")
