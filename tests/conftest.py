@@ -128,8 +128,16 @@ class NginxInstance:
         return psutil.Process(int((self.prefix / "logs" / "nginx.pid").read_text().strip()))
 
     def workers(self) -> List[int]:
-        return sorted(c.pid for c in self.master().children()
-                      if "worker process" in " ".join(c.cmdline()) and "shutting down" not in " ".join(c.cmdline()))
+        """Worker PIDs that accept connections (not shutting down, not exited)."""
+        pids = []
+        for child in self.master().children():
+            try:
+                title = " ".join(child.cmdline())
+            except psutil.NoSuchProcess:  # exited, or a zombie the master has not reaped yet
+                continue
+            if "worker process" in title and "shutting down" not in title:
+                pids.append(child.pid)
+        return sorted(pids)
 
     def get(self, path: str = "/") -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['front']}{path}", timeout=5) as resp:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -175,12 +175,21 @@ class Nginx:
                 pids.append(pid)
         return tuple(sorted(pids))
 
+    @staticmethod
+    def _quit(pids: Iterable[int]) -> None:
+        for pid in pids:
+            try:
+                psutil.Process(pid).send_signal(signal.SIGQUIT)
+            except psutil.NoSuchProcess:
+                pass
+
     def reload(self, master: psutil.Process, error_log: Optional[str], timeout: float = DEFAULT_RELOAD_TIMEOUT) -> ReloadResult:
         """Send SIGHUP to ``master`` and wait for a new generation of workers.
 
         Success needs new worker processes within ``timeout`` and no
         ``[emerg]``/``[alert]`` line logged since the signal. It returns once
-        the old workers have stopped accepting (exited or shutting down), so
+        the old workers have stopped accepting (exited or shutting down; they
+        are sent the graceful SIGQUIT as soon as the new generation is up), so
         that new connections meet the new config; if they linger past
         ``timeout``, the new workers alone are taken as proof.
 
@@ -204,6 +213,7 @@ class Nginx:
         deadline = started + timeout
         new: Tuple[int, ...] = ()
         pause = _FIRST_POLL_SECONDS
+        quit_sent = False
         while True:
             problem = _new_failure_line(error_log, log_offset)
             if problem:
@@ -212,10 +222,18 @@ class Nginx:
                 raise NginxNotRunningError(f"nginx master {master.pid} exited during the reload")
             active = self.workers(master)
             new = tuple(p for p in active if p not in old_children)
-            # Old workers go on accepting connections with the old config until
-            # the master tells them to quit, so wait for that too.
-            if new and len(new) >= len(old) and not set(active) & set(old):
-                break
+            if new and len(new) >= len(old):
+                lingering = set(active) & set(old)
+                if not lingering:
+                    break
+                # Old workers go on accepting connections with the old config
+                # until the master tells them to quit, which it does only after
+                # a fixed 100 ms pause. Once the new generation is up, ask them
+                # ourselves: SIGQUIT is nginx's documented graceful shutdown of
+                # a worker, and the master would send the same a moment later.
+                if not quit_sent:
+                    self._quit(lingering)
+                    quit_sent = True
             if self.clock() >= deadline:
                 if new:
                     break
