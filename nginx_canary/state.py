@@ -1,0 +1,444 @@
+"""Persisted rollout state and its append-only history. Stores; decides nothing.
+
+Layout, under the state directory (0700)::
+
+    rollouts/                    0700
+    rollouts/NAME.json           0600  the current RolloutState, replaced atomically
+    rollouts/NAME.history.jsonl  0600  one JSON object per line, appended
+
+A history line is ``{"time", "event", "state", "step", "canary_percent",
+"detail"}``. Appends take an flock on the file, use ``O_APPEND`` and fsync.
+A crash can leave a torn last line (no trailing newline, or bytes that are not
+JSON): readers skip it, and the next append first cuts a tail without newline
+back to the last complete line, so a torn write never swallows the record after
+it. Which transitions are allowed is the rollout engine's business.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from nginx_canary.errors import BadInputError, StateError
+from nginx_canary.fsutil import atomic_write, fsync_dir
+
+log = logging.getLogger(__name__)
+
+STATES = ("idle", "progressing", "paused", "promoted", "rolled_back", "aborted", "failed")
+
+#: Version of the state file layout; a file of another version is refused, not guessed at.
+STATE_FORMAT = 1
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_STATE_SUFFIX = ".json"
+_HISTORY_SUFFIX = ".history.jsonl"
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+_READ_CHUNK = 1 << 16
+
+
+def validate_name(name: Any) -> str:
+    """Return ``name`` if it can be a rollout's file name, else raise BadInputError.
+
+    1 to 64 characters: letters, digits, ``_``, ``.``, ``-``, starting with a
+    letter or digit; so no ``/``, no ``..`` path, no hidden file.
+    """
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise BadInputError(
+            f"invalid rollout name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass
+class RolloutState:
+    """Where one rollout stands. Times are seconds since the epoch.
+
+    ``steps`` are the canary percentages as strings ("10", "25", ...),
+    ``step_index`` points into them; ``canary_percent`` is what the canary gets
+    now (it differs from the step after a rollback). ``expected_files`` maps
+    each nginx config file the rollout manages to the sha256 it should hold at
+    this step, so that drift made by someone else can be noticed.
+    ``last_verdict`` is an ``analysis.Verdict.to_dict()``.
+
+    Construction validates the fields (ValueError, naming the field); so does
+    :meth:`StateStore.save`, for a state changed after construction.
+    """
+
+    name: str
+    state: str = "idle"
+    step_index: int = 0
+    steps: Tuple[str, ...] = ()
+    canary_percent: str = "0"
+    snapshot_id: Optional[str] = None
+    expected_files: Dict[str, str] = field(default_factory=dict)
+    started_at: Optional[float] = None
+    step_started_at: Optional[float] = None
+    updated_at: Optional[float] = None
+    paused_reason: Optional[str] = None
+    last_verdict: Optional[Dict[str, Any]] = None
+    failure_streak: int = 0
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, list):
+            self.steps = tuple(self.steps)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field that does not hold what it should."""
+        try:
+            validate_name(self.name)
+        except BadInputError as exc:
+            raise ValueError(str(exc)) from None
+        if self.state not in STATES:
+            raise ValueError(f"state must be one of {', '.join(STATES)}, not {self.state!r}")
+        if not isinstance(self.steps, tuple) or not all(isinstance(s, str) and s for s in self.steps):
+            raise ValueError(f"steps must be a tuple of percent strings, not {self.steps!r}")
+        if not _is_count(self.step_index):
+            raise ValueError(f"step_index must be a non-negative integer, not {self.step_index!r}")
+        if self.steps and self.step_index >= len(self.steps):
+            raise ValueError(f"step_index {self.step_index} is past the last of {len(self.steps)} steps")
+        if not isinstance(self.canary_percent, str) or not self.canary_percent:
+            raise ValueError(f"canary_percent must be a percent string, not {self.canary_percent!r}")
+        for key in ("snapshot_id", "paused_reason"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{key} must be a string or None, not {value!r}")
+        if not isinstance(self.expected_files, dict) or not all(
+            isinstance(path, str) and path and isinstance(sha, str) and _SHA256.fullmatch(sha)
+            for path, sha in self.expected_files.items()
+        ):
+            raise ValueError("expected_files must map file paths to lowercase hex sha256 digests")
+        for key in ("started_at", "step_started_at", "updated_at"):
+            value = getattr(self, key)
+            if value is not None and not _is_time(value):
+                raise ValueError(f"{key} must be a finite number of seconds or None, not {value!r}")
+        if self.last_verdict is not None and not isinstance(self.last_verdict, dict):
+            raise ValueError(f"last_verdict must be an object or None, not {type(self.last_verdict).__name__}")
+        if not _is_count(self.failure_streak):
+            raise ValueError(f"failure_streak must be a non-negative integer, not {self.failure_streak!r}")
+        if not isinstance(self.message, str):
+            raise ValueError(f"message must be a string, not {self.message!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON data; independent copies of the containers."""
+        return {
+            "name": self.name,
+            "state": self.state,
+            "step_index": self.step_index,
+            "steps": list(self.steps),
+            "canary_percent": self.canary_percent,
+            "snapshot_id": self.snapshot_id,
+            "expected_files": dict(self.expected_files),
+            "started_at": self.started_at,
+            "step_started_at": self.step_started_at,
+            "updated_at": self.updated_at,
+            "paused_reason": self.paused_reason,
+            "last_verdict": copy.deepcopy(self.last_verdict),
+            "failure_streak": self.failure_streak,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "RolloutState":
+        """The inverse of :meth:`to_dict`, strict: every key present, none unknown.
+
+        Raises ValueError naming the missing, unknown or invalid keys.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"a rollout state must be an object, not {type(data).__name__}")
+        missing = [k for k in cls.__dataclass_fields__ if k not in data]
+        unknown = sorted(str(k) for k in data if k not in cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(
+                f"unknown keys {', '.join(map(repr, unknown))} (written by a newer nginx-canary?)"
+            )
+        if missing:
+            raise ValueError(f"missing keys {', '.join(map(repr, missing))}")
+        values = dict(data)
+        if not isinstance(values["steps"], list):
+            raise ValueError(f"steps must be a list, not {values['steps']!r}")
+        values["steps"] = tuple(values["steps"])
+        for key in ("started_at", "step_started_at", "updated_at"):
+            if _is_time(values[key]):
+                values[key] = float(values[key])
+        return cls(**values)
+
+
+class StateStore:
+    """Reads and writes rollout states and histories under ``state_dir``.
+
+    ``clock`` stamps history records that are not given a time.
+    """
+
+    def __init__(self, state_dir: str, clock: Callable[[], float] = time.time) -> None:
+        self.state_dir = state_dir
+        self.rollouts_dir = os.path.join(state_dir, "rollouts")
+        self._clock = clock
+
+    def state_path(self, name: str) -> str:
+        """Raises BadInputError for an invalid name."""
+        return os.path.join(self.rollouts_dir, validate_name(name) + _STATE_SUFFIX)
+
+    def history_path(self, name: str) -> str:
+        """Raises BadInputError for an invalid name."""
+        return os.path.join(self.rollouts_dir, validate_name(name) + _HISTORY_SUFFIX)
+
+    def _ensure_dirs(self) -> None:
+        for path in (self.state_dir, self.rollouts_dir):
+            try:
+                if path == self.state_dir:
+                    os.makedirs(path, _DIR_MODE)
+                else:
+                    os.mkdir(path, _DIR_MODE)
+                    fsync_dir(self.state_dir)  # the new entry survives a crash
+            except FileExistsError:
+                if not os.path.isdir(path):
+                    raise StateError(f"{path} is not a directory") from None
+            except OSError as exc:
+                raise StateError(f"cannot create {path}: {exc.strerror or exc} (set --state-dir)") from exc
+
+    # -- state ------------------------------------------------------------------
+
+    def save(self, state: RolloutState) -> None:
+        """Replace the saved state of ``state.name`` atomically (mode 0600).
+
+        Raises:
+            ValueError: the state is invalid or not JSON-serialisable (a bug in the caller).
+            StateError: the file cannot be written.
+        """
+        state.validate()
+        path = self.state_path(state.name)
+        record = {"format": STATE_FORMAT, **state.to_dict()}
+        try:
+            data = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"rollout {state.name!r}: state is not JSON-serialisable: {exc}") from exc
+        self._ensure_dirs()
+        atomic_write(path, data.encode("utf-8"), mode=_FILE_MODE)
+
+    def load(self, name: str) -> Optional[RolloutState]:
+        """The saved state of rollout ``name``; None if it has none.
+
+        Raises:
+            BadInputError: the name is invalid.
+            StateError: the file cannot be read or does not hold a valid state (the message names it).
+        """
+        path = self.state_path(name)
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read rollout state: {exc.strerror or exc}", file=path) from exc
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise StateError(f"corrupt rollout state: not UTF-8 ({exc.reason})", file=path) from exc
+        except json.JSONDecodeError as exc:
+            raise StateError(f"corrupt rollout state: {exc.msg} (column {exc.colno})", file=path, line=exc.lineno) from exc
+        if not isinstance(data, dict):
+            raise StateError(f"corrupt rollout state: a JSON {type(data).__name__}, not an object", file=path)
+        version = data.pop("format", None)
+        if version != STATE_FORMAT:
+            raise StateError(
+                f"rollout state of format {version!r}, this nginx-canary reads format {STATE_FORMAT}", file=path
+            )
+        try:
+            state = RolloutState.from_dict(data)
+        except ValueError as exc:
+            raise StateError(f"invalid rollout state: {exc}", file=path) from exc
+        if state.name != name:
+            raise StateError(f"holds rollout {state.name!r}, expected {name!r}", file=path)
+        return state
+
+    def names(self) -> List[str]:
+        """The names of the saved rollouts, sorted.
+
+        Raises StateError when the directory cannot be listed.
+        """
+        try:
+            entries = os.listdir(self.rollouts_dir)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StateError(f"cannot list {self.rollouts_dir}: {exc.strerror or exc}") from exc
+        found = []
+        for entry in entries:
+            # Skips histories (".jsonl") and atomic_write's temporary files (hidden, ".tmp").
+            if entry.endswith(_STATE_SUFFIX):
+                stem = entry[: -len(_STATE_SUFFIX)]
+                if _NAME.fullmatch(stem):
+                    found.append(stem)
+        return sorted(found)
+
+    def load_all(self) -> List[RolloutState]:
+        """Every saved rollout state, by name.
+
+        Raises StateError for the first one that cannot be read (naming its file).
+        """
+        states = []
+        for name in self.names():
+            state = self.load(name)
+            if state is not None:  # removed since the listing
+                states.append(state)
+        return states
+
+    # -- history --------------------------------------------------------------------
+
+    def append_history(
+        self,
+        name: str,
+        event: str,
+        *,
+        rollout: Optional[RolloutState] = None,
+        at: Optional[float] = None,
+        **detail: Any,
+    ) -> Dict[str, Any]:
+        """Append one record to rollout ``name``'s history and make it durable; returns the record.
+
+        ``state``, ``step`` and ``canary_percent`` come from ``rollout`` (None
+        without it); ``time`` is ``at`` or the store's clock. ``detail`` values
+        must be JSON-serialisable; objects with a ``to_dict()`` method (a
+        ``Verdict``) are stored as its result.
+
+        Raises:
+            BadInputError: the name is invalid.
+            ValueError: the event is empty or the detail cannot be serialised (nothing is written).
+            StateError: the history file cannot be written.
+        """
+        path = self.history_path(name)
+        if not isinstance(event, str) or not event:
+            raise ValueError(f"event must be a non-empty string, not {event!r}")
+        record = {
+            "time": self._clock() if at is None else at,
+            "event": event,
+            "state": None if rollout is None else rollout.state,
+            "step": None if rollout is None else rollout.step_index,
+            "canary_percent": None if rollout is None else rollout.canary_percent,
+            "detail": detail,
+        }
+        try:
+            line = json.dumps(record, sort_keys=True, allow_nan=False, default=_to_json) + "\n"
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"history record {event!r} of rollout {name!r} is not JSON-serialisable: {exc}") from exc
+        self._ensure_dirs()
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+        except OSError as exc:
+            raise StateError(f"cannot open history: {exc.strerror or exc}", file=path) from exc
+        try:
+            # One writer at a time, so the tail repair below cannot cut another's record.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size == 0:
+                created = True
+            else:
+                created = False
+                _cut_torn_tail(fd, size)
+            _write_all(fd, line.encode("utf-8"))
+            os.fsync(fd)
+        except OSError as exc:
+            raise StateError(f"cannot append to history: {exc.strerror or exc}", file=path) from exc
+        finally:
+            os.close(fd)
+        if created:
+            try:
+                fsync_dir(self.rollouts_dir)
+            except OSError as exc:
+                raise StateError(f"cannot sync {self.rollouts_dir}: {exc.strerror or exc}") from exc
+        stored: Dict[str, Any] = json.loads(line)
+        return stored
+
+    def history(self, name: str, limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Rollout ``name``'s history records, oldest first; the last ``limit`` of them if given.
+
+        Lines that are not complete JSON objects (a torn write after a crash)
+        are skipped with a warning. Memory is bounded by ``limit``.
+
+        Raises:
+            BadInputError: the name is invalid.
+            ValueError: limit is negative.
+            StateError: the file cannot be read.
+        """
+        path = self.history_path(name)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"limit must be a non-negative integer or None, not {limit!r}")
+        records: Deque[Dict[str, Any]] = collections.deque(maxlen=limit)
+        skipped = 0
+        try:
+            with open(path, "rb") as fh:
+                for number, raw in enumerate(fh, 1):
+                    record = _parse_line(raw)
+                    if record is None:
+                        skipped += 1
+                        log.warning("%s:%d: skipped a torn or corrupt history line", path, number)
+                    else:
+                        records.append(record)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StateError(f"cannot read history: {exc.strerror or exc}", file=path) from exc
+        return list(records)
+
+
+def _parse_line(raw: bytes) -> Optional[Dict[str, Any]]:
+    """The record on one history line, or None for a torn or corrupt one."""
+    if not raw.endswith(b"\n"):
+        return None  # never completed: the writer's newline is part of the same write
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _cut_torn_tail(fd: int, size: int) -> None:
+    """Truncate the file after its last newline if it does not end with one (a torn append)."""
+    if os.pread(fd, 1, size - 1) == b"\n":
+        return
+    end = size
+    while end > 0:
+        start = max(0, end - _READ_CHUNK)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            os.ftruncate(fd, start + newline + 1)
+            return
+        end = start
+    os.ftruncate(fd, 0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _to_json(value: Any) -> Any:
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
