@@ -84,3 +84,16 @@ class LogFormatError(BadInputError):
 
 class LogReadError(BadInputError):
     """A log file exists but cannot be opened or read."""
+
+
+class SettingsError(BadInputError):
+    """The daemon's YAML configuration cannot be read or is invalid.
+
+    The message is one line naming the file, the line and the key path:
+    ``config.yaml:14: rollouts.app.analysis.interval: expected a duration ...``.
+    """
+
+    def __init__(self, message: str, *, file: Optional[str] = None, line: Optional[int] = None,
+                 key: Optional[str] = None) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message, file=file, line=line)
