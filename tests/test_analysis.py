@@ -460,5 +460,6 @@ def test_check_results_are_frozen():
 
 
 def test_thresholds_from_the_real_analysis_settings():
-    settings_module = pytest.importorskip("nginx_canary.settings")
-    assert Thresholds.from_settings(settings_module.AnalysisSettings()) == Thresholds()
+    from nginx_canary.settings import AnalysisSettings
+
+    assert Thresholds.from_settings(AnalysisSettings()) == Thresholds()
