@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test venv nginx bench clean
+.PHONY: test venv nginx goaccess bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,20 @@ nginx:
 test: venv nginx
 	NGINX_CANARY_REQUIRE_NGINX=1 PATH="/usr/sbin:$$PATH" $(PY) -m pytest -q
 
-bench: venv nginx
+# GoAccess is the reference bench/bench_analyze.py compares against.
+goaccess:
+	@if command -v goaccess >/dev/null 2>&1; then \
+		echo "goaccess: $$(goaccess --version 2>&1 | grep -m1 -o 'GoAccess - [0-9.]*[0-9]')"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq goaccess >/dev/null && \
+		echo "goaccess: installed $$(goaccess --version 2>&1 | grep -m1 -o 'GoAccess - [0-9.]*[0-9]')"; \
+	else \
+		echo "goaccess is missing; install it with: sudo apt-get install -y goaccess" >&2; exit 1; \
+	fi
+
+bench: venv nginx goaccess
 	PATH="/usr/sbin:$$PATH" $(PY) bench/bench_set_weight.py
+	$(PY) bench/bench_analyze.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -155,6 +155,41 @@ class _ValueSyntax:
     atom: bytes
     never: FrozenSet[int]
     stops: FrozenSet[int]
+    structure: Optional[bytes] = None
+
+
+# The $upstream_* variables hold one entry per attempt, joined by ", " (next
+# attempt) or " : " (internal redirect). A set of allowed bytes cannot tell
+# "502, 200" followed by a space from "502," followed by one, so these are
+# matched by their structure: whole entries and separators, nothing else.
+_ATTEMPT_SEPARATOR = rb"(?:, | : )"
+_ATTEMPT_ENTRIES: Dict[str, bytes] = {
+    "upstream_addr": rb'[^\s,"]+',
+    "upstream_status": rb"(?:[0-9]{3}|-)",
+    "upstream_response_time": rb"(?:[0-9]+(?:\.[0-9]+)?|-)",
+    "upstream_connect_time": rb"(?:[0-9]+(?:\.[0-9]+)?|-)",
+    "upstream_header_time": rb"(?:[0-9]+(?:\.[0-9]+)?|-)",
+    "upstream_bytes_received": rb"(?:[0-9]+|-)",
+    "upstream_bytes_sent": rb"(?:[0-9]+|-)",
+    "upstream_response_length": rb"(?:[0-9]+|-)",
+}
+
+
+_NUMBER_BYTES = frozenset(b"0123456789.-")
+# Bytes that can stand inside one entry (not counting the separators).
+_ENTRY_BYTES: Dict[str, FrozenSet[int]] = {
+    name: _NUMBER_BYTES for name in _ATTEMPT_ENTRIES if name != "upstream_addr"
+}
+_ENTRY_BYTES["upstream_addr"] = frozenset(range(256)) - frozenset(b' \t\n\r\x0b\x0c,"')
+
+
+def _attempt_structure(name: str, escape: str) -> Optional[bytes]:
+    entry = _ATTEMPT_ENTRIES.get(name)
+    if entry is None:
+        return None
+    body = entry + b"(?:" + _ATTEMPT_SEPARATOR + entry + b")*"
+    # escape=json writes an unset variable as an empty string, not "-"
+    return b"(?:" + body + b")?" if escape == "json" else body
 
 
 def _char_class(allowed: FrozenSet[int]) -> bytes:
@@ -173,16 +208,17 @@ def _char_class(allowed: FrozenSet[int]) -> bytes:
 
 def _value_syntax(name: str, escape: str) -> _ValueSyntax:
     known = _KNOWN_ALPHABETS.get(name)
+    structure = _attempt_structure(name, escape)
     if known is not None:
         allowed = frozenset(known)
     elif escape == "default":
         allowed = _DEFAULT_RAW
     elif escape == "json":
-        return _ValueSyntax(_JSON_ATOM, _CONTROL, _CONTROL | {ord('"')})
+        return _ValueSyntax(_JSON_ATOM, _CONTROL, _CONTROL | {ord('"')}, structure)
     else:
         allowed = _ALL_BYTES - {ord("\n")}
     never = _ALL_BYTES - allowed
-    return _ValueSyntax(_char_class(allowed), never, never)
+    return _ValueSyntax(_char_class(allowed), never, never, structure)
 
 
 def parse_log_format_args(args: Sequence[str]) -> FormatSpec:
@@ -427,7 +463,14 @@ def _regexes(
         name = group.encode()
         lazy = b"(?P<" + name + b">" + syntax.atom + b"*?)"
         greedy = b"(?P<" + name + b">" + syntax.atom + b"*)"
-        if nxt is None:
+        if syntax.structure is not None and isinstance(nxt, bytes) and nxt[0] not in _ENTRY_BYTES[seg]:
+            # The text after the value cannot start inside an entry, so only a
+            # separator can continue the value: entries and separators, matched
+            # greedily, give the one right split ("502, 200 0.012").
+            structured = b"(?P<" + name + b">" + syntax.structure + b")"
+            first_fit.append(structured)
+            backtracking.append(structured)
+        elif nxt is None:
             # the value runs to the end of the line, short of a line ending
             ends_clean = {ord("\r"), ord("\n")} <= syntax.stops
             first_fit.append(greedy if ends_clean else lazy)

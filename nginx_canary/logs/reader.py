@@ -7,7 +7,7 @@ from typing import BinaryIO, Iterator, Tuple
 
 from nginx_canary.errors import BadInputError
 
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
 MAX_LINE_BYTES = 64 << 10
 
 

@@ -367,11 +367,14 @@ def test_binary_garbage_never_crashes(junk: bytes) -> None:
 
 # --- property: lines rendered the way nginx writes them parse back ---
 
-GENERIC_VARIABLES = ["a", "b", "http_x_trace", "arg_q", "cookie_id", "request", "upstream_addr", "host"]
+GENERIC_VARIABLES = ["a", "b", "http_x_trace", "arg_q", "cookie_id", "request", "host"]
 KNOWN_VALUES = {
     "status": ["200", "502", "000"],
     "msec": ["1732764000.123", "0.000"],
+    # the $upstream_* variables are matched by their structure: entries joined by ", " or " : "
+    "upstream_addr": ["10.0.0.12:8080", "10.0.0.12:8080, 10.0.0.11:8080", "unix:/run/app.sock : [::1]:81", "-", "backend"],
     "upstream_status": ["200", "502, 200", "404 : 200", "-"],
+    "upstream_response_time": ["0.012", "0.012, 0.034", "1.000 : 0.002", "-"],
     "request_time": ["0.004", "12.000"],
     "time_local": ["28/Nov/2024:03:20:00 +0000"],
 }
@@ -514,3 +517,16 @@ def test_upstream_fields_names_everything_missing() -> None:
 def test_parse_time(raw: str, variable: str, expected: Optional[float]) -> None:
     assert parse_time(raw, variable) == expected
 
+
+
+def test_retries_in_a_space_separated_format_split_at_the_right_place() -> None:
+    """'502, 200' followed by a space must not be cut after '502,' (found by bench/bench_analyze.py)."""
+    fmt = compiled(COMBINED + ' "$upstream_addr" $upstream_status $upstream_response_time')
+    base = b'1.2.3.4 - - [28/Nov/2024:03:20:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8.5.0" '
+    got = fmt.parse(base + b'"10.0.0.12:8080, 10.0.0.11:8080" 502, 200 0.012, 0.034')
+    assert (got["upstream_status"], got["upstream_response_time"]) == ("502, 200", "0.012, 0.034")
+    got = fmt.parse(base + b'"a:1 : b:2" 404 : 200 0.001 : 0.002')
+    assert (got["upstream_status"], got["upstream_response_time"]) == ("404 : 200", "0.001 : 0.002")
+    assert fmt.parse(base + b'"-" - -')["upstream_status"] == "-"
+    rows, bad = fmt.extract([base + b'"x:1, y:2" 502, 200 0.012, 0.034'], ["upstream_status", "upstream_response_time"])
+    assert (rows, bad) == ([(b"502, 200", b"0.012, 0.034")], 0)
