@@ -33,8 +33,10 @@ class Settings:
         return Nginx(binary=self.nginx_bin, conf_path=self.nginx_conf, prefix=self.nginx_prefix)
 
 
-def read_config(settings: Settings) -> NginxConfig:
+def read_config(settings: Settings, *, logs: bool = True) -> NginxConfig:
     """Parse the nginx config, reusing cached per-file parses when the state dir exists.
+
+    ``logs=False`` skips access logs and proxy targets, which weight changes do not need.
 
     Raises:
         ConfigError: the config cannot be read or parsed.
@@ -42,7 +44,7 @@ def read_config(settings: Settings) -> NginxConfig:
     cache = None
     if os.path.isdir(settings.state_dir) and os.access(settings.state_dir, os.W_OK):
         cache = ParseCache(os.path.join(settings.state_dir, PARSE_CACHE_FILE))
-    return load_config(settings.nginx_conf, cache)
+    return load_config(settings.nginx_conf, cache, background_save=True, logs=logs)
 
 
 @dataclass(frozen=True)
@@ -125,12 +127,12 @@ def set_weight(settings: Settings, upstream: str, percent: Fraction, canary: Seq
         BusyError: another writer holds the lock.
     """
     if dry_run:
-        return SetWeightResult(plan_split(read_config(settings), upstream, canary, percent))
+        return SetWeightResult(plan_split(read_config(settings, logs=False), upstream, canary, percent))
     nginx = settings.nginx()
     with writer_lock(settings.state_dir):
         transaction = Transaction(settings.state_dir, nginx)
         recovered = transaction.recover()
-        config = read_config(settings)
+        config = read_config(settings, logs=False)
         plan = plan_split(config, upstream, canary, percent)
         if not plan.changes:
             if reload:
@@ -159,7 +161,7 @@ def validate(settings: Settings, *, offline: bool = False, upstream: Optional[st
         NginxNotRunningError: nginx is not running (unless ``offline``).
         BadInputError: a split was given and is not acceptable.
     """
-    config = read_config(settings)
+    config = read_config(settings, logs=False)
     plan = None
     if upstream is not None:
         plan = plan_split(config, upstream, canary, percent if percent is not None else Fraction(0))
@@ -178,5 +180,5 @@ def list_upstreams(settings: Settings) -> NginxConfig:
     Raises:
         ConfigError: the config cannot be read or parsed.
     """
-    return read_config(settings)
+    return read_config(settings, logs=False)
 

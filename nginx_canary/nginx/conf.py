@@ -14,6 +14,7 @@ import contextlib
 import gc
 import os
 import pickle
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -208,9 +209,18 @@ class ParseCache:
         self._entries[path] = (key, tree)
         self._dirty = True
 
-    def save(self) -> None:
+    def save(self, background: bool = False) -> None:
+        """Write the cache if it changed; with ``background``, in a thread the interpreter waits for at exit."""
         if not self.path or not self._dirty:
             return
+        if background:
+            # Overlaps with nginx -t and the reload, which leave this process waiting.
+            threading.Thread(target=self._write, name="parse-cache-save").start()
+        else:
+            self._write()
+
+    def _write(self) -> None:
+        assert self.path is not None
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "wb") as fh, _gc_paused():
@@ -268,8 +278,9 @@ def _pass_target(value: str) -> str:
 
 
 class _Reader:
-    def __init__(self, conf_path: str, cache: Optional[ParseCache]) -> None:
+    def __init__(self, conf_path: str, cache: Optional[ParseCache], logs: bool = True) -> None:
         self.conf_dir = os.path.dirname(conf_path)
+        self.logs = logs
         self.cache = cache
         self.files: List[str] = []
         self.upstreams: List[Upstream] = []
@@ -310,7 +321,7 @@ class _Reader:
     def walk(self, items: List[Item], context: Tuple[str, ...], logs: Tuple[AccessLog, ...]) -> None:
         # access_log directives of a level replace the inherited ones wherever
         # they stand in the block, so collect them before descending.
-        own = [(stmt, file) for stmt, file, _ in items if stmt["directive"] == "access_log" and stmt["args"]]
+        own = [(stmt, file) for stmt, file, _ in items if stmt["directive"] == "access_log" and stmt["args"]] if self.logs else []
         if own and context:
             logs = tuple(
                 AccessLog(stmt["args"][0], stmt["args"][1] if len(stmt["args"]) > 1 else "combined", file, stmt["line"])
@@ -335,7 +346,7 @@ class _Reader:
                 # crossplane leaves \t and friends as written; nginx reads them as escapes.
                 formats = tuple(unescape(a) for a in args)
                 self.log_formats.append(LogFormatDef(args[0], formats, context[-1] if context else "main", file, line))
-            elif name in _PASS_DIRECTIVES and args and context:
+            elif name in _PASS_DIRECTIVES and args and context and self.logs:
                 self.proxies.append(ProxyPass(_pass_target(args[0]), logs, file, line))
             elif "block" in stmt and (name in _BLOCK_CONTEXTS or context):
                 inherited = logs
@@ -346,18 +357,24 @@ class _Reader:
                 self.walk(self.flatten(stmt["block"], file, chain), context + (name,), inherited)
 
 
-def load_config(conf_path: str, cache: Optional[ParseCache] = None) -> NginxConfig:
+def load_config(conf_path: str, cache: Optional[ParseCache] = None, *, background_save: bool = False,
+                logs: bool = True) -> NginxConfig:
     """Parse ``conf_path`` (absolute) and every file it includes.
+
+    With a ``cache``, files unchanged since they were cached are not parsed
+    again, and the cache is saved afterwards (in a thread with ``background_save``).
+    ``logs=False`` leaves out access logs and proxy_pass targets (empty in the
+    result), which changing weights does not need.
 
     Raises:
         ConfigError: a file cannot be read or parsed, or an include is missing.
     """
     if not os.path.isfile(conf_path):
         raise ConfigError("nginx config file not found", file=conf_path)
-    reader = _Reader(conf_path, cache)
+    reader = _Reader(conf_path, cache, logs)
     reader.walk(reader.read(conf_path, ()), (), ())
     if cache is not None:
-        cache.save()
+        cache.save(background=background_save)
     return NginxConfig(
         conf_path=conf_path,
         files=tuple(reader.files),
