@@ -212,7 +212,10 @@ def test_follow_prints_cumulative_snapshots(site):
          "--state-dir", str(site.state), "analyze", "--follow", "--upstream", "fallback", "--interval", "0.3", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # it starts at the end of the log
+        # It starts at the end of the log: send traffic only once it is following
+        # (its first snapshot comes after the log is open).
+        first = json.loads(proc.stdout.readline())
+        assert first["lines"] == 0
         site.traffic()
         deadline = time.monotonic() + 15
         last = None
