@@ -240,6 +240,13 @@ def _no_canary_latency(name: str, threshold: float, canary: Stats, stable: Stats
     return CheckResult(name, INCONCLUSIVE, None, threshold, canary.requests, stable.requests, reason)
 
 
+def _judge(name: str, value: float, limit: float, canary: Stats, stable: Stats, *, fail: str, ok: str) -> CheckResult:
+    """FAIL with reason ``fail`` when ``value`` exceeds ``limit``, else PASS with reason ``ok``."""
+    failed = _exceeds(value, limit)
+    return CheckResult(name, FAIL if failed else PASS, value, limit, canary.requests, stable.requests,
+                       fail if failed else ok)
+
+
 def check_error_rate(canary: Stats, stable: Stats, t: Thresholds) -> CheckResult:
     """Fails when the canary's share of 5xx responses is above ``max_error_rate``."""
     name, limit = "error_rate", t.max_error_rate
@@ -248,11 +255,9 @@ def check_error_rate(canary: Stats, stable: Stats, t: Thresholds) -> CheckResult
         return early
     rate = canary.errors_5xx / canary.requests
     figures = f"canary 5xx rate {_pct(rate)} over {canary.requests} requests"
-    if _exceeds(rate, limit):
-        return CheckResult(name, FAIL, rate, limit, canary.requests, stable.requests,
-                           f"{figures} exceeds {_pct(limit)}")
-    return CheckResult(name, PASS, rate, limit, canary.requests, stable.requests,
-                       f"{figures} is within {_pct(limit)}")
+    return _judge(name, rate, limit, canary, stable,
+                  fail=f"{figures} exceeds {_pct(limit)}",
+                  ok=f"{figures} is within {_pct(limit)}")
 
 
 def check_error_rate_increase(canary: Stats, stable: Stats, t: Thresholds) -> CheckResult:
@@ -275,11 +280,9 @@ def check_error_rate_increase(canary: Stats, stable: Stats, t: Thresholds) -> Ch
         relation = "equal to"
     figures = (f"canary 5xx rate {_pct(canary_rate)} over {canary.requests} requests is {relation} "
                f"stable's {_pct(stable_rate)} over {stable.requests} requests")
-    if _exceeds(increase, limit):
-        return CheckResult(name, FAIL, increase, limit, canary.requests, stable.requests,
-                           f"{figures}, more than the {_points(limit)} points allowed")
-    return CheckResult(name, PASS, increase, limit, canary.requests, stable.requests,
-                       f"{figures}, within the {_points(limit)} points allowed")
+    return _judge(name, increase, limit, canary, stable,
+                  fail=f"{figures}, more than the {_points(limit)} points allowed",
+                  ok=f"{figures}, within the {_points(limit)} points allowed")
 
 
 def check_p99_latency(canary: Stats, stable: Stats, t: Thresholds) -> CheckResult:
@@ -292,11 +295,9 @@ def check_p99_latency(canary: Stats, stable: Stats, t: Thresholds) -> CheckResul
     if p99 is None:
         return _no_canary_latency(name, limit, canary, stable)
     figures = f"canary p99 latency {_seconds(p99)} over {canary.latency.count} requests"
-    if _exceeds(p99, limit):
-        return CheckResult(name, FAIL, p99, limit, canary.requests, stable.requests,
-                           f"{figures} exceeds {_seconds(limit)}")
-    return CheckResult(name, PASS, p99, limit, canary.requests, stable.requests,
-                       f"{figures} is within {_seconds(limit)}")
+    return _judge(name, p99, limit, canary, stable,
+                  fail=f"{figures} exceeds {_seconds(limit)}",
+                  ok=f"{figures} is within {_seconds(limit)}")
 
 
 def check_p99_latency_ratio(canary: Stats, stable: Stats, t: Thresholds) -> CheckResult:
@@ -327,11 +328,9 @@ def check_p99_latency_ratio(canary: Stats, stable: Stats, t: Thresholds) -> Chec
                            skipped=True)
     ratio = canary_p99 / stable_p99
     figures = f"canary p99 latency {_seconds(canary_p99)} is {_ratio(ratio)} stable's {_seconds(stable_p99)}"
-    if _exceeds(ratio, limit):
-        return CheckResult(name, FAIL, ratio, limit, canary.requests, stable.requests,
-                           f"{figures}, more than {_ratio(limit)}")
-    return CheckResult(name, PASS, ratio, limit, canary.requests, stable.requests,
-                       f"{figures}, within {_ratio(limit)}")
+    return _judge(name, ratio, limit, canary, stable,
+                  fail=f"{figures}, more than {_ratio(limit)}",
+                  ok=f"{figures}, within {_ratio(limit)}")
 
 
 #: Every check :func:`evaluate` runs, in report order. A check added here needs a
