@@ -45,7 +45,6 @@ class Outcome:
     """What a committed transaction did."""
 
     snapshot_id: str
-    tested: bool
     reload: Optional[ReloadResult]
 
 
@@ -228,7 +227,7 @@ class Transaction:
             raise
         self._clear_journal()
         self._prune_snapshots()
-        return Outcome(snap_id, True, reload_result)
+        return Outcome(snap_id, reload_result)
 
     def _roll_back(self, entries: List[dict], master: Optional[psutil.Process], workers_before: Optional[Tuple[int, ...]],
                    config: NginxConfig, cause: BaseException) -> None:
