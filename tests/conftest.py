@@ -196,3 +196,15 @@ def nginx(nginx_stopped: NginxInstance) -> NginxInstance:
     """A running nginx with upstream ``backend``: v1 stable, v2 canary staged as down."""
     nginx_stopped.start()
     return nginx_stopped
+
+
+@pytest.fixture
+def unbindable_listen(nginx: NginxInstance):
+    """Add a server block listening on a port another socket holds: nginx -t passes, the reload cannot bind."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    (nginx.prefix / "conf.d" / "extra.conf").write_text(f"server {{ listen 127.0.0.1:{port}; return 200; }}\n")
+    yield port
+    holder.close()

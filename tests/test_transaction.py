@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 import pytest
@@ -55,23 +54,15 @@ def test_broken_include_elsewhere_restores_every_byte(nginx):
     assert not (nginx.state_dir / "journal.json").exists()
 
 
-def test_reload_that_does_not_take_effect_restores(nginx):
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen(1)
-    try:
-        port = holder.getsockname()[1]
-        (nginx.prefix / "conf.d" / "extra.conf").write_text(f"server {{ listen 127.0.0.1:{port}; return 200; }}\n")
-        change = weight_change(nginx)
-        files_before = nginx.config_files()
-        workers = nginx.workers()
-        with pytest.raises(NginxRejectedError, match="reload failed.*bind"):
-            transaction_for(nginx).apply([change], load_config(str(nginx.conf)), reload=True)
-        assert nginx.config_files() == files_before
-        assert nginx.workers() == workers
-        assert nginx.count_versions(5) == {"v1": 5}
-    finally:
-        holder.close()
+def test_reload_that_does_not_take_effect_restores(nginx, unbindable_listen):
+    change = weight_change(nginx)
+    files_before = nginx.config_files()
+    workers = nginx.workers()
+    with pytest.raises(NginxRejectedError, match="reload failed.*bind"):
+        transaction_for(nginx).apply([change], load_config(str(nginx.conf)), reload=True)
+    assert nginx.config_files() == files_before
+    assert nginx.workers() == workers
+    assert nginx.count_versions(5) == {"v1": 5}
 
 
 def test_not_running_changes_nothing(nginx_stopped):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
@@ -72,23 +71,15 @@ def test_reload_brings_new_workers_same_master(nginx):
     assert nginx.get() == "v1"
 
 
-def test_reload_that_cannot_bind_is_reported_not_trusted(nginx):
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen(1)
-    try:
-        port = holder.getsockname()[1]
-        (nginx.prefix / "conf.d" / "extra.conf").write_text(f"server {{ listen 127.0.0.1:{port}; return 200; }}\n")
-        ctl = control_for(nginx)
-        config = load_config(str(nginx.conf))
-        ctl.test()  # nginx -t does not bind, so only the reload can tell
-        master = ctl.find_master(config)
-        before = nginx.workers()
-        with pytest.raises(NginxRejectedError, match=r"bind\(\).*failed"):
-            ctl.reload(master, ctl.error_log_path(config), timeout=5)
-        assert nginx.workers() == before
-    finally:
-        holder.close()
+def test_reload_that_cannot_bind_is_reported_not_trusted(nginx, unbindable_listen):
+    ctl = control_for(nginx)
+    config = load_config(str(nginx.conf))
+    ctl.test()  # nginx -t does not bind, so only the reload can tell
+    master = ctl.find_master(config)
+    before = nginx.workers()
+    with pytest.raises(NginxRejectedError, match=r"bind\(\).*failed"):
+        ctl.reload(master, ctl.error_log_path(config), timeout=5)
+    assert nginx.workers() == before
 
 
 def test_compiled_defaults_are_read_from_nginx_V(nginx_stopped):
