@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import shutil
 import sys
 import time
 from fractions import Fraction
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import click
 
 from nginx_canary import __version__, operations
+from nginx_canary.cli_context import DEFAULT_CONFIG_PATH, CliContext
 from nginx_canary.errors import CanaryError, ExitCode
 from nginx_canary.inputs import parse_percent
 from nginx_canary.nginx.conf import NginxConfig, Upstream
@@ -36,26 +37,36 @@ def _fraction_text(value: Fraction) -> str:
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--nginx-conf", envvar="NGINX_CANARY_NGINX_CONF", default="/etc/nginx/nginx.conf", show_default=True,
-              type=click.Path(dir_okay=False), help="nginx's main config file (nginx -c). [env NGINX_CANARY_NGINX_CONF]")
-@click.option("--nginx-bin", envvar="NGINX_CANARY_NGINX_BIN", default="nginx", show_default=True,
-              help="nginx binary (searched in PATH). [env NGINX_CANARY_NGINX_BIN]")
+@click.option("--config", "config_file", envvar="NGINX_CANARY_CONFIG", default=None, type=click.Path(dir_okay=False),
+              help=f"The daemon's YAML config [default: {DEFAULT_CONFIG_PATH}]; the options below default to its "
+                   "values when it exists. [env NGINX_CANARY_CONFIG]")
+@click.option("--socket", "socket_path", envvar="NGINX_CANARY_SOCKET", default=None, type=click.Path(dir_okay=False),
+              help="The daemon's control socket [default: control_socket of the config, else "
+                   "/run/nginx-canary/control.sock]. [env NGINX_CANARY_SOCKET]")
+@click.option("--nginx-conf", envvar="NGINX_CANARY_NGINX_CONF", default=None, type=click.Path(dir_okay=False),
+              help="nginx's main config file (nginx -c) [default: /etc/nginx/nginx.conf]. [env NGINX_CANARY_NGINX_CONF]")
+@click.option("--nginx-bin", envvar="NGINX_CANARY_NGINX_BIN", default=None,
+              help="nginx binary (searched in PATH) [default: nginx]. [env NGINX_CANARY_NGINX_BIN]")
 @click.option("--nginx-prefix", envvar="NGINX_CANARY_NGINX_PREFIX", default=None,
               type=click.Path(file_okay=False), help="nginx's prefix (nginx -p), if it runs with one. [env NGINX_CANARY_NGINX_PREFIX]")
-@click.option("--state-dir", envvar="NGINX_CANARY_STATE_DIR", default="/var/lib/nginx-canary", show_default=True,
-              type=click.Path(file_okay=False), help="Snapshots, journal, lock and parse cache. [env NGINX_CANARY_STATE_DIR]")
+@click.option("--state-dir", envvar="NGINX_CANARY_STATE_DIR", default=None, type=click.Path(file_okay=False),
+              help="Snapshots, journal, lock, rollout state [default: /var/lib/nginx-canary]. [env NGINX_CANARY_STATE_DIR]")
 @click.option("--debug", envvar="NGINX_CANARY_DEBUG", is_flag=True, help="Show tracebacks. [env NGINX_CANARY_DEBUG]")
 @click.version_option(__version__, prog_name="nginx-canary")
 @click.pass_context
-def cli(ctx: click.Context, nginx_conf: str, nginx_bin: str, nginx_prefix: Optional[str], state_dir: str, debug: bool) -> None:
+def cli(ctx: click.Context, config_file: Optional[str], socket_path: Optional[str], nginx_conf: Optional[str],
+        nginx_bin: Optional[str], nginx_prefix: Optional[str], state_dir: Optional[str], debug: bool) -> None:
     """Canary releases for plain nginx: change an upstream's traffic split safely."""
-    ctx.obj = operations.Settings(
-        nginx_conf=os.path.abspath(nginx_conf),
-        nginx_bin=shutil.which(nginx_bin) or nginx_bin,
-        nginx_prefix=os.path.abspath(nginx_prefix) if nginx_prefix else None,
-        state_dir=os.path.abspath(state_dir),
-    )
+    ctx.obj = CliContext(config_file=config_file, socket_path=socket_path, nginx_conf=nginx_conf,
+                         nginx_bin=nginx_bin, nginx_prefix=nginx_prefix, state_dir=state_dir)
     # --debug is acted on by main(), which must know it even when parsing fails.
+
+
+def pass_settings(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Like ``click.pass_obj``, handing the command the resolved :class:`operations.Settings`."""
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return command(click.get_current_context().obj.settings, *args, **kwargs)
+    return functools.update_wrapper(run, command)
 
 
 def _upstream_dict(upstream: Upstream) -> Dict[str, Any]:
@@ -90,7 +101,7 @@ def _print_upstreams(config: NginxConfig) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
+@pass_settings
 def upstreams(settings: operations.Settings, as_json: bool) -> None:
     """List every upstream with file:line, its servers, weights, flags and traffic shares."""
     config = operations.list_upstreams(settings)
@@ -111,17 +122,28 @@ def _parse_percent_arg(ctx: click.Context, param: click.Parameter, value: Option
               help="A canary server, by address as written in the upstream (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Show the diff that would be applied; touch nothing.")
 @click.option("--no-reload", is_flag=True, help="Write and nginx -t, but do not reload nginx.")
+@click.option("--force", is_flag=True, help="If a rollout steers UPSTREAM, pause it first instead of refusing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def set_weight(settings: operations.Settings, upstream: str, percent: Fraction, canary: Sequence[str],
-               dry_run: bool, no_reload: bool, as_json: bool) -> None:
+def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequence[str],
+               dry_run: bool, no_reload: bool, force: bool, as_json: bool) -> None:
     """Give the --canary servers PERCENT (0-100) of UPSTREAM's traffic.
 
     Weights inside each group keep their ratios; 0 marks the canary servers
     down, 100 marks the stable servers down. Only weight= and down change in the
     files. The change is tested with nginx -t, nginx is reloaded and the reload
     verified (new worker processes); on any failure every file is restored.
+    An upstream under an active rollout is refused unless --force, which
+    pauses the rollout through the daemon first.
     """
+    settings = obj.settings
+    guard_notes: List[str] = []
+    if not dry_run and os.path.isdir(os.path.join(settings.state_dir, "rollouts")):
+        from nginx_canary.cli_rollout import guard_set_weight
+
+        guard_notes = guard_set_weight(obj, upstream, force)
+        for note in guard_notes:
+            click.echo(f"nginx-canary: {note}", err=True)
     result = operations.set_weight(settings, upstream, percent, canary, dry_run=dry_run, reload=not no_reload)
     plan = result.plan
     if as_json:
@@ -137,7 +159,7 @@ def set_weight(settings: operations.Settings, upstream: str, percent: Fraction, 
                 "master_pid": reload.master_pid, "old_workers": list(reload.old_workers),
                 "new_workers": list(reload.new_workers), "milliseconds": round(reload.seconds * 1000, 1),
             },
-            "notes": ([result.recovered] if result.recovered else []) + result.notes,
+            "notes": ([result.recovered] if result.recovered else []) + guard_notes + result.notes,
         }, indent=2))
         return
     if result.recovered:
@@ -168,7 +190,7 @@ def _pids(pids: Sequence[int]) -> str:
 @click.argument("percent", required=False, callback=_parse_percent_arg)
 @click.option("--canary", "canary", multiple=True, metavar="ADDR", help="With UPSTREAM PERCENT: check this split too.")
 @click.option("--offline", is_flag=True, help="Do not require a running nginx.")
-@click.pass_obj
+@pass_settings
 def validate(settings: operations.Settings, upstream: Optional[str], percent: Optional[Fraction],
              canary: Sequence[str], offline: bool) -> None:
     """Run the checks set-weight runs, changing nothing.
@@ -227,7 +249,7 @@ def _print_report(report: Dict[str, Any]) -> None:
 @click.option("--follow", is_flag=True, help="Follow the log live from its end (one LOGFILE, or the upstream's log).")
 @click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between --follow snapshots.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per line with --follow).")
-@click.pass_obj
+@pass_settings
 def analyze(settings: operations.Settings, logfiles: Sequence[str], format_name: Optional[str], log_format: Optional[str],
             escape: str, upstream: Optional[str], canary: Sequence[str], follow: bool, interval: float, as_json: bool) -> None:
     """Per-server and per-upstream requests, 5xx/4xx and latency percentiles from access logs.
@@ -267,6 +289,16 @@ def analyze(settings: operations.Settings, logfiles: Sequence[str], format_name:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         _print_report(report)
+
+
+def _add_rollout_commands() -> None:
+    from nginx_canary.cli_rollout import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_rollout_commands()
 
 
 def main(argv: Optional[List[str]] = None) -> None:

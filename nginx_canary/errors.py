@@ -16,7 +16,7 @@ class ExitCode(enum.IntEnum):
     OK = 0
     NGINX_REJECTED = 1
     BAD_INPUT = 2
-    NGINX_NOT_RUNNING = 3
+    NGINX_NOT_RUNNING = 3  # also: the nginx-canary daemon is not running
     BUSY = 4
 
 
@@ -97,3 +97,17 @@ class SettingsError(BadInputError):
                  key: Optional[str] = None) -> None:
         self.key = key
         super().__init__(f"{key}: {message}" if key else message, file=file, line=line)
+
+
+class DaemonNotRunningError(CanaryError):
+    """No nginx-canary daemon answers on the control socket (exit 3, like nginx not running)."""
+
+    exit_code = ExitCode.NGINX_NOT_RUNNING
+
+
+class UnknownRolloutError(BadInputError):
+    """A rollout name that the daemon's config does not define."""
+
+
+class ControlError(CanaryError):
+    """The control socket cannot be set up, or a peer broke the protocol."""

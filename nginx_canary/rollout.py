@@ -143,11 +143,11 @@ from nginx_canary.analysis import FAIL, PASS, Thresholds, Verdict, evaluate, nex
 from nginx_canary.errors import BadInputError, BusyError, CanaryError, StateError
 from nginx_canary.logs.window import Stats
 from nginx_canary.settings import RolloutSettings
-from nginx_canary.state import RolloutState, StateStore
+from nginx_canary.state import ACTIVE_STATES, RolloutState, StateStore
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("progressing", "paused")
+ACTIVE = ACTIVE_STATES
 TERMINAL = ("promoted", "rolled_back", "aborted")
 STARTABLE = ("idle",) + TERMINAL
 
@@ -376,7 +376,7 @@ class Rollout:
         self.state = RolloutState(
             name=self.name, state="progressing", step_index=0,
             steps=tuple(format_percent(s) for s in chosen), canary_percent="0",
-            snapshot_id=snapshot_id, started_at=now, message="starting",
+            snapshot_id=snapshot_id, started_at=now, message="starting", upstream=self.settings.upstream,
         )
         self._step_interval = interval
         self._last_recorded = None

@@ -413,17 +413,12 @@ class _Reader:
     def duration(self, node: yaml.Node, key: str) -> float:
         """Seconds, from ``250ms`` / ``10s`` / ``5m`` / ``1h`` or a bare number of seconds."""
         text: str = node.value if isinstance(node, yaml.ScalarNode) and node.tag in (_STR, _INT, _FLOAT) else ""
-        match = _DURATION.match(text)
-        if match is None:
+        if _DURATION.match(text) is None:
             raise self.error(node, key, f"expected {DURATION_EXAMPLES}, got {_describe(node)}")
-        ms = Fraction(match.group(1)) * _UNIT_MS[match.group(2) or "s"]
-        if ms <= 0:
-            raise self.error(node, key, f"must be greater than 0, got {_show(text)}")
-        if ms.denominator != 1:
-            raise self.error(node, key, f"durations have millisecond resolution, got {_show(text)}")
-        if ms > MAX_DURATION_MS:
-            raise self.error(node, key, f"must be at most 720h (30 days), got {_show(text)}")
-        return float(ms / 1000)
+        try:
+            return parse_duration(text)
+        except BadInputError as exc:
+            raise self.error(node, key, exc.message) from None
 
     def word(self, node: yaml.Node, key: str, kind: str, example: str) -> str:
         """A name that may be compared with or written into nginx config words."""
@@ -596,6 +591,25 @@ class _Reader:
                              f"window ({_seconds(analysis.window)}) must be at least interval "
                              f"({_seconds(analysis.interval)}), or requests between checks go unseen")
         return analysis
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``250ms``, ``1.5s``, ``10s``, ``5m``, ``1h`` or a bare number of seconds.
+
+    The same rules as durations in the YAML (millisecond resolution, above 0,
+    at most 720h). Raises BadInputError with a one-line message.
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        raise BadInputError(f"expected {DURATION_EXAMPLES}, got {_show(text)}")
+    ms = Fraction(match.group(1)) * _UNIT_MS[match.group(2) or "s"]
+    if ms <= 0:
+        raise BadInputError(f"must be greater than 0, got {_show(text)}")
+    if ms.denominator != 1:
+        raise BadInputError(f"durations have millisecond resolution, got {_show(text)}")
+    if ms > MAX_DURATION_MS:
+        raise BadInputError(f"must be at most 720h (30 days), got {_show(text)}")
+    return float(ms / 1000)
 
 
 def _is_host(host: str) -> bool:

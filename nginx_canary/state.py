@@ -34,6 +34,8 @@ from nginx_canary.fsutil import atomic_write, fsync_dir
 log = logging.getLogger(__name__)
 
 STATES = ("idle", "progressing", "paused", "promoted", "rolled_back", "aborted", "failed")
+#: States in which a run steps the canary's weights (``rollout.ACTIVE``).
+ACTIVE_STATES = ("progressing", "paused")
 
 #: Version of the state file layout; a file of another version is refused, not guessed at.
 STATE_FORMAT = 1
@@ -45,6 +47,8 @@ _HISTORY_SUFFIX = ".history.jsonl"
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _READ_CHUNK = 1 << 16
+# Keys added after format 1 was first written: a file without them is still format 1.
+_OPTIONAL_KEYS = frozenset({"upstream"})
 
 
 def validate_name(name: Any) -> str:
@@ -70,7 +74,9 @@ class RolloutState:
     now (it differs from the step after a rollback). ``expected_files`` maps
     each nginx config file the rollout manages to the sha256 it should hold at
     this step, so that drift made by someone else can be noticed.
-    ``last_verdict`` is an ``analysis.Verdict.to_dict()``.
+    ``last_verdict`` is an ``analysis.Verdict.to_dict()``. ``upstream`` names
+    the upstream the run steers (None in files written before it was added),
+    so that ``set-weight`` can refuse to touch it without the daemon's config.
 
     Construction validates the fields (ValueError, naming the field); so does
     :meth:`StateStore.save`, for a state changed after construction.
@@ -90,6 +96,7 @@ class RolloutState:
     last_verdict: Optional[Dict[str, Any]] = None
     failure_streak: int = 0
     message: str = ""
+    upstream: Optional[str] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, list):
@@ -131,6 +138,8 @@ class RolloutState:
             raise ValueError(f"failure_streak must be a non-negative integer, not {self.failure_streak!r}")
         if not isinstance(self.message, str):
             raise ValueError(f"message must be a string, not {self.message!r}")
+        if self.upstream is not None and (not isinstance(self.upstream, str) or not self.upstream):
+            raise ValueError(f"upstream must be a non-empty string or None, not {self.upstream!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON data; independent copies of the containers."""
@@ -149,6 +158,7 @@ class RolloutState:
             "last_verdict": copy.deepcopy(self.last_verdict),
             "failure_streak": self.failure_streak,
             "message": self.message,
+            "upstream": self.upstream,
         }
 
     @classmethod
@@ -159,7 +169,7 @@ class RolloutState:
         """
         if not isinstance(data, dict):
             raise ValueError(f"a rollout state must be an object, not {type(data).__name__}")
-        missing = [k for k in cls.__dataclass_fields__ if k not in data]
+        missing = [k for k in cls.__dataclass_fields__ if k not in data and k not in _OPTIONAL_KEYS]
         unknown = sorted(str(k) for k in data if k not in cls.__dataclass_fields__)
         if unknown:
             raise ValueError(

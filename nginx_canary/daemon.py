@@ -1,0 +1,534 @@
+"""``nginx-canary daemon``: one main loop that polls the logs, runs the checks and executes commands.
+
+Threads: the main loop owns every :class:`~nginx_canary.rollout.Rollout`; the
+control socket's threads only queue commands for it and wait for the answer,
+and the log tailers' watchdog threads only wake it. So a rollout is never
+touched by two threads, and a command and a check never interleave.
+
+The loop, per turn: read what nginx appended to each rollout's access log
+(stamped with the current time), run the checks of every rollout whose
+``analysis.interval`` is due, execute queued commands, then sleep until the
+next check is due (at most :data:`POLL_EVERY`) or a command or signal arrives.
+
+Signals: SIGTERM and SIGINT finish what is under way (a signal only sets a
+flag; the step change, restore or command running at that moment completes
+and is saved), then the daemon closes its socket and exits 0. SIGHUP re-reads
+the YAML (see :meth:`Daemon.reload`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import queue
+import selectors
+import shutil
+import signal
+import time
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from nginx_canary import operations
+from nginx_canary.applier import NginxSplitApplier
+from nginx_canary.control_socket import ControlServer
+from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError, UnknownRolloutError
+from nginx_canary.inputs import parse_percent
+from nginx_canary.logs.window import Stats
+from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
+from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.rollout import ACTIVE, Rollout
+from nginx_canary.settings import DaemonSettings, RolloutSettings, load_settings
+from nginx_canary.state import StateStore, validate_name
+from nginx_canary.traffic import LogTraffic
+from nginx_canary.transaction import Transaction, ensure_state_dir, writer_lock
+
+log = logging.getLogger(__name__)
+
+#: Longest sleep between two reads of the logs: lines are stamped when read,
+#: so this bounds how late a request is counted in its one-second bucket.
+POLL_EVERY = 0.25
+#: How long a control-socket thread waits for the main loop to run its command.
+COMMAND_TIMEOUT = 110.0
+#: Settings whose change needs a restart rather than a SIGHUP.
+_RESTART_KEYS = ("nginx", "state_dir", "control_socket", "control_group", "metrics_listen")
+#: Rollout settings that a running rollout cannot take over mid-run.
+_RUN_KEYS = ("upstream", "canary", "access_log", "log_format")
+
+
+def operation_settings(settings: DaemonSettings) -> operations.Settings:
+    """The config engine's settings for the daemon's nginx and state directory."""
+    nginx = settings.nginx
+    return operations.Settings(
+        nginx_conf=os.path.abspath(nginx.conf),
+        nginx_bin=shutil.which(nginx.binary) or nginx.binary,
+        nginx_prefix=os.path.abspath(nginx.prefix) if nginx.prefix else None,
+        state_dir=os.path.abspath(settings.state_dir),
+    )
+
+
+def check_rollout_against_config(rollout: RolloutSettings, config: NginxConfig) -> None:
+    """The rollout's upstream exists and each canary address is one of its servers.
+
+    Raises BadInputError naming the rollout and what is missing.
+    """
+    found = [u for u in config.upstreams if u.name == rollout.upstream]
+    if not found:
+        raise BadInputError(f"rollout {rollout.name!r}: no upstream {rollout.upstream!r} in {config.conf_path} "
+                            "or its includes")
+    addresses = {s.address for s in found[0].servers}
+    missing = [a for a in rollout.canary if a not in addresses]
+    if missing:
+        raise BadInputError(f"rollout {rollout.name!r}: canary {', '.join(missing)} is not a server of upstream "
+                            f"{rollout.upstream!r} (servers: {', '.join(sorted(addresses))})")
+
+
+def open_traffic(rollout: RolloutSettings, config: NginxConfig, ops: operations.Settings) -> LogTraffic:
+    """A :class:`LogTraffic` on the rollout's access log, in its format.
+
+    Raises BadInputError (LogFormatError, LogReadError) naming the rollout.
+    """
+    nginx = ops.nginx()
+    try:
+        path = rollout.access_log or log_for_upstream(config, nginx, rollout.upstream)
+        if rollout.log_format:
+            spec = named_format(config, rollout.log_format)
+        else:
+            spec = format_for_file(config, nginx, path)
+        return LogTraffic(config, rollout.upstream, rollout.canary, path, spec)
+    except BadInputError as exc:
+        raise type(exc)(f"rollout {rollout.name!r}: {exc}") from exc
+
+
+class RunTraffic:
+    """The rollout's :class:`TrafficSource`: the log windows, limited to the current run.
+
+    A rollback's failing requests must not count against the next run started
+    seconds later: ``groups`` looks only at whole seconds after ``since``.
+    """
+
+    def __init__(self, traffic: LogTraffic) -> None:
+        self.traffic = traffic
+        self.since: Optional[float] = None
+
+    def groups(self, window_seconds: float, now: float) -> Tuple[Stats, Stats]:
+        if self.since is not None:
+            window_seconds = min(window_seconds, now - (int(self.since) + 1))
+        if window_seconds < 1.0:
+            # Not one whole second of this run yet: nothing to judge on.
+            return Stats(), Stats()
+        return self.traffic.groups(window_seconds, now)
+
+
+@dataclass
+class RolloutRuntime:
+    """One configured rollout as the loop runs it."""
+
+    rollout: Rollout
+    traffic: RunTraffic
+    next_check: float = 0.0  # monotonic time of the next check
+
+
+class Daemon:
+    """Runs every configured rollout. :meth:`run` blocks until SIGTERM/SIGINT (or :meth:`stop`)."""
+
+    def __init__(self, settings: DaemonSettings, config_path: str, *, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.clock = clock
+        self.monotonic = monotonic
+        self.ops = operation_settings(settings)
+        self.store = StateStore(self.ops.state_dir, clock=clock)
+        self.runtimes: Dict[str, RolloutRuntime] = {}
+        self.started_at: Optional[float] = None
+        self._commands: "queue.SimpleQueue[Tuple[str, Dict[str, Any], concurrent.futures.Future]]" = queue.SimpleQueue()
+        self._stopping = False
+        self._reload_wanted = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._server: Optional[ControlServer] = None
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def open(self) -> None:
+        """Recover the transaction journal and every rollout, then listen on the control socket.
+
+        Raises CanaryError (a rollout that does not fit the nginx config, a
+        socket that cannot be set up, a state that cannot be read).
+        """
+        ensure_state_dir(self.ops.state_dir)
+        with writer_lock(self.ops.state_dir):
+            recovered = Transaction(self.ops.state_dir, self.ops.nginx()).recover()
+        if recovered:
+            log.warning("daemon: %s", recovered)
+        config = operations.read_config(self.ops)
+        for name, rollout_settings in self.settings.rollouts.items():
+            self.runtimes[name] = self._build(rollout_settings, config)
+        now = self.clock()
+        self.started_at = now
+        for name, runtime in self.runtimes.items():
+            account = runtime.rollout.recover(now)
+            if account:
+                log.warning("rollout %s: recovered: %s", name, account)
+        self._server = ControlServer(self.settings.control_socket, self._submit,
+                                     control_group=self.settings.control_group)
+        self._server.start()
+        log.info("daemon: pid %d, %d rollout(s) (%s), control socket %s", os.getpid(), len(self.runtimes),
+                 ", ".join(f"{n}: {r.rollout.state.state}" for n, r in self.runtimes.items()) or "none",
+                 self.settings.control_socket)
+
+    def _build(self, rollout_settings: RolloutSettings, config: NginxConfig) -> RolloutRuntime:
+        check_rollout_against_config(rollout_settings, config)
+        applier = NginxSplitApplier(self.ops, rollout_settings.upstream, rollout_settings.canary)
+        traffic = RunTraffic(open_traffic(rollout_settings, config, self.ops))
+        try:
+            rollout = Rollout(rollout_settings, self.store, applier, traffic)
+        except CanaryError:
+            traffic.traffic.close()
+            raise
+        return RolloutRuntime(rollout, traffic)
+
+    def close(self) -> None:
+        """Stop listening, answer queued commands with an error, close the log tailers."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._fail_queued("the daemon is stopping")
+        for runtime in self.runtimes.values():
+            runtime.traffic.traffic.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def run(self) -> int:
+        """Open, loop until asked to stop, close. Returns the exit status (0). Raises CanaryError from open()."""
+        previous = self._install_signals()
+        try:
+            self.open()
+            self.loop()
+        finally:
+            self.close()
+            self._restore_signals(previous)
+        log.info("daemon: stopped")
+        return 0
+
+    def stop(self) -> None:
+        """Ask the loop to finish what it is doing and return (thread- and signal-safe)."""
+        self._stopping = True
+        self._wake()
+
+    # -- the loop -----------------------------------------------------------------
+
+    def loop(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while not self._stopping:
+                self.turn()
+                if self._stopping:
+                    break
+                selector.select(self._sleep_time())
+                self._drain_wake()
+        finally:
+            selector.close()
+
+    def turn(self) -> None:
+        """One turn of the loop: reload if asked, read the logs, run due checks, run queued commands."""
+        if self._reload_wanted:
+            self._reload_wanted = False
+            self.reload()
+        now = self.clock()
+        for name, runtime in self.runtimes.items():
+            try:
+                runtime.traffic.traffic.poll(now)
+            except CanaryError as exc:
+                log.warning("rollout %s: reading the access log: %s", name, exc)
+        mono = self.monotonic()
+        for name, runtime in self.runtimes.items():
+            if mono >= runtime.next_check:
+                interval = runtime.rollout.settings.analysis.interval
+                # Keep the cadence; after a long stall, start afresh rather than catch up in a burst.
+                runtime.next_check = max(runtime.next_check + interval, mono + interval / 2)
+                self._check(name, runtime, now)
+        self._run_queued()
+
+    def _check(self, name: str, runtime: RolloutRuntime, now: float) -> None:
+        try:
+            runtime.rollout.tick(now)
+        except StateError as exc:
+            log.error("rollout %s: %s", name, exc)
+        except Exception:  # noqa: BLE001 - one rollout's bug must not stop the others' protection
+            log.exception("rollout %s: the check failed", name)
+
+    def _sleep_time(self) -> float:
+        if not self._commands.empty() or self._reload_wanted:
+            return 0.0
+        mono = self.monotonic()
+        due = min((r.next_check for r in self.runtimes.values()), default=mono + POLL_EVERY)
+        return max(0.0, min(due - mono, POLL_EVERY))
+
+    # -- waking up ----------------------------------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"w")
+        except (BlockingIOError, OSError):
+            pass  # already awake, or closed during shutdown
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _install_signals(self) -> Dict[int, Any]:
+        previous = {}
+
+        def stop(signum: int, frame: Any) -> None:
+            log.info("daemon: %s received, finishing what is under way", signal.Signals(signum).name)
+            self._stopping = True
+
+        def reload(signum: int, frame: Any) -> None:
+            self._reload_wanted = True
+
+        for signum, handler in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, reload)):
+            previous[signum] = signal.signal(signum, handler)
+        previous[-1] = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: Dict[int, Any]) -> None:
+        wakeup = previous.pop(-1, -1)
+        signal.set_wakeup_fd(wakeup)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    # -- commands -----------------------------------------------------------------
+
+    def _submit(self, command: str, args: Dict[str, Any]) -> Any:
+        """Called on a control-socket thread: queue the command for the loop and wait for its answer."""
+        if self._stopping:
+            raise ControlError("the daemon is stopping")
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._commands.put((command, args, future))
+        self._wake()
+        try:
+            return future.result(timeout=COMMAND_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            raise ControlError(f"{command!r} did not finish within {COMMAND_TIMEOUT:g} s") from None
+
+    def _run_queued(self) -> None:
+        while True:
+            try:
+                command, args, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self.execute(command, args))
+            except Exception as exc:  # noqa: BLE001 - every error travels back to the client
+                if not isinstance(exc, CanaryError):
+                    log.exception("daemon: command %s failed", command)
+                future.set_exception(exc)
+
+    def _fail_queued(self, reason: str) -> None:
+        while True:
+            try:
+                _, _, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(ControlError(reason))
+
+    def execute(self, command: str, args: Dict[str, Any]) -> Any:
+        """Run one control command on the loop's thread and return its JSON result.
+
+        Raises BadInputError (unknown command or arguments), UnknownRolloutError,
+        or the CanaryError of the rollout command.
+        """
+        handler = _COMMANDS.get(command)
+        if handler is None:
+            raise BadInputError(f"unknown command {command!r}")
+        return handler(self, args)
+
+    def _runtime(self, args: Dict[str, Any]) -> Tuple[str, RolloutRuntime]:
+        name = validate_name(args.get("name"))
+        runtime = self.runtimes.get(name)
+        if runtime is None:
+            known = ", ".join(self.runtimes) or "none"
+            raise UnknownRolloutError(f"no rollout named {name!r} in {self.config_path} (configured: {known})")
+        return name, runtime
+
+    def _status_of(self, runtime: RolloutRuntime, now: float) -> Dict[str, Any]:
+        status = runtime.rollout.status(now)
+        status["window_seconds"] = runtime.rollout.settings.analysis.window
+        status["canary_servers"] = list(runtime.rollout.settings.canary)
+        return status
+
+    def cmd_status(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        now = self.clock()
+        if args.get("name") is not None:
+            _, runtime = self._runtime(args)
+            rollouts = [self._status_of(runtime, now)]
+        else:
+            rollouts = [self._status_of(r, now) for r in self.runtimes.values()]
+        return {"daemon": {"pid": os.getpid(), "started_at": self.started_at, "config": self.config_path,
+                           "now": now}, "rollouts": rollouts}
+
+    def cmd_start(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        _, runtime = self._runtime(args)
+        steps = args.get("steps")
+        parsed: Optional[List[Fraction]] = None
+        if steps is not None:
+            if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+                raise BadInputError("steps must be a list of percents")
+            parsed = [parse_percent(s) for s in steps]
+        interval = args.get("step_interval")
+        now = self.clock()
+        previous_since = runtime.traffic.since
+        runtime.traffic.since = now
+        try:
+            runtime.rollout.start(now, steps=parsed, step_interval=interval)
+        except CanaryError:
+            if runtime.rollout.state.state not in ACTIVE:
+                runtime.traffic.since = previous_since
+            raise
+        finally:
+            runtime.next_check = self.monotonic() + runtime.rollout.settings.analysis.interval
+        return self._status_of(runtime, now)
+
+    def cmd_pause(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        _, runtime = self._runtime(args)
+        now = self.clock()
+        reason = args.get("reason")
+        runtime.rollout.pause(now, reason if isinstance(reason, str) and reason else None)
+        return self._status_of(runtime, now)
+
+    def cmd_resume(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        _, runtime = self._runtime(args)
+        now = self.clock()
+        runtime.rollout.resume(now)
+        return self._status_of(runtime, now)
+
+    def cmd_promote(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        _, runtime = self._runtime(args)
+        now = self.clock()
+        runtime.rollout.promote(now, full=bool(args.get("full")))
+        return self._status_of(runtime, now)
+
+    def cmd_abort(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        _, runtime = self._runtime(args)
+        now = self.clock()
+        runtime.rollout.abort(now)
+        return self._status_of(runtime, now)
+
+    def cmd_history(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        limit = args.get("limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise BadInputError(f"limit must be a positive number, not {limit!r}")
+        if args.get("name") is not None:
+            names = [self._runtime(args)[0]]
+        else:
+            names = list(self.runtimes)
+        records: List[Dict[str, Any]] = []
+        for name in names:
+            for record in self.store.history(name, limit):
+                records.append({"rollout": name, **record})
+        records.sort(key=lambda r: (r.get("time") or 0.0))
+        if limit is not None:
+            records = records[-limit:]
+        return {"records": records}
+
+    def cmd_ping(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        return {"pid": os.getpid(), "started_at": self.started_at}
+
+    # -- SIGHUP ---------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the YAML. A broken file changes nothing (the error is logged).
+
+        Idle and finished rollouts take every new setting; an active rollout
+        takes new thresholds and timings, but keeps its upstream, canary and
+        log (changing those mid-run would judge one release on another's
+        traffic). Rollouts added to the file start idle; a removed rollout
+        that is active keeps running until it ends, an inactive one goes away.
+        nginx, state_dir, control_socket, control_group and metrics_listen
+        need a restart.
+        """
+        try:
+            new = load_settings(self.config_path)
+        except CanaryError as exc:
+            log.error("daemon: SIGHUP: keeping the running config: %s", exc)
+            return
+        for key in _RESTART_KEYS:
+            if getattr(new, key) != getattr(self.settings, key):
+                log.warning("daemon: SIGHUP: %s changed; restart the daemon to apply it", key)
+        try:
+            config = operations.read_config(self.ops)
+        except CanaryError as exc:
+            log.error("daemon: SIGHUP: keeping the running config: cannot read the nginx config: %s", exc)
+            return
+        kept: Dict[str, RolloutSettings] = {}
+        for name, runtime in list(self.runtimes.items()):
+            current = runtime.rollout.settings
+            wanted = new.rollouts.get(name)
+            active = runtime.rollout.state.state in ACTIVE or runtime.rollout.state.snapshot_id is not None
+            if wanted is None:
+                if active:
+                    log.warning("rollout %s: removed from the config but %s; it runs on until it ends",
+                                name, runtime.rollout.state.state)
+                    kept[name] = current
+                else:
+                    runtime.traffic.traffic.close()
+                    del self.runtimes[name]
+                    log.info("rollout %s: removed", name)
+                continue
+            run_changed = [k for k in _RUN_KEYS if getattr(wanted, k) != getattr(current, k)]
+            if run_changed and active:
+                log.error("rollout %s: SIGHUP: %s cannot change during a run; the rest of its settings are taken",
+                          name, ", ".join(run_changed))
+                wanted = replace(wanted, **{k: getattr(current, k) for k in _RUN_KEYS})
+            elif run_changed:
+                try:
+                    replacement = self._build(wanted, config)
+                except CanaryError as exc:
+                    log.error("rollout %s: SIGHUP: keeping its old settings: %s", name, exc)
+                    kept[name] = current
+                    continue
+                runtime.traffic.traffic.close()
+                self.runtimes[name] = replacement
+                kept[name] = wanted
+                log.info("rollout %s: new settings taken (%s)", name, ", ".join(run_changed))
+                continue
+            runtime.rollout.reconfigure(wanted)
+            kept[name] = wanted
+        for name, wanted in new.rollouts.items():
+            if name in self.runtimes:
+                continue
+            try:
+                self.runtimes[name] = self._build(wanted, config)
+            except CanaryError as exc:
+                log.error("rollout %s: SIGHUP: not added: %s", name, exc)
+                continue
+            kept[name] = wanted
+            log.info("rollout %s: added", name)
+        self.settings = replace(self.settings, rollouts=MappingProxyType({n: kept[n] for n in self.runtimes if n in kept}))
+        log.info("daemon: SIGHUP: config re-read from %s", self.config_path)
+
+
+_COMMANDS: Dict[str, Callable[[Daemon, Dict[str, Any]], Any]] = {
+    "status": Daemon.cmd_status,
+    "start": Daemon.cmd_start,
+    "pause": Daemon.cmd_pause,
+    "resume": Daemon.cmd_resume,
+    "promote": Daemon.cmd_promote,
+    "abort": Daemon.cmd_abort,
+    "history": Daemon.cmd_history,
+    "ping": Daemon.cmd_ping,
+}

@@ -1,0 +1,223 @@
+"""A private nginx site for demos, tests and benchmarks: a temp prefix, free loopback ports, two app versions.
+
+Layout under ``root``::
+
+    nginx/nginx.conf            http {}: the canary log_format, access log, front server
+    nginx/conf.d/upstream.conf  upstream backend { v1; v2 down; }  (the file rollouts edit)
+    nginx/logs/access.log       written in the ``canary`` format
+    state/                      the daemon's state_dir
+    daemon.yaml                 the daemon's config (rollout ``app``)
+
+The control socket lives in a short directory of its own under ``/tmp``
+(``sun_path`` holds 107 bytes; test directories are often longer).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from nginx_canary.logs.format import CANARY_FORMAT
+
+NGINX_CONF = """\
+worker_processes {workers};
+pid logs/nginx.pid;
+error_log logs/error.log notice;
+events {{ worker_connections 1024; }}
+http {{
+    log_format canary escape=default '{log_format}';
+    access_log logs/access.log canary;
+    include conf.d/*.conf;
+    server {{
+        listen 127.0.0.1:{front};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+    }}
+}}
+"""
+
+UPSTREAM_CONF = """\
+# v1 is stable; v2 is the canary, staged down until a rollout gives it traffic
+upstream backend {{
+    server 127.0.0.1:{v1};
+    server 127.0.0.1:{v2} down;
+    keepalive 32;
+}}
+"""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _yaml_list(values: Sequence[object]) -> str:
+    return "[" + ", ".join(str(v) for v in values) + "]"
+
+
+@dataclass
+class DemoSite:
+    """Files and ports of one private site; :meth:`write` creates them, :meth:`start_nginx` runs nginx."""
+
+    root: Path
+    nginx_bin: str
+    workers: int = 1
+    ports: Dict[str, int] = field(default_factory=dict)
+    socket_dir: Optional[str] = None
+    started: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.ports:
+            self.ports = {"front": free_port(), "v1": free_port(), "v2": free_port()}
+
+    @property
+    def prefix(self) -> Path:
+        return self.root / "nginx"
+
+    @property
+    def conf(self) -> Path:
+        return self.prefix / "nginx.conf"
+
+    @property
+    def upstream_conf(self) -> Path:
+        return self.prefix / "conf.d" / "upstream.conf"
+
+    @property
+    def access_log(self) -> Path:
+        return self.prefix / "logs" / "access.log"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def daemon_config(self) -> Path:
+        return self.root / "daemon.yaml"
+
+    @property
+    def socket_path(self) -> str:
+        if self.socket_dir is None:
+            self.socket_dir = tempfile.mkdtemp(prefix="nc-")
+        return os.path.join(self.socket_dir, "ctl", "control.sock")
+
+    @property
+    def v1(self) -> str:
+        return f"127.0.0.1:{self.ports['v1']}"
+
+    @property
+    def v2(self) -> str:
+        return f"127.0.0.1:{self.ports['v2']}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['front']}/"
+
+    def write(self, *, steps: Sequence[object] = (10, 25, 50, 100), step_interval: str = "5s",
+              analysis: Optional[Dict[str, object]] = None, on_success: str = "keep") -> None:
+        """Write the nginx files and the daemon config. Workers run as nobody: directories get 0755."""
+        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
+        (self.prefix / "conf.d").mkdir(exist_ok=True)
+        for directory in (self.root, self.prefix, self.prefix / "logs"):
+            directory.chmod(0o755)
+        log_format = CANARY_FORMAT.replace("\t", "\\t")
+        self.conf.write_text(NGINX_CONF.format(workers=self.workers, log_format=log_format, **self.ports))
+        self.upstream_conf.write_text(UPSTREAM_CONF.format(**self.ports))
+        self.write_daemon_config(steps=steps, step_interval=step_interval, analysis=analysis, on_success=on_success)
+
+    def write_daemon_config(self, *, steps: Sequence[object] = (10, 25, 50, 100), step_interval: str = "5s",
+                            analysis: Optional[Dict[str, object]] = None, on_success: str = "keep") -> None:
+        checks = {"interval": "250ms", "window": "10s", "min_requests": 20, "failure_threshold": 2}
+        checks.update(analysis or {})
+        lines = [
+            "nginx:",
+            f"  conf: {self.conf}",
+            f"  binary: {self.nginx_bin}",
+            f"  prefix: {self.prefix}",
+            f"state_dir: {self.state_dir}",
+            f"control_socket: {self.socket_path}",
+            "rollouts:",
+            "  app:",
+            "    upstream: backend",
+            f"    canary: [\"{self.v2}\"]",
+            f"    steps: {_yaml_list(steps)}",
+            f"    step_interval: {step_interval}",
+            f"    on_success: {on_success}",
+            "    analysis:",
+        ] + [f"      {key}: {value}" for key, value in checks.items()]
+        self.daemon_config.write_text("\n".join(lines) + "\n")
+
+    def start_nginx(self, timeout: float = 10.0) -> None:
+        """Start nginx and wait until it accepts connections. Raises RuntimeError."""
+        result = subprocess.run([self.nginx_bin, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr"],
+                                capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            raise RuntimeError(f"nginx did not start: {result.stderr.strip()}")
+        self.started = True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.ports["front"]), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("nginx did not start listening")
+
+    def nginx_pid(self) -> Optional[int]:
+        try:
+            return int((self.prefix / "logs" / "nginx.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop_nginx(self, timeout: float = 10.0) -> None:
+        """Stop nginx gracefully (SIGQUIT), then SIGKILL after ``timeout``."""
+        if not self.started:
+            return
+        self.started = False
+        pid = self.nginx_pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGQUIT)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def config_files(self) -> Dict[str, bytes]:
+        """The bytes of every nginx config file, by path relative to the prefix."""
+        files = {}
+        for path in sorted([self.conf, *(self.prefix / "conf.d").glob("*")]):
+            files[str(path.relative_to(self.prefix))] = path.read_bytes()
+        return files
+
+    def daemon_command(self, python: str, extra: Sequence[str] = ()) -> List[str]:
+        """The command line that runs the daemon of this site with ``python``."""
+        return [python, "-m", "nginx_canary", "--config", str(self.daemon_config), *extra, "daemon"]
+
+    def cleanup(self) -> None:
+        """Remove the socket directory (the rest lives under ``root``, which the caller owns)."""
+        if self.socket_dir is not None:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
