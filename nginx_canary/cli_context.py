@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from nginx_canary import operations
 
@@ -38,6 +38,8 @@ class CliContext:
     nginx_bin: Optional[str] = None
     nginx_prefix: Optional[str] = None
     state_dir: Optional[str] = None
+    default_config_path: str = DEFAULT_CONFIG_PATH
+    can_read: Callable[[str], bool] = field(default=lambda path: os.access(path, os.R_OK), repr=False)
     _daemon: Optional["DaemonSettings"] = field(default=None, repr=False)
     _daemon_read: bool = field(default=False, repr=False)
     _settings: Optional[operations.Settings] = field(default=None, repr=False)
@@ -48,9 +50,13 @@ class CliContext:
 
         Raises SettingsError for an empty ``--config``.
         """
-        from nginx_canary.settings import config_path
+        if self.config_file is None:
+            return self.default_config_path
+        if not self.config_file:
+            from nginx_canary.errors import SettingsError
 
-        return config_path(self.config_file, {})
+            raise SettingsError("--config must not be empty")
+        return self.config_file
 
     def daemon_settings(self, *, required: bool = False) -> Optional["DaemonSettings"]:
         """The daemon's config, or None when the default file is absent or unreadable and ``required`` is false.
@@ -62,7 +68,7 @@ class CliContext:
             return self._daemon
         path = self.config_path
         explicit = self.config_file is not None
-        if not (explicit or required) and not os.access(path, os.R_OK):
+        if not (explicit or required) and not self.can_read(path):
             self._daemon_read = True
             return None
         from nginx_canary.settings import load_settings

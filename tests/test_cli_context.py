@@ -1,0 +1,84 @@
+"""Where the CLI's values come from: options, then the daemon's YAML when it exists, then defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nginx_canary import cli_context, settings
+from nginx_canary.cli_context import CliContext
+from nginx_canary.errors import SettingsError
+
+CONFIG = """\
+nginx:
+  conf: /srv/nginx/nginx.conf
+  binary: /srv/nginx/sbin/nginx
+  prefix: /srv/nginx
+state_dir: /srv/state
+control_socket: /srv/run/ctl.sock
+rollouts:
+  app: {upstream: backend, canary: ["10.0.0.2:80"]}
+"""
+
+
+def test_the_default_path_is_the_daemons():
+    assert cli_context.DEFAULT_CONFIG_PATH == settings.DEFAULT_CONFIG_PATH
+
+
+def test_without_a_config_file_the_built_in_defaults_apply(tmp_path: Path):
+    ctx = CliContext(default_config_path=str(tmp_path / "absent.yaml"))
+    assert ctx.settings.nginx_conf == "/etc/nginx/nginx.conf"
+    assert ctx.settings.state_dir == "/var/lib/nginx-canary"
+    assert ctx.settings.nginx_prefix is None
+    assert ctx.socket == "/run/nginx-canary/control.sock"
+
+
+def test_values_come_from_the_daemon_config_when_it_exists(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    ctx = CliContext(default_config_path=str(path))
+    assert ctx.settings.nginx_conf == "/srv/nginx/nginx.conf"
+    assert ctx.settings.nginx_bin == "/srv/nginx/sbin/nginx"
+    assert ctx.settings.nginx_prefix == "/srv/nginx"
+    assert ctx.settings.state_dir == "/srv/state"
+    assert ctx.socket == "/srv/run/ctl.sock"
+
+
+def test_options_beat_the_config(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    ctx = CliContext(config_file=str(path), nginx_conf=str(tmp_path / "other.conf"), state_dir=str(tmp_path / "s"),
+                     socket_path="/tmp/x.sock")
+    assert ctx.settings.nginx_conf == str(tmp_path / "other.conf")
+    # The config's prefix belongs to the config's nginx.conf, not to another one.
+    assert ctx.settings.nginx_prefix is None
+    assert ctx.settings.state_dir == str(tmp_path / "s")
+    assert ctx.socket == "/tmp/x.sock"
+
+
+def test_an_explicit_config_must_exist(tmp_path: Path):
+    ctx = CliContext(config_file=str(tmp_path / "absent.yaml"))
+    with pytest.raises(SettingsError, match="cannot read the config"):
+        ctx.settings
+    with pytest.raises(SettingsError, match="must not be empty"):
+        CliContext(config_file="").settings
+
+
+def test_an_invalid_default_config_is_an_error_naming_it(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text("nginx: {conf: relative.conf}\n")
+    with pytest.raises(SettingsError) as err:
+        CliContext(default_config_path=str(path)).settings
+    assert str(path) in str(err.value) and "absolute path" in str(err.value)
+
+
+def test_an_unreadable_default_config_is_skipped_but_required_by_the_daemon(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    ctx = CliContext(default_config_path=str(path), can_read=lambda p: False)
+    assert ctx.settings.state_dir == "/var/lib/nginx-canary"
+    assert ctx.socket == "/run/nginx-canary/control.sock"
+    required = ctx.daemon_settings(required=True)
+    assert required is not None and required.state_dir == "/srv/state"
