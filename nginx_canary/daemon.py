@@ -40,6 +40,7 @@ from nginx_canary.logs.window import Stats
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
 from nginx_canary.nginx.conf import NginxConfig
 from nginx_canary.rollout import ACTIVE, Rollout
+from nginx_canary.sd_notify import Notifier
 from nginx_canary.settings import DaemonSettings, RolloutSettings, load_settings
 from nginx_canary.state import StateStore, validate_name
 from nginx_canary.traffic import LogTraffic
@@ -135,8 +136,11 @@ class Daemon:
     """Runs every configured rollout. :meth:`run` blocks until SIGTERM/SIGINT (or :meth:`stop`)."""
 
     def __init__(self, settings: DaemonSettings, config_path: str, *, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, notifier: Optional[Notifier] = None) -> None:
         self.settings = settings
+        self.notifier = notifier if notifier is not None else Notifier()
+        self._next_watchdog = 0.0
+        self._last_summary = ""
         self.config_path = config_path
         self.clock = clock
         self.monotonic = monotonic
@@ -178,6 +182,19 @@ class Daemon:
         log.info("daemon: pid %d, %d rollout(s) (%s), control socket %s", os.getpid(), len(self.runtimes),
                  ", ".join(f"{n}: {r.rollout.state.state}" for n, r in self.runtimes.items()) or "none",
                  self.settings.control_socket)
+        self._last_summary = self.summary()
+        self.notifier.ready(self._last_summary)
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: each rollout's state and canary share."""
+        parts = []
+        for name, runtime in self.runtimes.items():
+            st = runtime.rollout.state
+            text = f"{name}: {st.state}"
+            if st.state in ACTIVE and st.steps:
+                text += f" {st.canary_percent} % (step {st.step_index + 1}/{len(st.steps)})"
+            parts.append(text)
+        return "; ".join(parts) or "no rollouts configured"
 
     def _build(self, rollout_settings: RolloutSettings, config: NginxConfig) -> RolloutRuntime:
         check_rollout_against_config(rollout_settings, config)
@@ -211,7 +228,9 @@ class Daemon:
             self.open()
             self.loop()
         finally:
+            self.notifier.stopping()
             self.close()
+            self.notifier.close()
             self._restore_signals(previous)
         log.info("daemon: stopped")
         return 0
@@ -255,6 +274,18 @@ class Daemon:
                 runtime.next_check = max(runtime.next_check + interval, mono + interval / 2)
                 self._check(name, runtime, now)
         self._run_queued()
+        self._notify(mono)
+
+    def _notify(self, mono: float) -> None:
+        if not self.notifier.enabled:
+            return
+        if self.notifier.watchdog_seconds is not None and mono >= self._next_watchdog:
+            self.notifier.watchdog()
+            self._next_watchdog = mono + self.notifier.watchdog_seconds
+        summary = self.summary()
+        if summary != self._last_summary:
+            self._last_summary = summary
+            self.notifier.status(summary)
 
     def _check(self, name: str, runtime: RolloutRuntime, now: float) -> None:
         try:
@@ -269,6 +300,8 @@ class Daemon:
             return 0.0
         mono = self.monotonic()
         due = min((r.next_check for r in self.runtimes.values()), default=mono + POLL_EVERY)
+        if self.notifier.watchdog_seconds is not None:
+            due = min(due, self._next_watchdog)
         return max(0.0, min(due - mono, POLL_EVERY))
 
     # -- waking up ----------------------------------------------------------------
@@ -461,6 +494,13 @@ class Daemon:
         nginx, state_dir, control_socket, control_group and metrics_listen
         need a restart.
         """
+        self.notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self.notifier.ready(self.summary())
+
+    def _reload(self) -> None:
         try:
             new = load_settings(self.config_path)
         except CanaryError as exc:
