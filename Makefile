@@ -13,16 +13,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# nginx is needed by the integration tests; install it when we can, else say how.
+# Debian packages the tests drive for real (command:package): nginx for the
+# integration tests, systemd-analyze for the unit's checks.
+TEST_TOOLS := nginx:nginx systemd-analyze:systemd
+
+# Installs what is missing when we can (root + apt), else says how.
 nginx:
-	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then \
-		echo "nginx: $$( (nginx -v || /usr/sbin/nginx -v) 2>&1)"; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null && \
-		echo "nginx: installed $$(/usr/sbin/nginx -v 2>&1)"; \
-	else \
-		echo "nginx is missing; install it with: sudo apt-get install -y nginx" >&2; exit 1; \
-	fi
+	@./.ci/ensure-tools $(TEST_TOOLS)
+	@echo "nginx: $$( (nginx -v || /usr/sbin/nginx -v) 2>&1)"
 
 test: venv nginx
 	NGINX_CANARY_REQUIRE_NGINX=1 PATH="/usr/sbin:$$PATH" $(PY) -m pytest -q
