@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test venv nginx goaccess bench clean
+.PHONY: test venv nginx test-tools goaccess bench clean demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,20 @@ venv: $(VENV)/.installed
 # integration tests, systemd-analyze for the unit's checks.
 TEST_TOOLS := nginx:nginx systemd-analyze:systemd
 
-# Installs what is missing when we can (root + apt), else says how.
+# Each installs what is missing when we can (root + apt), else says how.
 nginx:
-	@./.ci/ensure-tools $(TEST_TOOLS)
+	@./.ci/ensure-tools nginx:nginx
 	@echo "nginx: $$( (nginx -v || /usr/sbin/nginx -v) 2>&1)"
 
-test: venv nginx
+test-tools:
+	@./.ci/ensure-tools $(TEST_TOOLS)
+
+test: venv nginx test-tools
 	NGINX_CANARY_REQUIRE_NGINX=1 PATH="/usr/sbin:$$PATH" $(PY) -m pytest -q
+
+# The one-command tour: a private nginx, two app versions, load and the daemon, all on loopback.
+demo: venv nginx
+	PATH="/usr/sbin:$$PATH" $(VENV)/bin/nginx-canary demo
 
 # GoAccess is the reference bench/bench_analyze.py compares against.
 goaccess:

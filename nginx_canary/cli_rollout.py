@@ -11,7 +11,7 @@ import click
 
 from nginx_canary import control_socket
 from nginx_canary.cli_context import CliContext
-from nginx_canary.errors import BadInputError, DaemonNotRunningError
+from nginx_canary.errors import BadInputError, CanaryError, DaemonNotRunningError
 from nginx_canary.inputs import parse_percent
 from nginx_canary.state import ACTIVE_STATES, RolloutState, StateStore
 from nginx_canary.status_view import format_history, format_status
@@ -140,7 +140,28 @@ def history(obj: CliContext, name: Optional[str], limit: Optional[int], as_json:
         click.echo(json.dumps(record, sort_keys=True) if as_json else format_history(record))
 
 
-COMMANDS = (daemon, start, status, pause, resume, promote, abort, history)
+@click.command("demo")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory (configs, logs, state) afterwards.")
+def demo(keep: bool) -> None:
+    """Watch a healthy rollout get promoted and a bad one rolled back, on a private nginx (about 45 s).
+
+    Everything runs on 127.0.0.1 from a temporary directory: nginx, demo apps
+    v1 and v2, a load generator and the daemon. Ctrl-C stops it all cleanly.
+    """
+    from nginx_canary.demo.run import Demo, format_summary
+
+    try:
+        report = Demo(keep=keep).run()
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: everything the demo started is stopped and its files removed", err=True)
+        raise SystemExit(130) from None
+    click.echo(format_summary(report))
+    if not report.ok:
+        states = ", ".join(f"{r.label}: {r.state}" for r in report.runs)
+        raise CanaryError(f"the demo did not end as expected ({states})")
+
+
+COMMANDS = (daemon, start, status, pause, resume, promote, abort, history, demo)
 
 
 def rollouts_steering(state_dir: str, upstream: str) -> List[RolloutState]:
