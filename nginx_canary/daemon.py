@@ -39,6 +39,7 @@ from nginx_canary.inputs import parse_percent
 from nginx_canary.logs.window import Stats
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
 from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.permissions import insecure_paths
 from nginx_canary.rollout import ACTIVE, Rollout
 from nginx_canary.sd_notify import Notifier
 from nginx_canary.settings import DaemonSettings, RolloutSettings, load_settings
@@ -162,12 +163,14 @@ class Daemon:
         Raises CanaryError (a rollout that does not fit the nginx config, a
         socket that cannot be set up, a state that cannot be read).
         """
+        config = operations.read_config(self.ops)
+        self.check_permissions(config)
         ensure_state_dir(self.ops.state_dir)
         with writer_lock(self.ops.state_dir):
             recovered = Transaction(self.ops.state_dir, self.ops.nginx()).recover()
         if recovered:
             log.warning("daemon: %s", recovered)
-        config = operations.read_config(self.ops)
+            config = operations.read_config(self.ops)
         for name, rollout_settings in self.settings.rollouts.items():
             self.runtimes[name] = self._build(rollout_settings, config)
         now = self.clock()
@@ -195,6 +198,29 @@ class Daemon:
                 text += f" {st.canary_percent} % (step {st.step_index + 1}/{len(st.steps)})"
             parts.append(text)
         return "; ".join(parts) or "no rollouts configured"
+
+    def check_permissions(self, config: NginxConfig) -> None:
+        """Refuse to run on files others can write (see :mod:`nginx_canary.permissions`).
+
+        Raises BadInputError naming the first such file, unless
+        ``allow_insecure_permissions`` (then each is logged as a warning).
+        """
+        paths = [self.config_path, self.ops.state_dir]
+        for rollout in self.settings.rollouts.values():
+            for upstream in config.upstreams:
+                if upstream.name == rollout.upstream:
+                    paths.extend(server.file for server in upstream.servers)
+        found = insecure_paths(paths)
+        if not found:
+            return
+        if self.settings.allow_insecure_permissions:
+            for path, who in found:
+                log.warning("daemon: %s is writable by %s (allowed by allow_insecure_permissions)", path, who)
+            return
+        path, who = found[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise BadInputError(f"refusing to start: {path} is writable by {who}{more}; whoever can write it can steer "
+                            "nginx through this daemon. Fix the owner or mode, or set allow_insecure_permissions: true")
 
     def _build(self, rollout_settings: RolloutSettings, config: NginxConfig) -> RolloutRuntime:
         check_rollout_against_config(rollout_settings, config)

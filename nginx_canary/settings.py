@@ -108,6 +108,7 @@ class DaemonSettings:
     control_socket: str = "/run/nginx-canary/control.sock"
     control_group: Optional[str] = None
     metrics_listen: Optional[str] = None
+    allow_insecure_permissions: bool = False
     rollouts: Mapping[str, RolloutSettings] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -288,7 +289,8 @@ MAX_PATH_BYTES = 4095
 # sun_path is 108 bytes on Linux, one of them the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 
-_TOP_KEYS = ("nginx", "state_dir", "control_socket", "control_group", "metrics_listen", "rollouts")
+_TOP_KEYS = ("nginx", "state_dir", "control_socket", "control_group", "metrics_listen", "allow_insecure_permissions",
+             "rollouts")
 _NGINX_KEYS = ("conf", "binary", "prefix")
 _ROLLOUT_KEYS = ("upstream", "canary", "access_log", "log_format", "steps", "step_interval", "on_success", "analysis")
 _ANALYSIS_KEYS = ("interval", "window", "min_requests", "max_error_rate", "max_error_rate_increase",
@@ -392,6 +394,12 @@ class _Reader:
             hint = " (numbers are written without quotes)"
         raise self.error(node, key, f"expected {what}, got {_describe(node)}{hint}")
 
+    def boolean(self, node: yaml.Node, key: str) -> bool:
+        """``true`` or ``false``; YAML 1.1's yes/no/on/off are refused as easy to misread."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == _BOOL and node.value in ("true", "false"):
+            return node.value == "true"
+        raise self.error(node, key, f"expected true or false, got {_describe(node)}")
+
     def share(self, node: yaml.Node, key: str) -> float:
         value = self.number(node, key, "a share from 0 to 1 like 0.05", _DECIMAL)
         if not 0 <= value <= 1:
@@ -456,6 +464,8 @@ class _Reader:
                                       defaults.control_socket),
             control_group=self.value(top, "control_group", "", _nullable(self.group), defaults.control_group),
             metrics_listen=self.value(top, "metrics_listen", "", _nullable(self.listen), defaults.metrics_listen),
+            allow_insecure_permissions=self.value(top, "allow_insecure_permissions", "", self.boolean,
+                                                  defaults.allow_insecure_permissions),
             rollouts=self.value(top, "rollouts", "", self.rollouts, defaults.rollouts),
         )
 

