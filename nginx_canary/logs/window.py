@@ -37,6 +37,9 @@ class Stats:
     errors_5xx: int = 0
     errors_4xx: int = 0
     latency: LatencySketch = field(default_factory=LatencySketch)
+    # For metrics by status class; requests with no status are in none of them.
+    responses_2xx: int = 0
+    responses_3xx: int = 0
 
     def add(self, status: Optional[int], seconds: Optional[float], count: int = 1) -> None:
         """Count ``count`` requests with this status and latency.
@@ -55,6 +58,10 @@ class Stats:
                 self.errors_5xx += count
             elif 400 <= status < 500:
                 self.errors_4xx += count
+            elif 200 <= status < 300:
+                self.responses_2xx += count
+            elif 300 <= status < 400:
+                self.responses_3xx += count
 
     def merge(self, other: "Stats") -> None:
         """Add ``other``'s counts and latencies to these (``other`` is unchanged).
@@ -65,10 +72,13 @@ class Stats:
         self.requests += other.requests
         self.errors_5xx += other.errors_5xx
         self.errors_4xx += other.errors_4xx
+        self.responses_2xx += other.responses_2xx
+        self.responses_3xx += other.responses_3xx
 
     def copy(self) -> "Stats":
         """Independent stats with the same contents."""
-        return Stats(self.requests, self.errors_5xx, self.errors_4xx, self.latency.copy())
+        return Stats(self.requests, self.errors_5xx, self.errors_4xx, self.latency.copy(), self.responses_2xx,
+                     self.responses_3xx)
 
     def summary(self) -> Dict[str, Optional[float]]:
         """The figures checks and reports use.

@@ -99,6 +99,16 @@ def test_stats_merge_and_copy():
     assert (clone.requests, clone.latency.count) == (1, 1)
 
 
+def test_stats_count_status_classes():
+    stats = Stats()
+    for status, count in ((200, 3), (204, 1), (301, 2), (404, 1), (502, 4), (None, 5), (101, 1)):
+        stats.add(status, 0.01, count=count)
+    other = stats.copy()
+    other.merge(stats)
+    assert (stats.responses_2xx, stats.responses_3xx, stats.errors_4xx, stats.errors_5xx, stats.requests) == (4, 2, 1, 4, 17)
+    assert (other.responses_2xx, other.responses_3xx, other.requests) == (8, 4, 34)
+
+
 def test_stats_merge_rejects_sketches_of_another_accuracy():
     a = Stats()
     b = Stats(latency=LatencySketch(relative_accuracy=0.02))
