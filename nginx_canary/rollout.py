@@ -137,7 +137,7 @@ from __future__ import annotations
 import logging
 import math
 from fractions import Fraction
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from nginx_canary.analysis import FAIL, PASS, Thresholds, Verdict, evaluate, next_failure_streak
 from nginx_canary.errors import BadInputError, BusyError, CanaryError, StateError
@@ -279,6 +279,9 @@ class Rollout:
         self._step_interval: Optional[float] = None
         self._last_recorded: Optional[Tuple[str, float]] = None  # (verdict, at) of the last recorded check
         self._now: Optional[float] = None
+        #: Called as ``listener(event, record)`` after each history record (metrics, webhooks); ``record`` is
+        #: the history line's data. A listener must return quickly and its errors are logged, never raised.
+        self.listeners: List[Callable[[str, Dict[str, Any]], None]] = []
 
     # -- read-only views ----------------------------------------------------------
 
@@ -827,7 +830,17 @@ class Rollout:
             log.log(level, "rollout %s: %s: %s (%s)", self.name, event, st.message, detail["error"])
         else:
             log.log(level, "rollout %s: %s: %s", self.name, event, st.message)
+        record: Optional[Dict[str, Any]] = None
         try:
-            self.store.append_history(self.name, event, rollout=st, at=now, message=st.message, **detail)
+            record = self.store.append_history(self.name, event, rollout=st, at=now, message=st.message, **detail)
         except StateError as exc:
             log.error("rollout %s: cannot record %r in the history: %s", self.name, event, exc)
+        if self.listeners:
+            if record is None:
+                record = {"time": now, "event": event, "state": st.state, "step": st.step_index,
+                          "canary_percent": st.canary_percent, "detail": {"message": st.message, **detail}}
+            for listener in list(self.listeners):
+                try:
+                    listener(event, record)
+                except Exception:  # noqa: BLE001 - observers must never break a rollout
+                    log.exception("rollout %s: a listener failed on %r", self.name, event)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from fractions import Fraction
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -1176,3 +1177,33 @@ def test_a_crash_anywhere_recovers_consistently(tmp_path_factory, on_success, op
     env = Env(tmp_path_factory.mktemp("crash"))
     model = Model(env, on_success, crash_at=crash_at)
     model.run([("start", None)] + operations)
+
+
+def test_listeners_see_every_history_record_and_cannot_break_the_rollout(env, caplog):
+    rollout = env.rollout()
+    seen: List[Tuple[str, Dict[str, Any]]] = []
+
+    def broken(event: str, record: Dict[str, Any]) -> None:
+        raise RuntimeError("listener bug")
+
+    rollout.listeners.extend([broken, lambda event, record: seen.append((event, record))])
+    rollout.start(T0)
+    env.traffic.mode = FAIL
+    rollout.tick(T0 + 1)
+    rollout.tick(T0 + 2)
+    assert rollout.state.state == "rolled_back"
+    assert [e for e, _ in seen] == env.events()
+    assert [r for _, r in seen] == env.store.history("app")
+    assert "a listener failed" in caplog.text
+
+
+def test_listeners_are_told_even_when_the_history_cannot_be_written(env):
+    rollout = env.rollout()
+    seen: List[str] = []
+    rollout.listeners.append(lambda event, record: seen.append(record["detail"]["message"]))
+    rollout.start(T0)
+    # A history that cannot be appended to (root writes through modes, so a directory in its place).
+    os.unlink(env.store.history_path("app"))
+    os.mkdir(env.store.history_path("app"))
+    rollout.pause(T0 + 1)
+    assert seen[-1].startswith("paused at step 1")
