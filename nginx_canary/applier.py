@@ -147,6 +147,16 @@ class NginxSplitApplier:
         """The hashes the snapshot holds."""
         return {entry["path"]: entry["sha256"] for entry in self._manifest(snapshot_id)}
 
+    def hashes_of(self, paths: Sequence[str]) -> Dict[str, str]:
+        """The hashes of ``paths`` now, "" for a file that cannot be read; no config parse."""
+        hashes = {}
+        for path in paths:
+            try:
+                hashes[path] = _sha(_read(path))
+            except ConfigError:
+                hashes[path] = ""
+        return hashes
+
     def files_now(self) -> Dict[str, str]:
         """The hashes of the upstream's files on disk now."""
         return self._hashes(self._paths(read_config(self.settings, logs=False)))

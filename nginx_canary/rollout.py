@@ -196,6 +196,9 @@ class SplitApplier(Protocol):
     def files_now(self) -> Dict[str, str]:
         """The hashes of the files as they are on disk now. Raises CanaryError when one cannot be read."""
 
+    def hashes_of(self, paths: Sequence[str]) -> Dict[str, str]:
+        """The hashes of these files now, cheaply (no config parse); "" for one that cannot be read. Never raises."""
+
 
 class TrafficSource(Protocol):
     """The in-memory log windows of one rollout's upstream."""
@@ -407,6 +410,12 @@ class Rollout:
             # A step change left in flight by a BusyError during recovery: settle it first.
             self._settle_step_change(now)
             return None
+        if st.state == "progressing" and st.expected_files:
+            # Between step changes too: someone's edit pauses the rollout at once, not at the next step.
+            seen = self.applier.hashes_of(sorted(st.expected_files))
+            changed = _changed(st.expected_files, seen)
+            if changed:
+                self._pause(now, self._drift_reason(seen, changed), "drift")
         canary, stable = self.traffic.groups(self.settings.analysis.window, now)
         verdict = evaluate(canary, stable, self.thresholds, now)
         st.last_verdict = verdict.to_dict()

@@ -134,6 +134,10 @@ class FakeApplier:
         self._enter("files_now")
         return self.hashes(self.disk)
 
+    def hashes_of(self, paths) -> Dict[str, str]:
+        hashes = self.hashes(self.disk)
+        return {path: hashes.get(path, "") for path in paths}
+
 
 def make_stats(requests: int, errors: int = 0, latency: float = 0.05) -> Stats:
     stats = Stats()
@@ -1207,3 +1211,16 @@ def test_listeners_are_told_even_when_the_history_cannot_be_written(env):
     os.mkdir(env.store.history_path("app"))
     rollout.pause(T0 + 1)
     assert seen[-1].startswith("paused at step 1")
+
+
+def test_an_edit_between_step_changes_pauses_at_the_next_check(env):
+    rollout = env.rollout()
+    rollout.start(T0)
+    rollout.tick(T0 + 1)
+    assert rollout.state.state == "progressing"
+    env.applier.edit(UP)
+    rollout.tick(T0 + 2)  # long before the bake time is over
+    assert rollout.state.state == "paused"
+    assert rollout.state.paused_reason.startswith(f"config files changed outside nginx-canary: {UP}")
+    assert env.events()[-1] == "drift"
+    assert env.applier.applied == ["10"]  # nothing written over the edit
