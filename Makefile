@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test venv nginx test-tools goaccess bench clean demo
+.PHONY: test venv nginx test-tools goaccess wrk bench clean demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ venv: $(VENV)/.installed
 
 # Debian packages the tests drive for real (command:package): nginx for the
 # integration tests, systemd-analyze for the unit's checks.
-TEST_TOOLS := nginx:nginx systemd-analyze:systemd
+TEST_TOOLS := nginx:nginx systemd-analyze:systemd shellcheck:shellcheck ruby:ruby
 
 # Each installs what is missing when we can (root + apt), else says how.
 nginx:
@@ -43,9 +43,15 @@ goaccess:
 		echo "goaccess is missing; install it with: sudo apt-get install -y goaccess" >&2; exit 1; \
 	fi
 
-bench: venv nginx goaccess
+# wrk is the saturating load of bench/bench_rollout.py.
+wrk:
+	@./.ci/ensure-tools wrk:wrk
+	@echo "wrk: $$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
+
+bench: venv nginx goaccess wrk
 	PATH="/usr/sbin:$$PATH" $(PY) bench/bench_set_weight.py
 	$(PY) bench/bench_analyze.py
+	PATH="/usr/sbin:$$PATH" $(PY) bench/bench_rollout.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
