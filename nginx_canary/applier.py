@@ -8,12 +8,13 @@ import os
 import re
 import time
 from fractions import Fraction
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 from nginx_canary.errors import BusyError, ConfigError, StateError
 from nginx_canary.fsutil import atomic_write
 from nginx_canary.nginx.conf import NginxConfig
-from nginx_canary.operations import Settings, plan_split, read_config
+from nginx_canary.nginx.edit import ServerChange, current_weight, edit_servers, server_statements
+from nginx_canary.operations import ENCODING, Settings, plan_split, read_config
 from nginx_canary.state import validate_name
 from nginx_canary.transaction import FileChange, Transaction, ensure_state_dir, writer_lock
 
@@ -142,6 +143,63 @@ class NginxSplitApplier:
                 changes.append(FileChange(entry["path"], current, original))
         self._transaction(changes, config)
         return self._hashes([entry["path"] for entry in entries])
+
+    def _weight_changes(self, snapshot_id: str) -> Tuple[List[FileChange], NginxConfig, List[str]]:
+        """Edits that give the upstream's servers the snapshot's ``weight=`` / ``down``, on the files as they are.
+
+        A server the snapshot does not know (added since) is left as it is.
+        Raises StateError (damaged snapshot), ConfigError (a server is ambiguous
+        in the snapshot, or a file cannot be edited).
+        """
+        entries = self._manifest(snapshot_id)
+        originals: Dict[str, str] = {}
+        for entry in entries:
+            with open(entry["copy"], "rb") as fh:
+                data = fh.read()
+            if _sha(data) != entry["sha256"]:
+                raise StateError(f"rollout snapshot copy {entry['copy']} is damaged; nothing restored")
+            originals[entry["path"]] = data.decode(*ENCODING)
+        config = read_config(self.settings, logs=False)
+        by_file: Dict[str, List[ServerChange]] = {}
+        for server in config.upstream(self.upstream).servers:
+            original = originals.get(server.file)
+            if original is None or server.backup:
+                continue
+            matches = [stmt for stmt in server_statements(original, server.file)
+                       if stmt.args[0].value == server.address]
+            if not matches:
+                continue
+            if len(matches) > 1:
+                raise ConfigError(f"server {server.address} appears {len(matches)} times in the snapshot of this "
+                                  "file: cannot tell which weights to restore", file=server.file)
+            down = any(tok.value == "down" for tok in matches[0].args[1:])
+            by_file.setdefault(server.file, []).append(
+                ServerChange(server.line, server.address, current_weight(matches[0], server.file), down))
+        changes = []
+        for path, server_changes in by_file.items():
+            old = _read(path)
+            new = edit_servers(old.decode(*ENCODING), server_changes, filename=path).encode(*ENCODING)
+            if new != old:
+                changes.append(FileChange(path, old, new))
+        return changes, config, [entry["path"] for entry in entries]
+
+    def plan_restore_weights(self, snapshot_id: str) -> Dict[str, str]:
+        """The hashes :meth:`restore_weights` would leave; writes nothing."""
+        changes, _, paths = self._weight_changes(snapshot_id)
+        hashes = self._hashes(paths)
+        for change in changes:
+            hashes[change.path] = _sha(change.new)
+        return hashes
+
+    def restore_weights(self, snapshot_id: str) -> Dict[str, str]:
+        """Give the servers their snapshot weights, keeping every other byte as it is now; test, reload, verify.
+
+        For files someone else edited during the rollout: their edit stays,
+        the traffic split goes back to what it was at start. Returns the hashes now.
+        """
+        changes, config, paths = self._weight_changes(snapshot_id)
+        self._transaction(changes, config)
+        return self._hashes(paths)
 
     def snapshot_files(self, snapshot_id: str) -> Dict[str, str]:
         """The hashes the snapshot holds."""

@@ -17,7 +17,8 @@ from nginx_canary.split import Split, compute_split
 from nginx_canary.transaction import FileChange, Outcome, Transaction, writer_lock
 
 PARSE_CACHE_FILE = "parse-cache.pickle"
-_ENCODING = ("utf-8", "surrogateescape")
+# Config bytes that are not UTF-8 survive an edit unchanged.
+ENCODING = ("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,11 @@ def plan_split(config: NginxConfig, upstream_name: str, canary_addresses: Sequen
     diff_parts: List[str] = []
     for path, server_changes in by_file.items():
         old = _read_bytes(path)
-        old_text = old.decode(*_ENCODING)
+        old_text = old.decode(*ENCODING)
         new_text = edit_servers(old_text, server_changes, filename=path)
         if new_text == old_text:
             continue
-        changes.append(FileChange(path, old, new_text.encode(*_ENCODING)))
+        changes.append(FileChange(path, old, new_text.encode(*ENCODING)))
         diff_parts.extend(difflib.unified_diff(
             old_text.splitlines(keepends=True), new_text.splitlines(keepends=True), fromfile=path, tofile=path,
         ))

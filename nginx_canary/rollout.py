@@ -58,11 +58,16 @@ Decisions
   ``promoted``). A promote, from progressing or paused, leaves the rollout
   progressing: an operator who promotes wants it to go on. Manual commands
   skip the drift check: the operator is deciding.
-* **Drift.** Before every automatic step change the files on disk are compared
-  with ``expected_files``; a difference pauses the rollout with "config files
-  changed outside nginx-canary: PATHS" instead of building the next step on
-  files nobody reviewed. A rollback restores the snapshot regardless (safety
-  first) and names the drifted files in its history record.
+* **Drift (foreign edits).** At every check of a progressing rollout (a cheap
+  hash of its files) and before every automatic step change (a full re-read)
+  the files on disk are compared with ``expected_files``; a difference pauses
+  the rollout with "config files changed outside nginx-canary: PATHS" instead
+  of building the next step on files nobody reviewed. Nothing overwrites such
+  an edit: a rollback, an abort or a restoring promotion over drifted files
+  gives the upstream's servers back their weights from the start snapshot
+  (``restore_weights``) and keeps every other byte as the editor left it; the
+  history's ``restored`` record says ``weights_only``. Only without drift are
+  the snapshot's bytes put back whole.
 * **Failed step change.** If planning or applying a step fails, the applier
   has put that step's files back (the canary keeps the previous share), and
   the rollout rolls back to the snapshot: a config nginx rejects or a reload
@@ -155,8 +160,10 @@ STARTABLE = ("idle",) + TERMINAL
 CHECK_HISTORY_EVERY = 60.0
 
 _VERB = {"rolled_back": "rolled back", "aborted": "aborted", "promoted": "promoted"}
-# Ends the message of a terminal state that still owes its restore (see "Crash safety").
+# Ends the message of a terminal state that still owes its restore (see "Crash safety"):
+# the whole snapshot, or only its weights when the files were edited by someone else.
 _RESTORING = "; restoring the snapshot taken at start"
+_RESTORING_WEIGHTS = "; restoring the weights of the snapshot taken at start, keeping the edits made outside nginx-canary"
 
 
 class SplitApplier(Protocol):
@@ -189,6 +196,15 @@ class SplitApplier(Protocol):
 
     def restore(self, snapshot_id: str) -> Dict[str, str]:
         """Put the snapshot back byte for byte, reload, verify; return the restored hashes. Raises CanaryError."""
+
+    def restore_weights(self, snapshot_id: str) -> Dict[str, str]:
+        """Give the upstream's servers the snapshot's weights on the files as they are now (other bytes kept).
+
+        Reload and verify like ``restore``; return the hashes. Raises CanaryError.
+        """
+
+    def plan_restore_weights(self, snapshot_id: str) -> Dict[str, str]:
+        """The hashes ``restore_weights`` would leave; writes nothing. Raises CanaryError."""
 
     def snapshot_files(self, snapshot_id: str) -> Dict[str, str]:
         """The hashes of the files held by the snapshot. Raises StateError for an unknown or damaged snapshot."""
@@ -379,10 +395,15 @@ class Rollout:
         chosen = check_steps(self.settings.steps if steps is None else steps)
         interval = None if step_interval is None else _check_interval(step_interval)
         snapshot_id = self.applier.begin(self.name)
+        try:
+            at_start = self.applier.snapshot_files(snapshot_id)
+        except CanaryError:
+            at_start = {}  # the restore will say what is wrong with the snapshot
         self.state = RolloutState(
             name=self.name, state="progressing", step_index=0,
             steps=tuple(format_percent(s) for s in chosen), canary_percent="0",
             snapshot_id=snapshot_id, started_at=now, message="starting", upstream=self.settings.upstream,
+            expected_files=dict(at_start),
         )
         self._step_interval = interval
         self._last_recorded = None
@@ -569,10 +590,12 @@ class Rollout:
         percent = Fraction(st.steps[index])
         label = self._label(index)
         from_percent = st.canary_percent
+        # What the files hold until the change is done; a failed apply leaves them so.
+        files_before = dict(st.expected_files)
         try:
             planned = self.applier.plan(percent)
         except CanaryError as exc:
-            return self._move_failed(now, label, exc, manual, revert_to)
+            return self._move_failed(now, label, exc, manual, revert_to, files_before)
         st.state = "progressing"
         st.step_index = index
         st.canary_percent = st.steps[index]
@@ -584,7 +607,7 @@ class Rollout:
         try:
             applied = self.applier.apply(percent)
         except CanaryError as exc:
-            return self._move_failed(now, label, exc, manual, revert_to)
+            return self._move_failed(now, label, exc, manual, revert_to, files_before)
         st.expected_files = dict(applied)
         st.step_started_at = now
         st.message = f"at {label}"
@@ -593,7 +616,8 @@ class Rollout:
                      files=sorted(applied))
         return True
 
-    def _move_failed(self, now: float, label: str, exc: CanaryError, manual: bool, revert_to: RolloutState) -> bool:
+    def _move_failed(self, now: float, label: str, exc: CanaryError, manual: bool, revert_to: RolloutState,
+                     files_before: Dict[str, str]) -> bool:
         if isinstance(exc, BusyError):
             self.state = revert_to
             self.state.message = (f"could not apply {label}: {exc}" +
@@ -601,6 +625,7 @@ class Rollout:
             self._save(now)
             self._record("busy", now, level=logging.WARNING, target=label, error=str(exc))
         else:
+            self.state.expected_files = files_before  # the applier put the files back
             self._record("apply_failed", now, level=logging.ERROR, target=label, error=str(exc))
             self._restore_snapshot(now, "rolled_back", f"could not apply {label}: {exc}", "rollback")
         if manual:
@@ -658,10 +683,12 @@ class Rollout:
             log.warning("rollout %s: cannot hash the config files before restoring: %s", self.name, exc)
             before = dict(st.expected_files)
         changed = _changed(st.expected_files, before)
+        # Someone else's edit is kept: only the weights go back (see "Foreign edits").
+        weights_only = bool(changed)
         st.state = final
         st.paused_reason = None
         st.expected_files = before
-        st.message = summary + _RESTORING
+        st.message = summary + (_RESTORING_WEIGHTS if weights_only else _RESTORING)
         try:
             self._save(now)
         except StateError as exc:
@@ -676,33 +703,43 @@ class Rollout:
             # Nothing to write (a first step that never took, or files put back by hand).
             self._restored(now, summary, snapshot_id, before, written=False)
             return None
-        return self._write_snapshot(now, summary, snapshot_id)
+        return self._write_snapshot(now, summary, snapshot_id, weights_only=weights_only)
 
-    def _write_snapshot(self, now: float, summary: str, snapshot_id: str) -> Optional[CanaryError]:
-        """``applier.restore`` and its outcome: done, still owed (BusyError) or ``failed``."""
+    def _write_snapshot(self, now: float, summary: str, snapshot_id: str, *,
+                        weights_only: bool = False) -> Optional[CanaryError]:
+        """``applier.restore`` (or ``restore_weights``) and its outcome: done, still owed (BusyError) or ``failed``."""
+        marker = _RESTORING_WEIGHTS if weights_only else _RESTORING
         try:
-            restored = self.applier.restore(snapshot_id)
+            if weights_only:
+                restored = self.applier.restore_weights(snapshot_id)
+            else:
+                restored = self.applier.restore(snapshot_id)
         except BusyError as exc:
             # Nothing changed; the restore stays owed and the next tick tries again.
-            self.state.message = f"{summary}{_RESTORING}: {exc}; trying again at the next check"
+            self.state.message = f"{summary}{marker}: {exc}; trying again at the next check"
             self._save(now)
             self._record("busy", now, level=logging.WARNING, target="restore", error=str(exc))
             return exc
         except CanaryError as exc:
             self._restore_failed(now, summary, snapshot_id, exc)
             return exc
-        self._restored(now, summary, snapshot_id, restored, written=True)
+        self._restored(now, summary, snapshot_id, restored, written=True, weights_only=weights_only)
         return None
 
-    def _restored(self, now: float, summary: str, snapshot_id: str, files: Dict[str, str], *, written: bool) -> None:
+    def _restored(self, now: float, summary: str, snapshot_id: str, files: Dict[str, str], *, written: bool,
+                  weights_only: bool = False) -> None:
         st = self.state
         st.expected_files = dict(files)
         st.snapshot_id = None
         st.canary_percent = "0"
-        how = "original files restored" if written else "the files already held the snapshot"
+        if weights_only:
+            how = "the weights at start restored, the edits made outside nginx-canary kept"
+        else:
+            how = "original files restored" if written else "the files already held the snapshot"
         st.message = f"{summary}; {how} (snapshot {snapshot_id})"
         self._save(now)
-        self._record("restored", now, snapshot_id=snapshot_id, written=written, files=sorted(files))
+        self._record("restored", now, snapshot_id=snapshot_id, written=written, weights_only=weights_only,
+                     files=sorted(files))
 
     def _restore_failed(self, now: float, summary: str, snapshot_id: Optional[str], exc: CanaryError) -> None:
         st = self.state
@@ -761,14 +798,30 @@ class Rollout:
         st = self.state
         snapshot_id = st.snapshot_id
         assert snapshot_id is not None
-        summary = st.message.partition(_RESTORING)[0] or _VERB[st.state]
+        weights_only = _RESTORING_WEIGHTS in st.message
+        summary = st.message.partition(_RESTORING_WEIGHTS if weights_only else _RESTORING)[0] or _VERB[st.state]
         try:
             files = self.applier.files_now()
-            original = self.applier.snapshot_files(snapshot_id)
+            if weights_only:
+                original = self.applier.plan_restore_weights(snapshot_id)
+            else:
+                original = self.applier.snapshot_files(snapshot_id)
         except CanaryError as exc:
             self._restore_failed(now, summary, snapshot_id, exc)
             return
-        if files == original:
+        if weights_only and files == original:
+            # restore_weights would change nothing more: it had finished (or the weights were put back by hand).
+            self._record("recovered", now, outcome="restore of the weights had finished")
+            self._restored(now, summary, snapshot_id, files, written=True, weights_only=True)
+        elif weights_only and files == st.expected_files:
+            self._record("recovered", now, outcome="restore of the weights had not happened, restoring")
+            self._write_snapshot(now, summary, snapshot_id, weights_only=True)
+        elif weights_only:
+            changed = _changed(st.expected_files, files)
+            self._restore_failed(now, summary, snapshot_id, CanaryError(
+                f"config files changed outside nginx-canary while the restore was interrupted: {', '.join(changed)}; "
+                "nothing overwritten"))
+        elif files == original:
             self._record("recovered", now, outcome="restore had finished")
             self._restored(now, summary, snapshot_id, files, written=True)
         elif files == st.expected_files:

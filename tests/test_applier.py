@@ -115,3 +115,32 @@ def test_a_failing_canary_is_rolled_back_to_the_original_bytes(nginx):
     assert rollout.status()["state"] == "rolled_back"
     assert nginx.config_files() == start_files
     assert nginx.count_versions(20) == {"v1": 20}
+
+
+def test_restore_weights_keeps_a_foreign_edit_and_puts_the_split_back(nginx):
+    applier = applier_for(nginx)
+    original = nginx.upstream_conf.read_text()
+    snapshot = applier.begin("app")
+    applier.apply(Fraction(50))
+    edited = nginx.upstream_conf.read_text().replace("upstream backend {", "upstream backend {\n    # on call: ops")
+    nginx.upstream_conf.write_text(edited)
+    planned = applier.plan_restore_weights(snapshot)
+    assert applier.restore_weights(snapshot) == planned == applier.files_now()
+    text = nginx.upstream_conf.read_text()
+    assert "# on call: ops" in text
+    assert text == original.replace("upstream backend {", "upstream backend {\n    # on call: ops")
+    assert nginx.count_versions(20) == {"v1": 20}
+    assert applier.plan_restore_weights(snapshot) == applier.files_now()  # nothing left to do
+
+
+def test_a_rollout_aborted_over_a_foreign_edit_keeps_it(nginx):
+    traffic = Traffic()
+    rollout = rollout_for(nginx, traffic)
+    rollout.start(1000.0)
+    nginx.upstream_conf.write_text(nginx.upstream_conf.read_text() + "# added by hand\n")
+    rollout.tick(1001.0)
+    assert rollout.status()["state"] == "paused"
+    rollout.abort(1002.0)
+    assert rollout.status()["state"] == "aborted"
+    assert nginx.upstream_conf.read_text().endswith("# added by hand\n")
+    assert nginx.count_versions(20) == {"v1": 20}

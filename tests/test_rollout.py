@@ -124,6 +124,19 @@ class FakeApplier:
         self._leave("restore")
         return dict(self.last_returned)
 
+    def restore_weights(self, snapshot_id: str) -> Dict[str, str]:
+        self._enter("restore_weights", snapshot_id)
+        shares = self.snapshots[snapshot_id]
+        self.disk = {p: (text, shares[p][1] if p in shares else share) for p, (text, share) in self.disk.items()}
+        self.last_returned = self.hashes(self.disk)
+        self._leave("restore_weights")
+        return dict(self.last_returned)
+
+    def plan_restore_weights(self, snapshot_id: str) -> Dict[str, str]:
+        self._enter("plan_restore_weights", snapshot_id)
+        shares = self.snapshots[snapshot_id]
+        return self.hashes({p: (text, shares[p][1] if p in shares else share) for p, (text, share) in self.disk.items()})
+
     def snapshot_files(self, snapshot_id: str) -> Dict[str, str]:
         self._enter("snapshot_files", snapshot_id)
         if snapshot_id not in self.snapshots:
@@ -647,7 +660,7 @@ def test_files_changed_outside_pause_before_the_next_step_and_resume_reapplies(e
     assert rollout.state.canary_percent == "25"
 
 
-def test_a_rollback_restores_even_over_foreign_edits_and_names_them(env):
+def test_a_rollback_over_a_foreign_edit_restores_the_weights_and_keeps_the_edit(env):
     rollout = env.rollout(failure_threshold=1)
     rollout.start(T0)
     env.applier.edit(UP)
@@ -656,6 +669,32 @@ def test_a_rollback_restores_even_over_foreign_edits_and_names_them(env):
     assert rollout.state.state == "rolled_back"
     record = [r for r in env.store.history("app") if r["event"] == "rollback"][0]
     assert record["detail"]["changed_outside"] == [UP]
+    assert env.applier.restores == []  # the snapshot's bytes were not written over the edit
+    assert env.applier.disk[UP] == ("contents of " + UP + " # edited by hand", "original")
+    assert env.applier.disk[SITE] == ("contents of " + SITE, "original")
+    restored = [r for r in env.store.history("app") if r["event"] == "restored"][0]
+    assert restored["detail"]["weights_only"] is True
+    assert "edits made outside nginx-canary kept" in rollout.state.message
+    assert rollout.state.expected_files == env.applier.disk_hashes()
+    assert rollout.state.snapshot_id is None
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_crash_during_a_weights_only_restore_is_settled_at_recovery(env, when):
+    rollout = env.rollout()
+    rollout.start(T0)
+    env.applier.edit(UP)
+    env.applier.crash = ("restore_weights", when)
+    with pytest.raises(Crash):
+        rollout.abort(T0 + 1)
+    rollout, account = env.restart(T0 + 2)
+    assert rollout.state.state == "aborted" and rollout.state.snapshot_id is None
+    assert env.applier.disk[UP] == ("contents of " + UP + " # edited by hand", "original")
+    assert rollout.state.expected_files == env.applier.disk_hashes()
+    assert "edits made outside nginx-canary kept" in rollout.state.message
+    outcome = [r for r in env.store.history("app") if r["event"] == "recovered"][-1]["detail"]["outcome"]
+    assert outcome == ("restore of the weights had finished" if when == "after"
+                       else "restore of the weights had not happened, restoring")
 
 
 # --- history and status -------------------------------------------------------------------------
