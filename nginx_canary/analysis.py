@@ -47,6 +47,11 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from nginx_canary.logs.window import Stats
 
+#: The p99 ratio check ignores a canary p99 at most this much above stable's (seconds)...
+RATIO_MIN_DIFFERENCE = 0.025
+#: ...and needs this many latency samples on each side (with fewer, a p99 is the maximum).
+RATIO_MIN_SAMPLES = 100
+
 PASS = "pass"
 FAIL = "fail"
 INCONCLUSIVE = "inconclusive"
@@ -301,7 +306,13 @@ def check_p99_latency(canary: Stats, stable: Stats, t: Thresholds) -> CheckResul
 
 
 def check_p99_latency_ratio(canary: Stats, stable: Stats, t: Thresholds) -> CheckResult:
-    """Fails when the canary's p99 latency is more than ``max_p99_latency_ratio`` times the stable one's.
+    """Fails when the canary's p99 latency is more than ``max_p99_latency_ratio`` times the stable one's
+    and more than :data:`RATIO_MIN_DIFFERENCE` above it.
+
+    nginx logs latencies in whole milliseconds, so fast backends give p99s of
+    1-3 ms whose ratios are noise (2 ms is "2x" 1 ms), as is one scheduling
+    hiccup in a small window; hence the floor on the difference, and
+    :data:`RATIO_MIN_SAMPLES` latency samples per side before p99s are compared.
 
     Skipped (inconclusive, not blocking) with fewer than ``min_requests``
     stable requests, no stable latency samples or a stable p99 of 0 s (no
@@ -326,8 +337,17 @@ def check_p99_latency_ratio(canary: Stats, stable: Stats, t: Thresholds) -> Chec
         return CheckResult(name, INCONCLUSIVE, None, limit, canary.requests, stable.requests,
                            f"stable p99 latency is 0 s over {stable.latency.count} requests, no ratio to compare",
                            skipped=True)
+    samples = min(canary.latency.count, stable.latency.count)
+    if samples < RATIO_MIN_SAMPLES:
+        return CheckResult(name, INCONCLUSIVE, None, limit, canary.requests, stable.requests,
+                           f"only {samples} latency samples on one side, a p99 ratio needs {RATIO_MIN_SAMPLES} "
+                           "(below that the p99 is just the slowest request)", skipped=True)
     ratio = canary_p99 / stable_p99
     figures = f"canary p99 latency {_seconds(canary_p99)} is {_ratio(ratio)} stable's {_seconds(stable_p99)}"
+    if canary_p99 - stable_p99 <= RATIO_MIN_DIFFERENCE:
+        return CheckResult(name, PASS, ratio, limit, canary.requests, stable.requests,
+                           f"{figures}, but only {_seconds(canary_p99 - stable_p99)} slower, within the "
+                           f"{_seconds(RATIO_MIN_DIFFERENCE)} a ratio ignores")
     return _judge(name, ratio, limit, canary, stable,
                   fail=f"{figures}, more than {_ratio(limit)}",
                   ok=f"{figures}, within {_ratio(limit)}")

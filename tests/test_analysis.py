@@ -179,6 +179,23 @@ def test_p99_latency_reason():
     assert result.reason == "canary p99 latency 1.5 s over 100 requests exceeds 1.0 s"
 
 
+def test_p99_latency_ratio_ignores_millisecond_noise():
+    # 2 ms against 1 ms is "2x", but nginx logs whole milliseconds.
+    result = analysis.check_p99_latency_ratio(stats(200, latency=0.002), stats(1000, latency=0.001), DEFAULT)
+    assert result.verdict == PASS and result.value == pytest.approx(2.0, rel=0.02)
+    assert "within the 0.025 s a ratio ignores" in result.reason
+    # Just past the floor, the ratio is judged again.
+    result = analysis.check_p99_latency_ratio(stats(200, latency=0.03), stats(1000, latency=0.004), DEFAULT)
+    assert result.verdict == FAIL
+
+
+def test_p99_latency_ratio_needs_enough_samples_for_a_p99():
+    result = analysis.check_p99_latency_ratio(stats(50, latency=0.001, slow=1, slow_latency=0.5),
+                                              stats(1000, latency=0.001), DEFAULT)
+    assert result.verdict == INCONCLUSIVE and result.skipped
+    assert "only 50 latency samples" in result.reason
+
+
 def test_p99_latency_ratio_reason():
     result = result_of("p99_latency_ratio", FIXTURES["p99_latency_ratio"][0])
     assert result.reason == "canary p99 latency 0.5 s is 2.5x stable's 0.2 s, more than 2.0x"
@@ -379,12 +396,14 @@ def test_verdict_follows_from_the_checks(canary, stable, thresholds):
         assert verdict.verdict == INCONCLUSIVE
     else:
         assert verdict.verdict == PASS
-    # a skipped check is always a relative one, for want of stable evidence
+    # a skipped check is always a relative one, for want of stable evidence (or of samples for a p99 ratio)
     for c in verdict.checks:
         if c.skipped:
             assert c.name in ("error_rate_increase", "p99_latency_ratio") and c.verdict == INCONCLUSIVE
             assert stable.requests < thresholds.min_requests or not stable.latency.count or \
-                stable.summary()["p99"] == 0.0
+                stable.summary()["p99"] == 0.0 or (
+                    c.name == "p99_latency_ratio"
+                    and min(canary.latency.count, stable.latency.count) < analysis.RATIO_MIN_SAMPLES)
     if canary.requests >= thresholds.min_requests:
         rate_failed = canary.errors_5xx / canary.requests > thresholds.max_error_rate + 1e-12
         assert (verdict.checks[0].verdict == FAIL) == rate_failed
