@@ -107,7 +107,7 @@ class NginxSplitApplier:
         for n, path in enumerate(paths):
             data = _read(path)
             copy = os.path.join(directory, f"{n}.orig")
-            atomic_write(copy, data, mode=0o600, uid=os.geteuid(), gid=os.getegid())
+            atomic_write(copy, data, mode=0o600, uid=os.geteuid(), gid=os.getegid(), purpose="snapshot")
             entries.append({"path": path, "copy": copy, "sha256": _sha(data)})
         manifest = json.dumps({"id": snapshot_id, "upstream": self.upstream, "files": entries}, indent=1).encode()
         atomic_write(os.path.join(directory, "manifest.json"), manifest, mode=0o600)

@@ -6,6 +6,7 @@ import os
 import tempfile
 from typing import Optional
 
+from nginx_canary import faults
 from nginx_canary.errors import StateError
 
 
@@ -18,12 +19,14 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, *, mode: Optional[int] = None, uid: Optional[int] = None, gid: Optional[int] = None) -> None:
+def atomic_write(path: str, data: bytes, *, mode: Optional[int] = None, uid: Optional[int] = None,
+                 gid: Optional[int] = None, purpose: str = "state") -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a mix.
 
     A temporary file in the same directory is written, fsynced, given the mode
     and owner asked for (by default those of the file it replaces), renamed over
-    ``path``, and the directory is fsynced.
+    ``path``, and the directory is fsynced. ``purpose`` (config, state,
+    snapshot) names the fault point ``write_PURPOSE`` of :mod:`nginx_canary.faults`.
 
     Raises:
         StateError: any step fails (the original file is then untouched).
@@ -40,7 +43,10 @@ def atomic_write(path: str, data: bytes, *, mode: Optional[int] = None, uid: Opt
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".nginx-canary.tmp")
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            half = len(data) // 2
+            fh.write(data[:half])
+            faults.point("write_" + purpose)  # a full or failing disk, half-way through
+            fh.write(data[half:])
             fh.flush()
             if mode is not None:
                 os.fchmod(fh.fileno(), mode)

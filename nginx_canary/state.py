@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from nginx_canary import faults
 from nginx_canary.errors import BadInputError, StateError
 from nginx_canary.fsutil import atomic_write, fsync_dir
 
@@ -359,6 +360,7 @@ class StateStore:
             else:
                 created = False
                 _cut_torn_tail(fd, size)
+            faults.point("history_append")
             _write_all(fd, line.encode("utf-8"))
             os.fsync(fd)
         except OSError as exc:

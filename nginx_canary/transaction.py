@@ -23,6 +23,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import psutil
 
+from nginx_canary import faults
 from nginx_canary.errors import BusyError, CanaryError, NginxNotRunningError, StateError
 from nginx_canary.fsutil import atomic_write
 from nginx_canary.nginx.conf import NginxConfig, load_config
@@ -115,7 +116,7 @@ class Transaction:
             real = os.path.realpath(change.path)
             st = os.stat(real)
             copy = os.path.join(snap_dir, f"{n}.orig")
-            atomic_write(copy, change.old, mode=0o600, uid=os.geteuid(), gid=os.getegid())
+            atomic_write(copy, change.old, mode=0o600, uid=os.geteuid(), gid=os.getegid(), purpose="snapshot")
             entries.append({
                 "path": change.path, "real": real, "copy": copy,
                 "old_sha256": _sha(change.old), "new_sha256": _sha(change.new),
@@ -143,12 +144,15 @@ class Transaction:
 
     @staticmethod
     def _restore(entries: List[dict]) -> None:
-        for entry in entries:
+        for n, entry in enumerate(entries):
+            if n:
+                faults.point("during_restore")
             with open(entry["copy"], "rb") as fh:
                 original = fh.read()
             if _sha(original) != entry["old_sha256"]:
                 raise StateError(f"snapshot copy {entry['copy']} is damaged; {entry['real']} left as it is")
-            atomic_write(entry["real"], original, mode=entry["mode"], uid=entry["uid"], gid=entry["gid"])
+            atomic_write(entry["real"], original, mode=entry["mode"], uid=entry["uid"], gid=entry["gid"],
+                         purpose="config")
 
     def recover(self) -> Optional[str]:
         """Finish what a crashed writer left: put back the files of an unfinished change.
@@ -216,8 +220,11 @@ class Transaction:
         workers_before: Optional[Tuple[int, ...]] = None
         try:
             for entry, change in zip(entries, changes):
-                atomic_write(entry["real"], change.new, mode=entry["mode"], uid=entry["uid"], gid=entry["gid"])
+                atomic_write(entry["real"], change.new, mode=entry["mode"], uid=entry["uid"], gid=entry["gid"],
+                             purpose="config")
+            faults.point("after_write")
             self.nginx.test()
+            faults.point("after_test")
             if master is not None:
                 self._write_journal(snap_id, entries, "reloading")
                 workers_before = self.nginx.workers(master)
@@ -225,6 +232,7 @@ class Transaction:
         except BaseException as exc:
             self._roll_back(entries, master, workers_before, config, exc)
             raise
+        faults.point("after_reload")
         self._clear_journal()
         self._prune_snapshots()
         return Outcome(snap_id, reload_result)
