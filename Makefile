@@ -15,7 +15,7 @@ venv: $(VENV)/.installed
 
 # Debian packages the tests drive for real (command:package): nginx for the
 # integration tests, systemd-analyze for the unit's checks.
-TEST_TOOLS := nginx:nginx systemd-analyze:systemd shellcheck:shellcheck ruby:ruby
+TEST_TOOLS := nginx:nginx systemd-analyze:systemd shellcheck:shellcheck ruby:ruby promtool:prometheus chromium:chromium
 
 # Each installs what is missing when we can (root + apt), else says how.
 nginx:

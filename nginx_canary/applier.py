@@ -8,7 +8,7 @@ import os
 import re
 import time
 from fractions import Fraction
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from nginx_canary.errors import BusyError, ConfigError, StateError
 from nginx_canary.fsutil import atomic_write
@@ -44,7 +44,9 @@ class NginxSplitApplier:
 
     def __init__(self, settings: Settings, upstream: str, canary: Sequence[str], *, lock_timeout: float = 10.0,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 on_reload: Optional[Callable[[float], None]] = None) -> None:
+        """``on_reload`` is told how long each verified nginx reload took (seconds), for metrics."""
         self.settings = settings
         self.upstream = upstream
         self.canary = tuple(canary)
@@ -52,6 +54,7 @@ class NginxSplitApplier:
         self.clock = clock
         self.sleep = sleep
         self.wall_clock = wall_clock
+        self.on_reload = on_reload
 
     # -- helpers -------------------------------------------------------------
 
@@ -82,7 +85,9 @@ class NginxSplitApplier:
                     transaction = Transaction(self.settings.state_dir, self.settings.nginx())
                     transaction.recover()
                     if changes:
-                        transaction.apply(changes, config, reload=True)
+                        outcome = transaction.apply(changes, config, reload=True)
+                        if self.on_reload is not None and outcome.reload is not None:
+                            self.on_reload(outcome.reload.seconds)
                     return
             except BusyError:
                 if self.clock() >= deadline:

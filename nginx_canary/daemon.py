@@ -36,9 +36,11 @@ from nginx_canary.applier import NginxSplitApplier
 from nginx_canary.control_socket import ControlServer
 from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError, UnknownRolloutError
 from nginx_canary.inputs import parse_percent
+from nginx_canary.logs.analyze import GROUP
 from nginx_canary.logs.window import Stats
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
 from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.metrics import DaemonMetrics, MetricsServer
 from nginx_canary.permissions import insecure_paths
 from nginx_canary.rollout import ACTIVE, Rollout
 from nginx_canary.sd_notify import Notifier
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 #: Longest sleep between two reads of the logs: lines are stamped when read,
 #: so this bounds how late a request is counted in its one-second bucket.
 POLL_EVERY = 0.25
+#: How often the metrics get fresh copies of the figures (scrapes read the latest copy).
+METRICS_EVERY = 1.0
 #: How long a control-socket thread waits for the main loop to run its command.
 COMMAND_TIMEOUT = 110.0
 #: Settings whose change needs a restart rather than a SIGHUP.
@@ -140,12 +144,16 @@ class Daemon:
                  monotonic: Callable[[], float] = time.monotonic, notifier: Optional[Notifier] = None) -> None:
         self.settings = settings
         self.notifier = notifier if notifier is not None else Notifier()
+        self.metrics: Optional[DaemonMetrics] = DaemonMetrics() if settings.metrics_listen else None
+        self._metrics_server: Optional[MetricsServer] = None
+        self._next_metrics = 0.0
         self._next_watchdog = 0.0
         self._last_summary = ""
         self.config_path = config_path
         self.clock = clock
         self.monotonic = monotonic
         self.ops = operation_settings(settings)
+        self.lock_timeout = 10.0
         self.store = StateStore(self.ops.state_dir, clock=clock)
         self.runtimes: Dict[str, RolloutRuntime] = {}
         self.started_at: Optional[float] = None
@@ -165,6 +173,9 @@ class Daemon:
         """
         config = operations.read_config(self.ops)
         self.check_permissions(config)
+        if self.metrics is not None and self.settings.metrics_listen:
+            self._metrics_server = self.metrics.serve(self.settings.metrics_listen)
+            log.info("daemon: metrics on %s", self._metrics_server.url)
         ensure_state_dir(self.ops.state_dir)
         with writer_lock(self.ops.state_dir):
             recovered = Transaction(self.ops.state_dir, self.ops.nginx()).recover()
@@ -224,13 +235,17 @@ class Daemon:
 
     def _build(self, rollout_settings: RolloutSettings, config: NginxConfig) -> RolloutRuntime:
         check_rollout_against_config(rollout_settings, config)
-        applier = NginxSplitApplier(self.ops, rollout_settings.upstream, rollout_settings.canary)
+        applier = NginxSplitApplier(self.ops, rollout_settings.upstream, rollout_settings.canary,
+                                    lock_timeout=self.lock_timeout,
+                                    on_reload=self.metrics.observe_reload if self.metrics is not None else None)
         traffic = RunTraffic(open_traffic(rollout_settings, config, self.ops))
         try:
             rollout = Rollout(rollout_settings, self.store, applier, traffic)
         except CanaryError:
             traffic.traffic.close()
             raise
+        if self.metrics is not None:
+            rollout.listeners.append(self.metrics.listener(rollout_settings.name))
         return RolloutRuntime(rollout, traffic)
 
     def close(self) -> None:
@@ -238,6 +253,9 @@ class Daemon:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         self._fail_queued("the daemon is stopping")
         for runtime in self.runtimes.values():
             runtime.traffic.traffic.close()
@@ -301,6 +319,21 @@ class Daemon:
                 self._check(name, runtime, now)
         self._run_queued()
         self._notify(mono)
+        if self.metrics is not None and mono >= self._next_metrics:
+            self._next_metrics = mono + METRICS_EVERY
+            self._publish_metrics()
+
+    def _publish_metrics(self) -> None:
+        """Hand copies of every rollout's cumulative figures to the metrics (read by the scrape thread)."""
+        assert self.metrics is not None
+        for name, runtime in self.runtimes.items():
+            traffic = runtime.traffic.traffic
+            st = runtime.rollout.state
+            self.metrics.update_rollout(name, state=st.state, canary_percent=float(Fraction(st.canary_percent)),
+                                        canary=traffic.windows.cumulative(GROUP + "canary"),
+                                        stable=traffic.windows.cumulative(GROUP + "stable"))
+            analyzer = traffic.analyzer
+            self.metrics.set_log_lines(analyzer.lines - analyzer.unparsed, analyzer.unparsed, source=name)
 
     def _notify(self, mono: float) -> None:
         if not self.notifier.enabled:
@@ -438,7 +471,10 @@ class Daemon:
         else:
             rollouts = [self._status_of(r, now) for r in self.runtimes.values()]
         return {"daemon": {"pid": os.getpid(), "started_at": self.started_at, "config": self.config_path,
-                           "now": now}, "rollouts": rollouts}
+                           "now": now, "metrics": self._metrics_url()}, "rollouts": rollouts}
+
+    def _metrics_url(self) -> Optional[str]:
+        return self._metrics_server.url if self._metrics_server is not None else None
 
     def cmd_start(self, args: Dict[str, Any]) -> Dict[str, Any]:
         _, runtime = self._runtime(args)
@@ -505,7 +541,7 @@ class Daemon:
         return {"records": records}
 
     def cmd_ping(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        return {"pid": os.getpid(), "started_at": self.started_at}
+        return {"pid": os.getpid(), "started_at": self.started_at, "metrics": self._metrics_url()}
 
     # -- SIGHUP ---------------------------------------------------------------------
 
@@ -553,6 +589,8 @@ class Daemon:
                 else:
                     runtime.traffic.traffic.close()
                     del self.runtimes[name]
+                    if self.metrics is not None:
+                        self.metrics.remove_rollout(name)
                     log.info("rollout %s: removed", name)
                 continue
             run_changed = [k for k in _RUN_KEYS if getattr(wanted, k) != getattr(current, k)]

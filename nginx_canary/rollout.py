@@ -899,8 +899,9 @@ class Rollout:
             log.error("rollout %s: cannot record %r in the history: %s", self.name, event, exc)
         if self.listeners:
             if record is None:
+                plain = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in detail.items()}
                 record = {"time": now, "event": event, "state": st.state, "step": st.step_index,
-                          "canary_percent": st.canary_percent, "detail": {"message": st.message, **detail}}
+                          "canary_percent": st.canary_percent, "detail": {"message": st.message, **plain}}
             for listener in list(self.listeners):
                 try:
                     listener(event, record)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from typing import Dict, List, Optional
 
 _INF = math.inf
@@ -242,6 +242,33 @@ class LatencySketch:
                     estimate = _INF
                 return min(max(estimate, self._min), self._max)
         raise AssertionError("bin counts do not add up to count")  # pragma: no cover
+
+    def count_at_most(self, bound: float) -> int:
+        """How many values are at most ``bound``, as the bins see them (for histogram buckets).
+
+        Every value ``<= bound`` is counted, a value equal to ``bound`` always;
+        a value above ``bound`` is counted too when it shares ``bound``'s bin,
+        i.e. is below ``bound * gamma`` (2 % above it at the default accuracy).
+        So the count is exact when no value lies in ``(bound, bound * gamma)``,
+        and exact anyway below ``min`` (0) and from ``max`` on (``count``).
+        After a collapse the floor bin's values count as the floor bin's upper
+        edge. Non-decreasing in ``bound``. Raises ValueError for NaN.
+        """
+        if bound != bound:
+            raise ValueError("bound must be a number, not NaN")
+        if self._count == 0 or bound < self._min:
+            return 0
+        if bound >= self._max:
+            return self._count
+        total = self._zero
+        if bound >= _MIN_POSITIVE:
+            # The same expression as add(), so a value equal to bound lands in the counted bin.
+            index = _ceil(_log(bound) * self._inv_log_gamma)
+            keys = self._keys
+            bins = self._bins
+            for key in keys[:bisect_right(keys, index)]:
+                total += bins[key]
+        return total
 
     def copy(self) -> "LatencySketch":
         """An independent sketch with the same contents."""

@@ -235,3 +235,64 @@ def test_adding_below_the_floor_after_a_collapse_uses_no_new_bin():
     sketch.add(1e-6, 5)
     assert sketch.bin_count == 2 and sketch.count == 8 and sketch.min == 1e-6
     assert_close(sketch.quantile(1.0), 40.0)
+
+
+# --- count_at_most (histogram buckets) ---------------------------------------------------------
+
+BOUNDS = (0.0, 1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
+
+
+@given(data_sets)
+def test_count_at_most_counts_every_value_up_to_the_bound_and_only_those_within_its_bin_above(data):
+    sketch = sketch_of(data)
+    previous = 0
+    for bound in BOUNDS + tuple(sorted(set(data))):
+        counted = sketch.count_at_most(bound)
+        at_most = sum(1 for v in data if v <= bound)
+        # Above the bound, only values sharing its bin (below bound * gamma) may be counted.
+        near = sum(1 for v in data if bound < v < bound * GAMMA * (1 + 1e-9))
+        assert at_most <= counted <= at_most + near, (bound, counted, at_most, near)
+    for bound in sorted(BOUNDS + tuple(data)):
+        counted = sketch.count_at_most(bound)
+        assert counted >= previous  # non-decreasing: histogram buckets are cumulative
+        previous = counted
+
+
+def test_count_at_most_is_exact_away_from_the_bound_and_at_the_ends():
+    data = [0.0, 0.0, 0.003, 0.004, 0.007, 0.02, 0.02, 0.2, 0.3, 1.7, 7.0]
+    sketch = sketch_of(data)
+    for bound in BOUNDS:
+        assert sketch.count_at_most(bound) == sum(1 for v in data if v <= bound), bound
+    assert sketch.count_at_most(-1.0) == 0
+    assert sketch.count_at_most(math.inf) == len(data)
+    assert sketch.count_at_most(7.0) == len(data)  # from max on: exact
+    assert LatencySketch().count_at_most(1.0) == 0
+
+
+def test_count_at_most_counts_a_value_equal_to_the_bound():
+    # nginx logs milliseconds, so latencies of exactly 0.005 or 0.1 s are common bucket bounds.
+    for bound in (0.001, 0.005, 0.01, 0.1, 0.25, 1.0):
+        sketch = sketch_of([bound / 2, bound, bound * 4])
+        assert sketch.count_at_most(bound) == 2, bound
+
+
+def test_count_at_most_within_the_bin_of_the_bound_counts_values_just_above_it():
+    sketch = sketch_of([0.1, 0.1 * (1 + ACCURACY / 2), 0.5])
+    assert sketch.count_at_most(0.1) in (1, 2)
+    assert sketch.count_at_most(0.1 * GAMMA * 1.001) == 2
+
+
+def test_count_at_most_after_a_collapse_counts_the_floor_bin_at_its_upper_edge():
+    sketch = sketch_of([1e-6, 1e-5, 10.0, 20.0, 40.0], max_bins=2)
+    assert sketch.collapsed
+    # Two bins: 1e-6 .. 20.0 went up into the floor bin (20.0's), so nothing counts below it.
+    for bound in (1e-6, 1e-4, 10.0, 15.0):
+        assert sketch.count_at_most(bound) == 0, bound
+    assert sketch.count_at_most(20.0) == 4
+    assert sketch.count_at_most(30.0) == 4
+    assert sketch.count_at_most(40.0) == 5
+
+
+def test_count_at_most_rejects_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        sketch_of([1.0]).count_at_most(math.nan)
