@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sys
-from typing import Any, Dict, List, Optional
+import time
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 import click
 
 from nginx_canary import control_socket
 from nginx_canary.cli_context import CliContext
-from nginx_canary.errors import BadInputError, CanaryError, DaemonNotRunningError
+from nginx_canary.errors import (BadInputError, CanaryError, ControlError, DaemonNotRunningError,
+                                 UnknownRolloutError)
 from nginx_canary.inputs import parse_percent
-from nginx_canary.state import ACTIVE_STATES, RolloutState, StateStore
-from nginx_canary.status_view import format_history, format_status
+from nginx_canary.series import read_series
+from nginx_canary.state import ACTIVE_STATES, RolloutState, StateStore, validate_name
+from nginx_canary.status_view import format_history, format_status, format_watch_line, is_final, render_watch
 
 ROLLOUT_EXIT_CODES_HELP = """\b
 Exit codes:
@@ -92,14 +97,113 @@ def _print_status(rollouts: List[Dict[str, Any]], as_json: bool, *, single: bool
         click.echo(format_status(status))
 
 
+def _interval(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[float]:
+    if value is None:
+        return None
+    from nginx_canary.settings import parse_duration
+
+    try:
+        return parse_duration(value)
+    except BadInputError as exc:
+        raise BadInputError(f"--interval: {exc.message}") from None
+
+
 @click.command(epilog=ROLLOUT_EXIT_CODES_HELP)
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: an object for NAME, else a list.")
+@click.option("--watch", is_flag=True, help="Redraw NAME's status in place until it ends (Ctrl-C stops watching).")
+@click.option("--interval", callback=_interval, metavar="DURATION", help="Refresh period of --watch (default 1s).")
 @click.pass_obj
-def status(obj: CliContext, name: Optional[str], as_json: bool) -> None:
-    """State, step, canary share, canary vs stable figures in the window and the last check."""
-    result = _call(obj, "status", name=name)
-    _print_status(result["rollouts"], as_json, single=name is not None)
+def status(obj: CliContext, name: Optional[str], as_json: bool, watch: bool, interval: Optional[float]) -> None:
+    """State, step, canary share, canary vs stable figures in the window and the last check.
+
+    With --watch (NAME required): on a terminal the view is redrawn in place
+    every --interval (steps as a progress bar, time left in the step, canary
+    vs stable request rate, 5xx rate and p99, the last verdict); otherwise
+    one line per refresh (one JSON object per line with --json). Ends when
+    the rollout is promoted, rolled back, aborted or failed, or on Ctrl-C.
+    """
+    if not watch:
+        if interval is not None:
+            raise BadInputError("--interval goes with --watch")
+        result = _call(obj, "status", name=name)
+        _print_status(result["rollouts"], as_json, single=name is not None)
+        return
+    if name is None:
+        raise BadInputError("--watch needs a rollout NAME")
+    watch_status(lambda: _call(obj, "status", name=name)["rollouts"][0], sys.stdout,
+                 interval=1.0 if interval is None else interval, as_json=as_json)
+
+
+#: How long ``status --watch`` keeps retrying a daemon that stopped answering before it gives up.
+WATCH_GIVE_UP = 30.0
+_HIDE_CURSOR, _SHOW_CURSOR, _CLEAR_LINE, _CLEAR_BELOW = "\x1b[?25l", "\x1b[?25h", "\x1b[2K", "\x1b[J"
+
+
+def watch_status(fetch: Callable[[], Dict[str, Any]], out: TextIO, *, interval: float = 1.0,
+                 as_json: bool = False, isatty: Optional[Callable[[], bool]] = None,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+                 width: Callable[[], int] = lambda: shutil.get_terminal_size().columns,
+                 give_up: float = WATCH_GIVE_UP) -> None:
+    """Show ``fetch()`` (a rollout's status) every ``interval`` seconds until the rollout ends or Ctrl-C.
+
+    On a terminal (``isatty``, by default ``out.isatty``) each frame of
+    :func:`status_view.render_watch` overwrites the previous one (cursor up
+    over the old lines, each line cleared, the rest of the screen cleared;
+    the cursor is hidden meanwhile and always shown again). Otherwise one
+    line per refresh (:func:`status_view.format_watch_line`, or the status
+    as JSON with ``as_json``). Returns when :func:`status_view.is_final`
+    holds, or on KeyboardInterrupt (Ctrl-C ends the watch, not the rollout).
+
+    A daemon that stops answering (DaemonNotRunningError, ControlError) is
+    retried, the error shown, for ``give_up`` seconds; then its error is
+    raised. The first fetch's error, and any other CanaryError, is raised at once.
+    """
+    tty = out.isatty() if isatty is None else isatty()
+    drawn = 0
+    last: Optional[Dict[str, Any]] = None
+    failing_since: Optional[float] = None
+    started = clock()
+    ticks = 0
+    try:
+        if tty:
+            out.write(_HIDE_CURSOR)
+        while True:
+            error: Optional[str] = None
+            try:
+                current = fetch()
+            except (DaemonNotRunningError, ControlError) as exc:
+                if last is None:
+                    raise
+                now = clock()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= give_up:
+                    raise
+                error = f"{exc} (retrying)"
+            else:
+                last, failing_since = current, None
+            now = clock()
+            assert last is not None
+            if tty:
+                lines = render_watch(last, width=width(), now=now, error=error)
+                frame = (f"\x1b[{drawn}F" if drawn else "") + "".join(f"{_CLEAR_LINE}{line}\n" for line in lines)
+                out.write(frame + _CLEAR_BELOW)
+                drawn = len(lines)
+            elif as_json:
+                out.write(json.dumps(last if error is None else {**last, "watch_error": error}, sort_keys=True) + "\n")
+            else:
+                out.write(format_watch_line(last, now=now, error=error) + "\n")
+            out.flush()
+            if error is None and is_final(last):
+                return
+            ticks += 1
+            sleep(max(0.0, started + ticks * interval - clock()))
+    except KeyboardInterrupt:
+        return
+    finally:
+        if tty:
+            out.write(_SHOW_CURSOR)
+            out.flush()
 
 
 def _simple_command(command: str, help_text: str) -> click.Command:
@@ -142,7 +246,9 @@ def history(obj: CliContext, name: Optional[str], limit: Optional[int], as_json:
 
 @click.command("demo")
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (configs, logs, state) afterwards.")
-def demo(keep: bool) -> None:
+@click.option("--report-dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Where the two HTML reports go [default: the system's temp directory].")
+def demo(keep: bool, report_dir: Optional[str]) -> None:
     """Watch a healthy rollout get promoted and a bad one rolled back, on a private nginx (about 45 s).
 
     Everything runs on 127.0.0.1 from a temporary directory: nginx, demo apps
@@ -151,7 +257,7 @@ def demo(keep: bool) -> None:
     from nginx_canary.demo.run import Demo, format_summary
 
     try:
-        report = Demo(keep=keep).run()
+        report = Demo(keep=keep, report_dir=report_dir).run()
     except KeyboardInterrupt:
         click.echo("\ninterrupted: everything the demo started is stopped and its files removed", err=True)
         raise SystemExit(130) from None
@@ -161,7 +267,73 @@ def demo(keep: bool) -> None:
         raise CanaryError(f"the demo did not end as expected ({states})")
 
 
-COMMANDS = (daemon, start, status, pause, resume, promote, abort, history, demo)
+def default_report_path(name: str, generated_at: float) -> str:
+    """``./nginx-canary-report-NAME-YYYYmmdd-HHMMSS.html`` (local time)."""
+    return f"nginx-canary-report-{name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(generated_at))}.html"
+
+
+def fetch_report_data(obj: CliContext, name: str) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]], str]:
+    """``(history, points, source)`` of rollout ``name``: from the daemon, else from the state dir.
+
+    The daemon's ``report`` command answers ``{"history": [...], "points": [...]}``.
+    When the daemon is not running (or is older and has no ``report``
+    command), the files under ``STATE_DIR/rollouts/`` are read instead.
+    Raises UnknownRolloutError when neither knows the rollout, BadInputError
+    for an invalid name, StateError when the files cannot be read, the
+    daemon's CanaryError otherwise.
+    """
+    validate_name(name)
+    try:
+        answer = _call(obj, "report", name=name)
+    except DaemonNotRunningError:
+        reason = "the daemon is not running"
+    except BadInputError as exc:
+        if isinstance(exc, UnknownRolloutError) or "unknown command" not in exc.message:
+            raise
+        reason = "the daemon has no report command"
+    else:
+        if not isinstance(answer, dict) or not isinstance(answer.get("history"), list) \
+                or not isinstance(answer.get("points"), list):
+            raise ControlError("the daemon's report answer is not understood")
+        return answer["history"], answer["points"], f"the daemon on {obj.socket}"
+    state_dir = obj.settings.state_dir
+    store = StateStore(state_dir)
+    history = store.history(name)
+    _, points = read_series(state_dir, name)
+    if not history and not points and store.load(name) is None:
+        raise UnknownRolloutError(f"no rollout named {name!r} in {state_dir} ({reason}; set --state-dir?)")
+    return history, points, f"the files in {os.path.join(state_dir, 'rollouts')} ({reason})"
+
+
+@click.command(epilog=ROLLOUT_EXIT_CODES_HELP)
+@click.argument("name")
+@click.option("--output", "-o", metavar="FILE.html",
+              help="Where to write the report (default ./nginx-canary-report-NAME-YYYYmmdd-HHMMSS.html).")
+@click.pass_obj
+def report(obj: CliContext, name: str, output: Optional[str]) -> None:
+    """Write one self-contained HTML page on rollout NAME's last run and print its path.
+
+    Step timeline, canary vs stable 5xx rate and p99 over time, every check
+    verdict, the outcome and why. The data comes from the daemon, or, when it
+    is not running, from the state dir (the page and stderr say which).
+    """
+    from nginx_canary.report import render_report
+
+    history, points, source = fetch_report_data(obj, name)
+    generated_at = time.time()
+    path = output or default_report_path(name, generated_at)
+    page = render_report(name, history, points, generated_at=generated_at, source=source)
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(page)
+    except OSError as exc:
+        raise CanaryError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+    if not source.startswith("the daemon"):
+        click.echo(f"nginx-canary: report from {source}", err=True)
+    click.echo(os.path.abspath(path))
+
+
+COMMANDS = (daemon, start, status, pause, resume, promote, abort, history, report, demo)
 
 
 def rollouts_steering(state_dir: str, upstream: str) -> List[RolloutState]:

@@ -42,7 +42,9 @@ from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_f
 from nginx_canary.nginx.conf import NginxConfig
 from nginx_canary.metrics import DaemonMetrics, MetricsServer
 from nginx_canary.permissions import insecure_paths
+from nginx_canary.report import last_run
 from nginx_canary.rollout import ACTIVE, Rollout
+from nginx_canary.series import SeriesRecorder
 from nginx_canary.sd_notify import Notifier
 from nginx_canary.settings import DaemonSettings, RolloutSettings, load_settings
 from nginx_canary.state import StateStore, validate_name
@@ -54,6 +56,9 @@ log = logging.getLogger(__name__)
 #: Longest sleep between two reads of the logs: lines are stamped when read,
 #: so this bounds how late a request is counted in its one-second bucket.
 POLL_EVERY = 0.25
+#: The report's series goes on this long after a run ends, and fills at most this many missed seconds.
+SERIES_AFTER_RUN = 5.0
+SERIES_CATCH_UP = 10
 #: How often the metrics get fresh copies of the figures (scrapes read the latest copy).
 METRICS_EVERY = 1.0
 #: How long a control-socket thread waits for the main loop to run its command.
@@ -134,7 +139,10 @@ class RolloutRuntime:
 
     rollout: Rollout
     traffic: RunTraffic
+    series: SeriesRecorder
     next_check: float = 0.0  # monotonic time of the next check
+    series_second: Optional[int] = None  # the last whole second put in the series
+    series_until: Optional[float] = None  # record until then after a run ends (its last seconds)
 
 
 class Daemon:
@@ -246,7 +254,7 @@ class Daemon:
             raise
         if self.metrics is not None:
             rollout.listeners.append(self.metrics.listener(rollout_settings.name))
-        return RolloutRuntime(rollout, traffic)
+        return RolloutRuntime(rollout, traffic, SeriesRecorder(self.ops.state_dir, rollout_settings.name))
 
     def close(self) -> None:
         """Stop listening, answer queued commands with an error, close the log tailers."""
@@ -257,7 +265,8 @@ class Daemon:
             self._metrics_server.close()
             self._metrics_server = None
         self._fail_queued("the daemon is stopping")
-        for runtime in self.runtimes.values():
+        for name, runtime in self.runtimes.items():
+            self._flush_series(name, runtime)
             runtime.traffic.traffic.close()
         for fd in (self._wake_r, self._wake_w):
             try:
@@ -310,6 +319,8 @@ class Daemon:
                 runtime.traffic.traffic.poll(now)
             except CanaryError as exc:
                 log.warning("rollout %s: reading the access log: %s", name, exc)
+        for name, runtime in self.runtimes.items():
+            self._record_series(name, runtime, now)
         mono = self.monotonic()
         for name, runtime in self.runtimes.items():
             if mono >= runtime.next_check:
@@ -345,6 +356,33 @@ class Daemon:
         if summary != self._last_summary:
             self._last_summary = summary
             self.notifier.status(summary)
+
+    def _record_series(self, name: str, runtime: RolloutRuntime, now: float) -> None:
+        """One point per whole second per group for the report, while a run is active and a little after."""
+        st = runtime.rollout.state
+        if st.state in ACTIVE:
+            runtime.series_until = now + SERIES_AFTER_RUN
+        elif runtime.series_until is None:
+            return
+        second = int(now)
+        last = second - 1 if runtime.series_second is None else runtime.series_second
+        # Seconds a stalled loop missed are filled in (a few at most): windows keep them.
+        for stamp in range(max(last + 1, second - SERIES_CATCH_UP), second + 1):
+            # The whole second before `stamp` (the current one is still filling up).
+            canary, stable = runtime.traffic.traffic.groups(1.0, stamp - 0.5)
+            runtime.series.record(stamp, canary=canary.summary(), stable=stable.summary(),
+                                  canary_percent=st.canary_percent, state=st.state)
+        runtime.series_second = second
+        if st.state not in ACTIVE and now >= runtime.series_until:
+            runtime.series_until = None
+            self._flush_series(name, runtime)
+
+    @staticmethod
+    def _flush_series(name: str, runtime: RolloutRuntime) -> None:
+        try:
+            runtime.series.flush()
+        except StateError as exc:
+            log.warning("rollout %s: cannot save the time series: %s", name, exc)
 
     def _check(self, name: str, runtime: RolloutRuntime, now: float) -> None:
         try:
@@ -477,7 +515,7 @@ class Daemon:
         return self._metrics_server.url if self._metrics_server is not None else None
 
     def cmd_start(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        _, runtime = self._runtime(args)
+        name, runtime = self._runtime(args)
         steps = args.get("steps")
         parsed: Optional[List[Fraction]] = None
         if steps is not None:
@@ -496,7 +534,19 @@ class Daemon:
             raise
         finally:
             runtime.next_check = self.monotonic() + runtime.rollout.settings.analysis.interval
+            if runtime.rollout.state.started_at == now:
+                # A new run began (even one rolled back at its first step): a new series.
+                self._start_series(name, runtime, now)
         return self._status_of(runtime, now)
+
+    @staticmethod
+    def _start_series(name: str, runtime: RolloutRuntime, now: float) -> None:
+        try:
+            runtime.series.start_run(now)
+        except StateError as exc:
+            log.warning("rollout %s: cannot start the time series: %s", name, exc)
+        runtime.series_second = int(now)
+        runtime.series_until = now + SERIES_AFTER_RUN
 
     def cmd_pause(self, args: Dict[str, Any]) -> Dict[str, Any]:
         _, runtime = self._runtime(args)
@@ -539,6 +589,11 @@ class Daemon:
         if limit is not None:
             records = records[-limit:]
         return {"records": records}
+
+    def cmd_report(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        """The last run's history and time series, for ``nginx-canary report``."""
+        name, runtime = self._runtime(args)
+        return {"history": last_run(self.store.history(name)), "points": runtime.series.points()}
 
     def cmd_ping(self, args: Dict[str, Any]) -> Dict[str, Any]:
         return {"pid": os.getpid(), "started_at": self.started_at, "metrics": self._metrics_url()}
@@ -605,6 +660,7 @@ class Daemon:
                     log.error("rollout %s: SIGHUP: keeping its old settings: %s", name, exc)
                     kept[name] = current
                     continue
+                self._flush_series(name, runtime)
                 runtime.traffic.traffic.close()
                 self.runtimes[name] = replacement
                 kept[name] = wanted
@@ -634,5 +690,6 @@ _COMMANDS: Dict[str, Callable[[Daemon, Dict[str, Any]], Any]] = {
     "promote": Daemon.cmd_promote,
     "abort": Daemon.cmd_abort,
     "history": Daemon.cmd_history,
+    "report": Daemon.cmd_report,
     "ping": Daemon.cmd_ping,
 }

@@ -1,9 +1,10 @@
-"""Plain-text rendering of a rollout's status and history records for the CLI."""
+"""Plain-text rendering of a rollout's status and history records for the CLI, and the frames of ``status --watch``."""
 
 from __future__ import annotations
 
+import textwrap
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 
 def _percent(value: Any) -> str:
@@ -67,3 +68,172 @@ def format_history(record: Dict[str, Any]) -> str:
     percent = record.get("canary_percent")
     return (f"{when}  {record.get('rollout', '')}  {record.get('event')}  {record.get('state')}  "
             f"{'-' if percent is None else _percent(percent) + ' %'}  {text}").rstrip()
+
+
+# -- the live view (`status NAME --watch`) ------------------------------------------------
+
+#: States in which a watch ends (once any restore the state owes is done).
+FINAL_STATES = ("promoted", "rolled_back", "aborted", "failed")
+
+
+def is_final(status: Dict[str, Any]) -> bool:
+    """True when the rollout has finished: ``failed``, or promoted / rolled back / aborted with no restore owed."""
+    state = status.get("state")
+    return state == "failed" or (state in FINAL_STATES and not status.get("snapshot_id"))
+
+
+def _rate_per_second(figures: Optional[Dict[str, Any]], window: Any) -> Optional[float]:
+    if not figures or not isinstance(window, (int, float)) or window <= 0:
+        return None
+    return (figures.get("requests") or 0) / window
+
+
+def _step_fraction(status: Dict[str, Any]) -> float:
+    """How much of the current step's bake time has passed, 0..1."""
+    left, interval = status.get("time_left_in_step"), status.get("step_interval")
+    if not isinstance(left, (int, float)) or not isinstance(interval, (int, float)) or interval <= 0:
+        return 0.0
+    return min(1.0, max(0.0, 1.0 - left / interval))
+
+
+def progress_bar(status: Dict[str, Any], width: int) -> Tuple[str, str]:
+    """Two lines: the step labels (the current one in brackets) and the bar under them.
+
+    Steps before the current one are full (``=``); the current one fills with
+    its bake time and ends in ``>`` (``|`` paused, ``X`` rolled back, aborted
+    or failed there); later ones are dots. ASCII only.
+    """
+    steps = status.get("steps") or []
+    if not steps:
+        return "", "[no steps]"
+    state = status.get("state")
+    current = status.get("step") if isinstance(status.get("step"), int) else 0
+    count = len(steps)
+    segment = max(3, min(12, (width - 2 - (count + 1)) // count))
+    cells: List[str] = []
+    for i in range(count):
+        if state == "idle":
+            cells.append("." * segment)
+        elif state == "promoted" or i < current:
+            cells.append("=" * segment)
+        elif i == current:
+            if state in ("rolled_back", "aborted", "failed"):
+                cells.append("X" * segment)
+            else:
+                filled = int(round(_step_fraction(status) * (segment - 1)))
+                head = "|" if state == "paused" else ">"
+                cells.append(("=" * filled + head).ljust(segment, "."))
+        else:
+            cells.append("." * segment)
+    bar = "[" + "|".join(cells) + "]"
+    labels = [" "] * (len(bar) + 8)
+    # Where labels would collide, the current step's wins, then the last and the first.
+    order = sorted(range(count), key=lambda i: (i != current, i != count - 1, i != 0, i))
+    for i in order:
+        step = steps[i]
+        text = f"{_percent(step)} %"
+        if i == current and state in ("progressing", "paused"):
+            text = f"[{text}]"
+        start = 1 + i * (segment + 1)
+        if start + len(text) <= len(labels) and all(c == " " for c in labels[max(0, start - 1):start + len(text) + 1]):
+            labels[start:start + len(text)] = list(text)
+    return "".join(labels).rstrip(), bar
+
+
+def _wrap(text: str, width: int, indent: str, max_lines: int = 3) -> List[str]:
+    lines = textwrap.wrap(text, max(10, width - len(indent)), break_long_words=True, break_on_hyphens=False) or [""]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: max(0, width - len(indent) - 3)] + "..."
+    return [indent + line for line in lines]
+
+
+def _when(stamp: Optional[float]) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(stamp)) if isinstance(stamp, (int, float)) else ""
+
+
+def render_watch(status: Dict[str, Any], *, width: int = 80, now: Optional[float] = None,
+                 error: Optional[str] = None) -> List[str]:
+    """The lines of one frame of the live view, none longer than ``width`` - 1 (so none wraps).
+
+    ``now`` is shown as the time of the frame; ``error`` (the daemon could
+    not be asked this time) is shown under the last figures received.
+    """
+    width = max(40, width)
+    state = str(status.get("state"))
+    steps = status.get("steps") or []
+    step = status.get("step") if isinstance(status.get("step"), int) else 0
+    head = (f"{status.get('name')}  {state.replace('_', ' ').upper()}  upstream {status.get('upstream')}  "
+            f"canary {_percent(status.get('canary_percent'))} %")
+    stamp = _when(now)
+    if stamp and len(head) + 2 + len(stamp) < width:
+        head = head.ljust(width - 1 - len(stamp)) + stamp
+    lines = [head]
+    where = f"step {step + 1} of {len(steps)}" if steps else "no steps"
+    left = status.get("time_left_in_step")
+    if state == "progressing" and isinstance(left, (int, float)):
+        note = f"{left:.0f} s left in {where}" if left > 0 else f"{where}: bake time over, waiting for a pass"
+    elif state == "paused":
+        note = f"paused at {where}"
+    elif state == "idle":
+        note = "not started"
+    else:
+        note = state.replace("_", " ")
+    room = width - 1 - 2 - 2 - len(note)
+    beside = room >= 4 * max(1, len(steps)) + 1
+    labels, bar = progress_bar(status, room if beside else width - 3)
+    lines.append("  " + labels)
+    lines.extend([f"  {bar}  {note}"] if beside else [f"  {bar}", f"  {note}"])
+    window = status.get("window_seconds")
+    lines.append(f"  {'':8}{'req/s':>9}{'5xx rate':>11}{'p99':>11}"
+                 + (f"   (last {window:g} s)" if isinstance(window, (int, float)) else ""))
+    for group in ("canary", "stable"):
+        figures = status.get(group)
+        rate = _rate_per_second(figures, window)
+        if not figures:
+            lines.append(f"  {group:8}{'-':>9}{'-':>11}{'-':>11}")
+            continue
+        lines.append(f"  {group:8}{'-' if rate is None else f'{rate:.2f}':>9}"
+                     f"{(figures.get('error_rate') or 0.0) * 100:>9.2f} %{_ms(figures.get('p99')):>11}")
+    check = status.get("last_check")
+    if check:
+        streak = f"  (failures in a row {status.get('failure_streak', 0)}/{status.get('failure_threshold')})"
+        lines.extend(_wrap(f"last check: {str(check.get('verdict')).upper()}: {check.get('reason')}{streak}",
+                           width - 1, "  "))
+    else:
+        lines.append("  last check: none yet")
+    if status.get("paused_reason"):
+        lines.extend(_wrap(f"paused: {status['paused_reason']}", width - 1, "  "))
+    if status.get("message"):
+        lines.extend(_wrap(str(status["message"]), width - 1, "  "))
+    if error:
+        lines.extend(_wrap(f"! {error}", width - 1, "  ", max_lines=2))
+    return [line[: width - 1] for line in lines]
+
+
+def format_watch_line(status: Dict[str, Any], *, now: Optional[float] = None, error: Optional[str] = None) -> str:
+    """One compact line per refresh, for a watch whose output is not a terminal."""
+    steps = status.get("steps") or []
+    step = status.get("step") if isinstance(status.get("step"), int) else 0
+    parts = [_when(now), str(status.get("name")), str(status.get("state")),
+             f"{_percent(status.get('canary_percent'))} %"]
+    if steps:
+        parts.append(f"step {step + 1}/{len(steps)}")
+    left = status.get("time_left_in_step")
+    if status.get("state") == "progressing" and isinstance(left, (int, float)):
+        parts.append(f"{left:.0f}s left")
+    window = status.get("window_seconds")
+    for group in ("canary", "stable"):
+        figures = status.get(group)
+        rate = _rate_per_second(figures, window)
+        if figures:
+            parts.append(f"| {group} {'-' if rate is None else f'{rate:.2f}'} req/s "
+                         f"5xx {(figures.get('error_rate') or 0.0) * 100:.2f} % p99 {_ms(figures.get('p99'))}")
+        else:
+            parts.append(f"| {group} -")
+    check = status.get("last_check")
+    if check:
+        parts.append(f"| {check.get('verdict')}: {check.get('reason')}")
+    if error:
+        parts.append(f"| ! {error}")
+    return " ".join(p for p in parts if p)

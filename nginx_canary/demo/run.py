@@ -64,6 +64,7 @@ class RunOutcome:
     message: str = ""
     first_failed_check: Optional[float] = None  # seconds after the canary first got traffic
     restored_after: Optional[float] = None
+    report_path: Optional[str] = None
 
 
 @dataclass
@@ -85,8 +86,11 @@ class Demo:
     """One demo run. ``out`` receives the progress lines; ``clock`` is monotonic seconds."""
 
     def __init__(self, out: TextIO = sys.stdout, *, nginx_bin: Optional[str] = None, keep: bool = False,
-                 clock: Callable[[], float] = time.monotonic, poll_every: float = 1.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, poll_every: float = 1.0,
+                 report_dir: Optional[str] = None) -> None:
+        """``report_dir``: where each run's HTML report goes (default: the system's temp directory)."""
         self.out = out
+        self.report_dir = report_dir if report_dir is not None else tempfile.gettempdir()
         self.nginx_bin = nginx_bin
         self.keep = keep
         self.clock = clock
@@ -247,7 +251,29 @@ class Demo:
             outcome.state = "timed out (aborted)"
         self._timings(outcome)
         self.say(f"  -> {outcome.state} after {outcome.seconds:.1f} s: {outcome.message}")
+        outcome.report_path = self._write_report(outcome)
         return outcome
+
+    def _write_report(self, outcome: RunOutcome) -> Optional[str]:
+        """The run's HTML report, outside the temp directory (it outlives the demo); None if it cannot be written."""
+        from nginx_canary.report import render_report
+
+        time.sleep(1.5)  # the daemon records a few more seconds of the series after a run ends
+        answer = self._call("report", name="app")
+        generated_at = time.time()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(generated_at))
+        slug = "promoted" if outcome.state == "promoted" else "rolled-back" if outcome.state == "rolled_back" else "run"
+        path = os.path.join(self.report_dir, f"nginx-canary-demo-{slug}-{stamp}.html")
+        page = render_report("app", answer["history"], answer["points"], generated_at=generated_at,
+                             source=f"nginx-canary demo: {outcome.label}")
+        try:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(page)
+        except OSError as exc:
+            self.say(f"  (report not written: {path}: {exc.strerror})")
+            return None
+        self.say(f"  report: {path}")
+        return path
 
     @staticmethod
     def _progress_line(status: Dict[str, Any], elapsed: float) -> str:
@@ -296,6 +322,9 @@ def format_summary(report: DemoReport) -> str:
             f"first failed check {bad.first_failed_check:.2f} s, ")
         lines.append(f"  time to rollback   {bad.restored_after:.2f} s after the canary got traffic "
                      f"({detected}original config restored and reloaded)")
+    for run in report.runs:
+        if run.report_path:
+            lines.append(f"  report             {run.report_path}  ({run.label})")
     load = report.load
     if load is not None:
         lines.append(f"  requests served    {load.responses} in {load.elapsed:.0f} s ({load.rate:.0f} req/s); "

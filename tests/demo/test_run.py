@@ -23,9 +23,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_demo_promotes_then_rolls_back_and_cleans_up(nginx_bin):
+def test_demo_promotes_then_rolls_back_and_cleans_up(nginx_bin, tmp_path):
     out = io.StringIO()
-    demo = Demo(out, nginx_bin=nginx_bin)
+    demo = Demo(out, nginx_bin=nginx_bin, report_dir=str(tmp_path))
     report = demo.run()
     text = out.getvalue()
     assert [r.state for r in report.runs] == ["promoted", "rolled_back"], text
@@ -39,6 +39,12 @@ def test_demo_promotes_then_rolls_back_and_cleans_up(nginx_bin):
     assert set(load.versions_5xx) <= {"v2"} and load.socket_errors == 0
     summary = format_summary(report)
     assert "time to rollback" in summary and "errors clients saw" in summary
+    # Each run left its HTML report (outside the removed temp directory).
+    for run, word in zip(report.runs, ("promoted", "rolled back")):
+        assert run.report_path is not None and Path(run.report_path).parent == tmp_path
+        page = Path(run.report_path).read_text()
+        assert page.startswith("<!DOCTYPE html>") and "<svg" in page and word in page
+        assert run.report_path in summary
     assert not Path(report.directory).exists()
     assert demo.daemon is not None and not alive(demo.daemon.pid)
     assert demo.nginx_pid is not None and not alive(demo.nginx_pid)
