@@ -26,6 +26,11 @@ Rules worth knowing (``docs/CONFIG.md`` is the full reference):
   number counts seconds. It has millisecond resolution and lies in
   (0, 720h]. Compound (``1h30m``), spelled-out (``5min``, ``10 seconds``) and
   exponent (``1e3s``) forms are refused.
+* URLs (``webhooks``, ``gates``, ``analysis.http_checks``) are ``http://`` or
+  ``https://`` with a host, printable ASCII without spaces or backslashes, at
+  most 2048 characters (:func:`url_problem`). The two lists may be empty or
+  left empty (no webhooks, no HTTP checks); an entry is a URL, or a mapping
+  with ``url`` and its options.
 """
 
 from __future__ import annotations
@@ -52,6 +57,21 @@ MAX_CONFIG_BYTES = 1 << 20
 OnSuccess = Literal["keep", "restore"]
 ON_SUCCESS_CHOICES: Tuple[str, ...] = ("keep", "restore")
 
+#: What a webhook can be told, in the order a rollout usually produces them.
+WEBHOOK_EVENTS: Tuple[str, ...] = ("started", "step", "paused", "resumed", "promoted", "rolled_back", "aborted",
+                                   "check_failed")
+WebhookFormat = Literal["json", "slack"]
+WEBHOOK_FORMATS: Tuple[str, ...] = ("json", "slack")
+#: The longest URL accepted: longer ones are refused by many servers and proxies anyway.
+MAX_URL_LENGTH = 2048
+#: Per rollout; each webhook has its own delivery thread, each HTTP check its own fetches.
+MAX_WEBHOOKS = 16
+MAX_HTTP_CHECKS = 16
+MAX_RETRIES = 10
+# A receiver or health endpoint slower than this is down, and a longer timeout
+# would only hold its delivery thread (and the notifications behind it) longer.
+MAX_HTTP_TIMEOUT = 60.0
+
 
 @dataclass(frozen=True)
 class NginxSettings:
@@ -60,6 +80,14 @@ class NginxSettings:
     conf: str = "/etc/nginx/nginx.conf"
     binary: str = "nginx"
     prefix: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class HttpCheckSettings:
+    """A URL fetched (GET) at every check: any answer but 2xx within ``timeout`` seconds fails that check."""
+
+    url: str
+    timeout: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +102,30 @@ class AnalysisSettings:
     max_p99_latency: float = 1.0
     max_p99_latency_ratio: float = 2.0
     failure_threshold: int = 2
+    http_checks: Tuple[HttpCheckSettings, ...] = ()
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Where to POST a notification of which rollout events, and how; ``timeout`` in seconds.
+
+    ``retries`` counts the attempts after the first one.
+    """
+
+    url: str
+    events: Tuple[str, ...] = WEBHOOK_EVENTS
+    format: WebhookFormat = "json"
+    timeout: float = 5.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """URLs that must answer 2xx before the rollout goes on; None: no gate there."""
+
+    pre_rollout: Optional[str] = None
+    confirm_step: Optional[str] = None
+    confirm_promotion: Optional[str] = None
 
 
 DEFAULT_STEPS: Tuple[Fraction, ...] = (Fraction(10), Fraction(25), Fraction(50), Fraction(100))
@@ -92,6 +144,8 @@ class RolloutSettings:
     step_interval: float = 60.0
     on_success: OnSuccess = "keep"
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+    webhooks: Tuple[WebhookSettings, ...] = ()
+    gates: GateSettings = field(default_factory=GateSettings)
 
 
 @dataclass(frozen=True)
@@ -292,16 +346,28 @@ MAX_SOCKET_PATH_BYTES = 107
 _TOP_KEYS = ("nginx", "state_dir", "control_socket", "control_group", "metrics_listen", "allow_insecure_permissions",
              "rollouts")
 _NGINX_KEYS = ("conf", "binary", "prefix")
-_ROLLOUT_KEYS = ("upstream", "canary", "access_log", "log_format", "steps", "step_interval", "on_success", "analysis")
+_ROLLOUT_KEYS = ("upstream", "canary", "access_log", "log_format", "steps", "step_interval", "on_success", "analysis",
+                 "webhooks", "gates")
 _ANALYSIS_KEYS = ("interval", "window", "min_requests", "max_error_rate", "max_error_rate_increase",
-                  "max_p99_latency", "max_p99_latency_ratio", "failure_threshold")
-# Where a key found at the wrong level belongs, for a pointed hint.
-_BELONGS = {
-    **{key: "the top level" for key in _TOP_KEYS},
-    **{key: "nginx" for key in _NGINX_KEYS},
-    **{key: "rollouts.NAME" for key in _ROLLOUT_KEYS},
-    **{key: "rollouts.NAME.analysis" for key in _ANALYSIS_KEYS},
-}
+                  "max_p99_latency", "max_p99_latency_ratio", "failure_threshold", "http_checks")
+_WEBHOOK_KEYS = ("url", "events", "format", "timeout", "retries")
+_GATE_KEYS = ("pre_rollout", "confirm_step", "confirm_promotion")
+_HTTP_CHECK_KEYS = ("url", "timeout")
+
+
+def _where_keys_belong() -> Dict[str, str]:
+    """Where a key found at the wrong level belongs, for a pointed hint (some keys live in two places)."""
+    places: Dict[str, List[str]] = {}
+    for keys, where in ((_TOP_KEYS, "the top level"), (_NGINX_KEYS, "nginx"), (_ROLLOUT_KEYS, "rollouts.NAME"),
+                        (_ANALYSIS_KEYS, "rollouts.NAME.analysis"), (_WEBHOOK_KEYS, "rollouts.NAME.webhooks[N]"),
+                        (_GATE_KEYS, "rollouts.NAME.gates"),
+                        (_HTTP_CHECK_KEYS, "rollouts.NAME.analysis.http_checks[N]")):
+        for key in keys:
+            places.setdefault(key, []).append(where)
+    return {key: " or ".join(where) for key, where in places.items()}
+
+
+_BELONGS = _where_keys_belong()
 
 _Entries = Dict[str, Tuple[yaml.Node, yaml.Node]]
 _T = TypeVar("_T")
@@ -539,6 +605,8 @@ class _Reader:
             step_interval=self.value(entries, "step_interval", key, self.duration, defaults.step_interval),
             on_success=self.value(entries, "on_success", key, self.on_success, defaults.on_success),
             analysis=self.value(entries, "analysis", key, self.analysis, defaults.analysis),
+            webhooks=self.value(entries, "webhooks", key, self.webhooks, defaults.webhooks),
+            gates=self.value(entries, "gates", key, self.gates, defaults.gates),
         )
 
     def canary(self, node: yaml.Node, key: str) -> Tuple[str, ...]:
@@ -592,6 +660,7 @@ class _Reader:
             max_p99_latency_ratio=self.value(entries, "max_p99_latency_ratio", key, self.ratio,
                                              defaults.max_p99_latency_ratio),
             failure_threshold=self.value(entries, "failure_threshold", key, self.count, defaults.failure_threshold),
+            http_checks=self.value(entries, "http_checks", key, self.http_checks, defaults.http_checks),
         )
         if analysis.window < analysis.interval:
             # Checks that run less often than the window they read never see
@@ -601,6 +670,140 @@ class _Reader:
                              f"window ({_seconds(analysis.window)}) must be at least interval "
                              f"({_seconds(analysis.interval)}), or requests between checks go unseen")
         return analysis
+
+    # -- webhooks, gates and HTTP checks --------------------------------------------
+
+    def url(self, node: yaml.Node, key: str) -> str:
+        """An ``http://`` or ``https://`` URL with a host (see :func:`url_problem`)."""
+        text = self.text(node, key, "an http or https URL like 'https://hooks.example.com/canary'")
+        problem = url_problem(text)
+        if problem is not None:
+            raise self.error(node, key, problem)
+        return text
+
+    def entry_list(self, node: yaml.Node, key: str, what: str, limit: int) -> List[Tuple[str, yaml.Node]]:
+        """``(key path, node)`` per element of a list that may be empty (null counts as empty)."""
+        if _is_null(node):
+            return []
+        if not _is_list(node):
+            raise self.error(node, key, f"expected {what}, got {_describe(node)}")
+        if len(node.value) > limit:
+            raise self.error(node.value[limit], f"{key}[{limit}]", f"at most {limit} entries are allowed here")
+        return [(f"{key}[{index}]", item) for index, item in enumerate(node.value)]
+
+    def url_entry(self, node: yaml.Node, key: str, known: Sequence[str], what: str) -> Tuple[str, _Entries]:
+        """A list entry that is either a URL or a mapping holding ``url``: the URL and the mapping's entries."""
+        if isinstance(node, yaml.ScalarNode) and node.tag in _TEXT_TAGS:
+            return self.url(node, key), {}
+        entries = self.entries(node, key, what, known)
+        if "url" not in entries:
+            raise self.error(node, key, "missing required key 'url'")
+        return self.url(entries["url"][1], _join(key, "url")), entries
+
+    def webhooks(self, node: yaml.Node, key: str) -> Tuple[WebhookSettings, ...]:
+        items = self.entry_list(node, key, "a list of webhooks like [{url: 'https://hooks.example.com/canary'}]",
+                                MAX_WEBHOOKS)
+        return tuple(self.webhook(item, item_key) for item_key, item in items)
+
+    def webhook(self, node: yaml.Node, key: str) -> WebhookSettings:
+        url, entries = self.url_entry(node, key, _WEBHOOK_KEYS,
+                                      "a webhook: a URL, or a mapping with url, events, format, timeout, retries")
+        defaults = WebhookSettings(url=url)
+        return WebhookSettings(
+            url=url,
+            events=self.value(entries, "events", key, self.events, defaults.events),
+            format=self.value(entries, "format", key, self.webhook_format, defaults.format),
+            timeout=self.value(entries, "timeout", key, self.http_timeout, defaults.timeout),
+            retries=self.value(entries, "retries", key, self.retries, defaults.retries),
+        )
+
+    def events(self, node: yaml.Node, key: str) -> Tuple[str, ...]:
+        seen: Dict[str, str] = {}
+        for item_key, item in self.items(node, key, "a list of events like [promoted, rolled_back]"):
+            event = self.text(item, item_key, "an event name like 'rolled_back'")
+            if event not in WEBHOOK_EVENTS:
+                close = difflib.get_close_matches(event, WEBHOOK_EVENTS, n=1)
+                hint = f", did you mean {close[0]!r}?" if close else ""
+                raise self.error(item, item_key, f"unknown event {_show(event)}{hint} "
+                                                 f"(known: {', '.join(WEBHOOK_EVENTS)})")
+            if event in seen:
+                raise self.error(item, item_key, f"duplicate event {event!r} (also {seen[event]})")
+            seen[event] = item_key
+        return tuple(seen)
+
+    def webhook_format(self, node: yaml.Node, key: str) -> WebhookFormat:
+        text = self.text(node, key, "json or slack")
+        if text not in WEBHOOK_FORMATS:
+            raise self.error(node, key, f"expected json or slack, got {_describe(node)}")
+        return text  # type: ignore[return-value]
+
+    def http_timeout(self, node: yaml.Node, key: str) -> float:
+        value = self.duration(node, key)
+        if value > MAX_HTTP_TIMEOUT:
+            raise self.error(node, key, f"must be at most {_seconds(MAX_HTTP_TIMEOUT)} (an endpoint slower than that "
+                                        f"is down), got {_seconds(value)}")
+        return value
+
+    def retries(self, node: yaml.Node, key: str) -> int:
+        value = self.number(node, key, f"a whole number from 0 to {MAX_RETRIES} like 3", _INTEGER)
+        if not 0 <= value <= MAX_RETRIES:
+            raise self.error(node, key, f"must be from 0 to {MAX_RETRIES}, got {node.value}")
+        return int(value)
+
+    def gates(self, node: yaml.Node, key: str) -> GateSettings:
+        entries = self.section(node, key, _GATE_KEYS, "a mapping of gate name to URL")
+        defaults = GateSettings()
+        return GateSettings(**{name: self.value(entries, name, key, _nullable(self.url), getattr(defaults, name))
+                               for name in _GATE_KEYS})
+
+    def http_checks(self, node: yaml.Node, key: str) -> Tuple[HttpCheckSettings, ...]:
+        items = self.entry_list(node, key, "a list of URLs like ['http://127.0.0.1:8082/health']", MAX_HTTP_CHECKS)
+        return tuple(self.http_check(item, item_key) for item_key, item in items)
+
+    def http_check(self, node: yaml.Node, key: str) -> HttpCheckSettings:
+        url, entries = self.url_entry(node, key, _HTTP_CHECK_KEYS, "an HTTP check: a URL, or a mapping with url, timeout")
+        defaults = HttpCheckSettings(url=url)
+        return HttpCheckSettings(url=url,
+                                 timeout=self.value(entries, "timeout", key, self.http_timeout, defaults.timeout))
+
+
+def url_problem(text: str) -> Optional[str]:
+    """Why ``text`` is not an acceptable webhook, gate or check URL, or None when it is.
+
+    Accepted: ``http://`` or ``https://`` (any case), an optional ``user:password@``,
+    a host (IPv4 address, bracketed IPv6 address or DNS name), an optional
+    port 1-65535, then any path, query and fragment; printable ASCII only (no
+    spaces: percent-encode them), no backslash (parsers disagree on where a
+    host ends around one), at most :data:`MAX_URL_LENGTH` characters.
+    """
+    if len(text) > MAX_URL_LENGTH:
+        return f"URL is {len(text)} characters long, more than the {MAX_URL_LENGTH} allowed"
+    for char in text:
+        if not char.isascii():
+            return (f"URL {_show(text)} contains the non-ASCII character {char!r} (write host names in punycode and "
+                    "percent-encode the rest)")
+        if not char.isprintable() or char in " \\":
+            return f"URL {_show(text)} contains the character {char!r}, which a URL cannot hold (percent-encode it)"
+    scheme, colon_slashes, rest = text.partition("://")
+    if not colon_slashes or scheme.lower() not in ("http", "https"):
+        return f"expected an http:// or https:// URL, got {_show(text)}"
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    hostport = authority.rpartition("@")[2]
+    host, port = hostport, None
+    if hostport.startswith("["):
+        end = hostport.find("]") + 1
+        host, after = (hostport[:end], hostport[end:]) if end else (hostport, "")
+        if after:
+            port = after[1:] if after.startswith(":") else after
+    elif ":" in hostport:
+        host, _, port = hostport.partition(":")
+    if not host:
+        return f"URL {_show(text)} has no host"
+    if not _is_host(host):
+        return f"URL {_show(text)} has an invalid host {_show(host)}"
+    if port is not None and not (_PORT.match(port) and int(port) <= 65535):
+        return f"URL {_show(text)} has an invalid port {_show(port)} (1 to 65535)"
+    return None
 
 
 def parse_duration(text: str) -> float:

@@ -223,8 +223,13 @@ def live_site(nginx_bin: str, tmp_path: Path) -> Iterator[ExampleSite]:
 # -- the files --------------------------------------------------------------------------
 
 
+#: Tested by tests/test_prometheus_rules.py (promtool check rules and promtool test rules).
+PROMETHEUS_EXAMPLES = ("prometheus/nginx-canary-rules.test.yml", "prometheus/nginx-canary-rules.yml")
+
+
 def test_every_file_in_conf_d_is_a_tested_example():
-    assert sorted(p.name for p in CONF_D.iterdir()) == sorted(EXAMPLES)
+    found = sorted(str(p.relative_to(CONF_D)) for p in CONF_D.rglob("*") if p.is_file())
+    assert found == sorted(EXAMPLES + PROMETHEUS_EXAMPLES)
 
 
 def test_the_site_is_read_after_the_log_format_it_uses():

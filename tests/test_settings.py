@@ -20,13 +20,19 @@ from nginx_canary.settings import (
     CONFIG_ENV,
     DEFAULT_CONFIG_PATH,
     MAX_CONFIG_BYTES,
+    MAX_URL_LENGTH,
+    WEBHOOK_EVENTS,
     AnalysisSettings,
     DaemonSettings,
+    GateSettings,
+    HttpCheckSettings,
     NginxSettings,
     RolloutSettings,
+    WebhookSettings,
     config_path,
     load_settings,
     parse_settings,
+    url_problem,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,14 +47,21 @@ rollouts:
     canary: ["10.0.0.12:8080"]
 """
 
+HOOK = "https://hooks.example.com/canary"
 # Each level: the text with one `{key}: {value}` line, that line's number,
-# and the key path prefix errors carry.
+# and the key path prefix errors carry. In a list entry that needs a `url`,
+# `{url}` is a url line after it (empty when the key tried is `url` itself).
 LEVELS: Dict[str, Tuple[str, int, str]] = {
     "top": ("{key}: {value}\n", 1, ""),
     "nginx": ("nginx:\n  {key}: {value}\n", 2, "nginx."),
     "rollout": (MINIMAL + "    {key}: {value}\n", 5, "rollouts.app."),
     "analysis": (MINIMAL + "    analysis:\n      {key}: {value}\n", 6, "rollouts.app.analysis."),
+    "webhook": (MINIMAL + "    webhooks:\n      - {key}: {value}\n{url}", 6, "rollouts.app.webhooks[0]."),
+    "gates": (MINIMAL + "    gates:\n      {key}: {value}\n", 6, "rollouts.app.gates."),
+    "http_check": (MINIMAL + "    analysis:\n      http_checks:\n        - {key}: {value}\n{url}", 7,
+                   "rollouts.app.analysis.http_checks[0]."),
 }
+URL_LINES = {"webhook": f"        url: {HOOK}\n", "http_check": "          url: http://127.0.0.1:8082/health\n"}
 
 
 def parse(text: str) -> DaemonSettings:
@@ -74,7 +87,8 @@ def assert_refused(text: str, line: int, key: Optional[str], fragment: str) -> S
 
 
 def setting(level: str, key: str, value: str) -> str:
-    return LEVELS[level][0].format(key=key, value=value)
+    url = "" if key == "url" else URL_LINES.get(level, "")
+    return LEVELS[level][0].format(key=key, value=value, url=url)
 
 
 def read_back(parsed: DaemonSettings, level: str, key: str) -> Any:
@@ -83,6 +97,9 @@ def read_back(parsed: DaemonSettings, level: str, key: str) -> Any:
         "nginx": parsed.nginx,
         "rollout": parsed.rollouts.get("app"),
         "analysis": parsed.rollouts["app"].analysis if "app" in parsed.rollouts else None,
+        "webhook": parsed.rollouts["app"].webhooks[0] if level == "webhook" else None,
+        "gates": parsed.rollouts["app"].gates if level == "gates" else None,
+        "http_check": parsed.rollouts["app"].analysis.http_checks[0] if level == "http_check" else None,
     }[level]
     return getattr(owner, key)
 
@@ -109,14 +126,32 @@ def test_rollout_defaults():
         steps=(Fraction(10), Fraction(25), Fraction(50), Fraction(100)), step_interval=60.0, on_success="keep",
         analysis=AnalysisSettings(interval=1.0, window=30.0, min_requests=20, max_error_rate=0.05,
                                   max_error_rate_increase=0.02, max_p99_latency=1.0, max_p99_latency_ratio=2.0,
-                                  failure_threshold=2),
+                                  failure_threshold=2, http_checks=()),
+        webhooks=(), gates=GateSettings(pre_rollout=None, confirm_step=None, confirm_promotion=None),
     )
     assert all(isinstance(step, Fraction) for step in rollout.steps)
+
+
+def test_webhook_and_http_check_defaults():
+    assert WebhookSettings(url=HOOK) == WebhookSettings(
+        url=HOOK, events=("started", "step", "paused", "resumed", "promoted", "rolled_back", "aborted", "check_failed"),
+        format="json", timeout=5.0, retries=3)
+    assert HttpCheckSettings(url=HOOK) == HttpCheckSettings(url=HOOK, timeout=2.0)
+    rollout = parse(MINIMAL + f"    webhooks:\n      - url: {HOOK}\n    analysis:\n      http_checks:\n"
+                              f"        - url: {HOOK}\n").rollouts["app"]
+    assert rollout.webhooks == (WebhookSettings(url=HOOK),)
+    assert rollout.analysis.http_checks == (HttpCheckSettings(url=HOOK),)
 
 
 @pytest.mark.parametrize("text", ["nginx:\n", "nginx: {}\n", "rollouts:\n", "rollouts: {}\n"])
 def test_empty_sections_mean_their_defaults(text):
     assert parse(text) == DaemonSettings()
+
+
+@pytest.mark.parametrize("lines", ["    webhooks:\n", "    webhooks: []\n", "    gates:\n", "    gates: {}\n",
+                                   "    analysis:\n      http_checks:\n", "    analysis:\n      http_checks: []\n"])
+def test_empty_webhooks_gates_and_http_checks_mean_none(lines):
+    assert parse(MINIMAL + lines) == parse(MINIMAL)
 
 
 def test_empty_analysis_section_means_its_defaults():
@@ -212,6 +247,51 @@ GOOD = [
     ("top", "metrics_listen", "0.0.0.0:1", "0.0.0.0:1"),
     ("top", "allow_insecure_permissions", "true", True),
     ("top", "allow_insecure_permissions", "false", False),
+    # webhooks, gates and HTTP checks as a whole
+    ("rollout", "webhooks", "[]", ()),
+    ("rollout", "webhooks", "", ()),
+    ("rollout", "webhooks", f"[{HOOK}]", (WebhookSettings(url=HOOK),)),
+    ("rollout", "webhooks", f"[{{url: {HOOK}, format: slack}}, 'http://127.0.0.1:9/x']",
+     (WebhookSettings(url=HOOK, format="slack"), WebhookSettings(url="http://127.0.0.1:9/x"))),
+    ("rollout", "gates", "{}", GateSettings()),
+    ("rollout", "gates", "null", GateSettings()),
+    ("rollout", "gates", f"{{confirm_step: {HOOK}}}", GateSettings(confirm_step=HOOK)),
+    ("analysis", "http_checks", "[]", ()),
+    ("analysis", "http_checks", "~", ()),
+    ("analysis", "http_checks", "[http://127.0.0.1:8082/health]",
+     (HttpCheckSettings(url="http://127.0.0.1:8082/health"),)),
+    ("analysis", "http_checks", "[{url: 'http://[::1]:8082/', timeout: 1s}, http://a.example/]",
+     (HttpCheckSettings(url="http://[::1]:8082/", timeout=1.0), HttpCheckSettings(url="http://a.example/"))),
+    # one webhook
+    ("webhook", "url", HOOK, HOOK),
+    ("webhook", "url", "'http://user:secret@127.0.0.1:8080/hook?token=a%20b#frag'",
+     "http://user:secret@127.0.0.1:8080/hook?token=a%20b#frag"),
+    ("webhook", "url", "HTTPS://Hooks.Example.com", "HTTPS://Hooks.Example.com"),
+    ("webhook", "events", "[rolled_back]", ("rolled_back",)),
+    ("webhook", "events", "[check_failed, started]", ("check_failed", "started")),
+    ("webhook", "events", "[" + ", ".join(WEBHOOK_EVENTS) + "]", WEBHOOK_EVENTS),
+    ("webhook", "format", "json", "json"),
+    ("webhook", "format", "slack", "slack"),
+    ("webhook", "format", "'slack'", "slack"),
+    ("webhook", "timeout", "250ms", 0.25),
+    ("webhook", "timeout", "60s", 60.0),
+    ("webhook", "timeout", "1m", 60.0),
+    ("webhook", "retries", "0", 0),
+    ("webhook", "retries", "3", 3),
+    ("webhook", "retries", "10", 10),
+    # gates
+    ("gates", "pre_rollout", HOOK, HOOK),
+    ("gates", "pre_rollout", "null", None),
+    ("gates", "confirm_step", "http://127.0.0.1:9000/confirm-step", "http://127.0.0.1:9000/confirm-step"),
+    ("gates", "confirm_step", "", None),
+    ("gates", "confirm_promotion", "'https://ci.example.com/gate?rollout=app&stage=promote'",
+     "https://ci.example.com/gate?rollout=app&stage=promote"),
+    ("gates", "confirm_promotion", "~", None),
+    # one HTTP check
+    ("http_check", "url", "http://127.0.0.1:8082/health", "http://127.0.0.1:8082/health"),
+    ("http_check", "url", "https://canary.internal:8443", "https://canary.internal:8443"),
+    ("http_check", "timeout", "500ms", 0.5),
+    ("http_check", "timeout", "10", 10.0),
 ]
 
 
@@ -362,6 +442,54 @@ BAD = [
     ("top", "allow_insecure_permissions", "'true'", "expected true or false, got 'true'"),
     ("top", "allow_insecure_permissions", "1", "got the number 1"),
     ("top", "allow_insecure_permissions", "null", "got null"),
+    # webhooks, gates and HTTP checks as a whole
+    ("rollout", "webhooks", HOOK, "expected a list of webhooks like [{url: 'https://hooks.example.com/canary'}], "
+                                  f"got '{HOOK}'"),
+    ("rollout", "webhooks", "{url: x}", "expected a list of webhooks"),
+    ("rollout", "webhooks", "true", "got the boolean true"),
+    ("rollout", "gates", "[]", "expected a mapping of gate name to URL, got a list"),
+    ("rollout", "gates", HOOK, "expected a mapping of gate name to URL"),
+    ("analysis", "http_checks", "http://127.0.0.1/health", "expected a list of URLs like "
+                                                           "['http://127.0.0.1:8082/health'], got 'http://127.0.0.1/health'"),
+    ("analysis", "http_checks", "{url: http://a.example}", "got a mapping"),
+    # one webhook: the URL rules (more in test_url_rules)
+    ("webhook", "url", "hooks.example.com/x", "expected an http:// or https:// URL, got 'hooks.example.com/x'"),
+    ("webhook", "url", "ftp://files.example.com/", "expected an http:// or https:// URL"),
+    ("webhook", "url", "'http://a b.example/'", "contains the character ' ', which a URL cannot hold"),
+    ("webhook", "url", '"http://a.example/\\nx"', "contains the character '\\n'"),
+    ("webhook", "url", "http://", "URL 'http://' has no host"),
+    ("webhook", "url", "'http://a.example:99999/'", "has an invalid port '99999' (1 to 65535)"),
+    ("webhook", "url", "null", "expected an http or https URL like 'https://hooks.example.com/canary', got null"),
+    ("webhook", "url", "[http://a.example]", "got a list"),
+    ("webhook", "url", "http://a.example/" + "x" * MAX_URL_LENGTH, "more than the 2048 allowed"),
+    ("webhook", "events", "[]", "expected a list of events like [promoted, rolled_back], got an empty list"),
+    ("webhook", "events", "rolled_back", "expected a list of events like [promoted, rolled_back], got 'rolled_back'"),
+    ("webhook", "events", "null", "got null"),
+    ("webhook", "format", "text", "expected json or slack, got 'text'"),
+    ("webhook", "format", "JSON", "expected json or slack, got 'JSON'"),
+    ("webhook", "format", "null", "got null"),
+    ("webhook", "timeout", "61s", "must be at most 60s (an endpoint slower than that is down), got 61s"),
+    ("webhook", "timeout", "0", "must be greater than 0"),
+    ("webhook", "timeout", "5 seconds", DURATION + "'5 seconds'"),
+    ("webhook", "retries", "11", "must be from 0 to 10, got 11"),
+    ("webhook", "retries", "-1", "must be from 0 to 10, got -1"),
+    ("webhook", "retries", "1.5", "expected a whole number from 0 to 10 like 3, got the number 1.5"),
+    ("webhook", "retries", "'3'", "(numbers are written without quotes)"),
+    ("webhook", "retries", "null", "got null"),
+    # gates
+    ("gates", "pre_rollout", "/local/path", "expected an http:// or https:// URL, got '/local/path'"),
+    ("gates", "pre_rollout", "true", "expected an http:// or https:// URL, got 'true'"),
+    ("gates", "confirm_step", "'http://gate.example\\@evil.example/'", "contains the character '\\\\'"),
+    ("gates", "confirm_step", "[http://a.example]", "got a list"),
+    ("gates", "confirm_promotion", "'http://bad_host/'", "has an invalid host 'bad_host'"),
+    ("gates", "confirm_promotion", "http://gäte.example/", "contains the non-ASCII character 'ä'"),
+    # one HTTP check
+    ("http_check", "url", "127.0.0.1:8082/health", "expected an http:// or https:// URL"),
+    ("http_check", "url", "'http://[::1/'", "has an invalid host '[::1'"),
+    ("http_check", "url", "''", "expected an http:// or https:// URL, got ''"),
+    ("http_check", "timeout", "2m", "must be at most 60s"),
+    ("http_check", "timeout", "-1s", "must be greater than 0"),
+    ("http_check", "timeout", "null", "got null"),
 ]
 
 
@@ -379,6 +507,9 @@ def test_every_rule_has_good_and_bad_cases():
     every |= {("rollout", f.name) for f in dataclasses.fields(RolloutSettings)
               if f.name not in ("name", "upstream", "canary", "analysis")}
     every |= {("analysis", f.name) for f in dataclasses.fields(AnalysisSettings)}
+    every |= {("webhook", f.name) for f in dataclasses.fields(WebhookSettings)}
+    every |= {("gates", f.name) for f in dataclasses.fields(GateSettings)}
+    every |= {("http_check", f.name) for f in dataclasses.fields(HttpCheckSettings)}
     assert every - good == set()
     assert every - bad == set()
 
@@ -407,6 +538,117 @@ STEP_LINE = 5
 ])
 def test_bad_steps(steps, index, fragment):
     assert_refused(setting("rollout", "steps", steps), STEP_LINE, f"rollouts.app.steps[{index}]", fragment)
+
+
+@pytest.mark.parametrize("url", [
+    "http://a.example", "https://a.example/", "http://127.0.0.1:8082/health", "http://[::1]:8082/health",
+    "https://[2001:db8::1]/x", "http://localhost", "https://user:pw@a.example:1/p?q=1&r=%20#top", "HTTP://A.EXAMPLE",
+    "http://a.example:65535", "http://" + "a" * 63 + ".example/" + "p" * (MAX_URL_LENGTH - 80),
+])
+def test_good_url(url):
+    assert url_problem(url) is None
+    rollout = parse(MINIMAL + f"    gates:\n      confirm_step: {json.dumps(url)}\n").rollouts["app"]
+    assert rollout.gates.confirm_step == url
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("", "expected an http:// or https:// URL, got ''"),
+    ("a.example", "expected an http:// or https:// URL"),
+    ("//a.example/", "expected an http:// or https:// URL"),
+    ("http:/a.example", "expected an http:// or https:// URL"),
+    ("file:///etc/passwd", "expected an http:// or https:// URL"),
+    ("javascript://a.example/", "expected an http:// or https:// URL"),
+    ("gopher://a.example/", "expected an http:// or https:// URL"),
+    ("http://", "has no host"),
+    ("http:///path", "has no host"),
+    ("http://user@/x", "has no host"),
+    ("http://:80/", "has no host"),
+    ("http://a.example:0/", "invalid port '0'"),
+    ("http://a.example:080/", "invalid port '080'"),
+    ("http://a.example:/", "invalid port ''"),
+    ("http://a.example:http/", "invalid port 'http'"),
+    ("http://[::1]x/", "invalid port 'x'"),
+    ("http://[zz]/", "invalid host '[zz]'"),
+    ("http://::1/", "has no host"),
+    ("http://999.1.1.1/", "invalid host '999.1.1.1'"),
+    ("http://-a.example/", "invalid host '-a.example'"),
+    ("http://a_b.example/", "invalid host 'a_b.example'"),
+    ("http://a.example /", "contains the character ' '"),
+    ("http://a.example/x y", "contains the character ' '"),
+    ("http://a.example/\t", "contains the character '\\t'"),
+    ("http://a.example/\r\nX-Injected: 1", "contains the character '\\r'"),
+    ("http://a.example/\x00", "contains the character '\\x00'"),
+    ("http://a.example/\x7f", "contains the character '\\x7f'"),
+    ("http://a.example\\@b.example/", "contains the character '\\\\'"),
+    ("http://b\u0430d.example/", "contains the non-ASCII character '\u0430'"),
+    ("http://a.example/\u2028", "contains the non-ASCII character"),
+    ("http://a.example/" + "x" * MAX_URL_LENGTH, f"URL is {MAX_URL_LENGTH + 17} characters long, more than the 2048"),
+])
+def test_bad_url(url, fragment):
+    problem = url_problem(url)
+    assert problem is not None and fragment in problem, problem
+    assert "\n" not in problem
+    text = MINIMAL + f"    webhooks:\n      - {json.dumps(url)}\n"
+    assert_refused(text, 6, "rollouts.app.webhooks[0]", fragment)
+
+
+def test_webhook_entry_needs_a_url():
+    assert_refused(MINIMAL + "    webhooks:\n      - format: slack\n", 6, "rollouts.app.webhooks[0]",
+                   "missing required key 'url'")
+    assert_refused(MINIMAL + "    webhooks: [{}]\n", 5, "rollouts.app.webhooks[0]", "missing required key 'url'")
+    assert_refused(MINIMAL + "    analysis:\n      http_checks: [{timeout: 1s}]\n", 6,
+                   "rollouts.app.analysis.http_checks[0]", "missing required key 'url'")
+    assert_refused(MINIMAL + "    webhooks: [null]\n", 5, "rollouts.app.webhooks[0]",
+                   "expected a webhook: a URL, or a mapping with url, events, format, timeout, retries, got null")
+    assert_refused(MINIMAL + "    analysis:\n      http_checks: [[x]]\n", 6, "rollouts.app.analysis.http_checks[0]",
+                   "expected an HTTP check: a URL, or a mapping with url, timeout, got a list")
+
+
+@pytest.mark.parametrize("events, index, fragment", [
+    ("[rollback]", 0, "unknown event 'rollback', did you mean 'rolled_back'? (known: started, step, paused, resumed, "
+                      "promoted, rolled_back, aborted, check_failed)"),
+    ("[start]", 0, "did you mean 'started'?"),
+    ("[promoted, Promoted]", 1, "unknown event 'Promoted'"),
+    ("[step, step]", 1, "duplicate event 'step' (also rollouts.app.webhooks[0].events[0])"),
+    ("[all]", 0, "unknown event 'all' (known: started,"),
+    ("[[step]]", 0, "expected an event name like 'rolled_back', got a list"),
+    ("[null]", 0, "got null"),
+])
+def test_bad_webhook_events(events, index, fragment):
+    assert_refused(setting("webhook", "events", events), 6, f"rollouts.app.webhooks[0].events[{index}]", fragment)
+
+
+def test_at_most_16_webhooks_and_http_checks():
+    hooks = "".join(f"      - http://127.0.0.1:{9000 + i}/\n" for i in range(17))
+    assert len(parse(MINIMAL + "    webhooks:\n" + hooks[:-len(hooks) // 17]).rollouts["app"].webhooks) == 16
+    assert_refused(MINIMAL + "    webhooks:\n" + hooks, 22, "rollouts.app.webhooks[16]",
+                   "at most 16 entries are allowed here")
+    checks = "".join(f"        - http://127.0.0.1:{9000 + i}/\n" for i in range(17))
+    assert_refused(MINIMAL + "    analysis:\n      http_checks:\n" + checks, 23,
+                   "rollouts.app.analysis.http_checks[16]", "at most 16 entries are allowed here")
+
+
+def test_duplicate_key_in_a_webhook():
+    text = MINIMAL + f"    webhooks:\n      - url: {HOOK}\n        format: json\n        format: slack\n"
+    assert_refused(text, 8, "rollouts.app.webhooks[0]", "duplicate key 'format' (first on line 7)")
+
+
+def test_webhooks_can_be_shared_by_alias():
+    text = f"""\
+rollouts:
+  app:
+    upstream: backend
+    canary: [a]
+    webhooks: &hooks
+      - {{url: {HOOK}, format: slack, events: [rolled_back]}}
+  api:
+    upstream: api
+    canary: [b]
+    webhooks: *hooks
+"""
+    parsed = parse(text)
+    assert parsed.rollouts["api"].webhooks == parsed.rollouts["app"].webhooks == (
+        WebhookSettings(url=HOOK, format="slack", events=("rolled_back",)),)
 
 
 def test_window_shorter_than_interval_is_refused_where_it_was_written():
@@ -541,7 +783,21 @@ def test_missing_key_in_block_mapping_points_at_the_rollout_name():
     ("nginx", "config", "nginx", "unknown key 'config', did you mean 'conf'? (known: conf, binary, prefix)"),
     ("nginx", "state_dir", "nginx", "unknown key 'state_dir', it belongs under the top level"),
     ("rollout", "upstreams", "rollouts.app", "unknown key 'upstreams', did you mean 'upstream'? (known: upstream, "
-                                             "canary, access_log, log_format, steps, step_interval, on_success, analysis)"),
+                                             "canary, access_log, log_format, steps, step_interval, on_success, analysis, "
+                                             "webhooks, gates)"),
+    ("rollout", "url", "rollouts.app", "unknown key 'url', it belongs under rollouts.NAME.webhooks[N] or "
+                                       "rollouts.NAME.analysis.http_checks[N]"),
+    ("rollout", "confirm_step", "rollouts.app", "unknown key 'confirm_step', it belongs under rollouts.NAME.gates"),
+    ("analysis", "webhooks", "rollouts.app.analysis", "unknown key 'webhooks', it belongs under rollouts.NAME"),
+    ("webhook", "event", "rollouts.app.webhooks[0]", "unknown key 'event', did you mean 'events'? (known: url, "
+                                                     "events, format, timeout, retries)"),
+    ("webhook", "retry", "rollouts.app.webhooks[0]", "did you mean 'retries'?"),
+    ("gates", "confirm", "rollouts.app.gates", "unknown key 'confirm', did you mean 'confirm_step'? (known: "
+                                               "pre_rollout, confirm_step, confirm_promotion)"),
+    ("gates", "timeout", "rollouts.app.gates", "unknown key 'timeout', it belongs under rollouts.NAME.webhooks[N] or "
+                                               "rollouts.NAME.analysis.http_checks[N]"),
+    ("http_check", "retries", "rollouts.app.analysis.http_checks[0]", "unknown key 'retries', it belongs under "
+                                                                      "rollouts.NAME.webhooks[N] (known: url, timeout)"),
     ("rollout", "window", "rollouts.app", "unknown key 'window', it belongs under rollouts.NAME.analysis"),
     ("rollout", "weight", "rollouts.app", "unknown key 'weight' (known: upstream,"),
     ("analysis", "intervall", "rollouts.app.analysis", "unknown key 'intervall', did you mean 'interval'? (known: "
@@ -741,7 +997,8 @@ def test_utf8_bom_is_accepted(tmp_path):
 
 
 def every_key() -> List[str]:
-    names = [f.name for cls in (DaemonSettings, NginxSettings, RolloutSettings, AnalysisSettings)
+    names = [f.name for cls in (DaemonSettings, NginxSettings, RolloutSettings, AnalysisSettings, WebhookSettings,
+                                GateSettings, HttpCheckSettings)
              for f in dataclasses.fields(cls)]
     return [name for name in names if name != "name"]  # a rollout's name is its key
 
@@ -762,7 +1019,7 @@ def test_example_and_reference_mention_every_key():
     example = EXAMPLE.read_text()
     reference = REFERENCE.read_text()
     for key in every_key():
-        assert re.search(rf"^\s*#?\s*{key}:", example, re.M), f"{key} missing from {EXAMPLE.name}"
+        assert re.search(rf"^\s*#?\s*(?:-\s*)?{key}:", example, re.M), f"{key} missing from {EXAMPLE.name}"
         assert f"`{key}`" in reference, f"{key} missing from {REFERENCE.name}"
 
 
@@ -791,7 +1048,8 @@ SCALARS = (
     | st.floats()
     | st.text(max_size=12)
     | st.sampled_from(["10s", "250ms", "5m", "1h", "0", "100", "12.5", "/var/log/x", "backend", "10.0.0.12:8080",
-                       "keep", "restore", "127.0.0.1:9145", "x" * 300, "a;b", "b\u0430ckend"])
+                       "keep", "restore", "127.0.0.1:9145", "x" * 300, "a;b", "b\u0430ckend", HOOK,
+                       "http://[::1]:80/", "http://a b", "slack", "json", "rolled_back", "check_failed"])
 )
 TREES = st.recursive(
     SCALARS,
@@ -832,7 +1090,9 @@ VALID: Dict[str, Any] = {
         "log_format": "canary", "steps": [10, 25, 50, 100], "step_interval": "60s", "on_success": "keep",
         "analysis": {"interval": "1s", "window": "30s", "min_requests": 20, "max_error_rate": 0.05,
                      "max_error_rate_increase": 0.02, "max_p99_latency": "1s", "max_p99_latency_ratio": 2.0,
-                     "failure_threshold": 2},
+                     "failure_threshold": 2, "http_checks": ["http://127.0.0.1:8082/health"]},
+        "webhooks": [{"url": HOOK, "events": ["rolled_back"], "format": "slack", "timeout": "5s", "retries": 3}],
+        "gates": {"pre_rollout": None, "confirm_step": "http://127.0.0.1:9000/ok", "confirm_promotion": None},
     }},
 }
 
@@ -846,7 +1106,10 @@ def paths(tree: Any, prefix: Tuple[str, ...] = ()) -> List[Tuple[str, ...]]:
 
 
 def test_valid_base_parses():
-    assert parse(yaml.safe_dump(VALID)).rollouts["app"].analysis == AnalysisSettings()
+    app = parse(yaml.safe_dump(VALID)).rollouts["app"]
+    assert app.analysis == AnalysisSettings(http_checks=(HttpCheckSettings(url="http://127.0.0.1:8082/health"),))
+    assert app.webhooks == (WebhookSettings(url=HOOK, events=("rolled_back",), format="slack"),)
+    assert app.gates == GateSettings(confirm_step="http://127.0.0.1:9000/ok")
 
 
 @FUZZ
