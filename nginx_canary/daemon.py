@@ -1,9 +1,12 @@
 """``nginx-canary daemon``: one main loop that polls the logs, runs the checks and executes commands.
 
 Threads: the main loop owns every :class:`~nginx_canary.rollout.Rollout`; the
-control socket's threads only queue commands for it and wait for the answer,
-and the log tailers' watchdog threads only wake it. So a rollout is never
-touched by two threads, and a command and a check never interleave.
+control socket's threads only queue commands for it and wait for the answer.
+The log tailers' watchdog threads only notice rotations (not each write: the
+loop reads the logs on its own timer, and an inotify event per log line would
+cost more CPU than the analysis itself); webhook, gate and HTTP-check threads
+talk HTTP and hand results over. So a rollout is never touched by two threads,
+and a command and a check never interleave.
 
 The loop, per turn: read what nginx appended to each rollout's access log
 (stamped with the current time), run the checks of every rollout whose
@@ -41,15 +44,17 @@ from nginx_canary.logs.window import Stats
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
 from nginx_canary.nginx.conf import NginxConfig
 from nginx_canary.metrics import DaemonMetrics, MetricsServer
+from nginx_canary.gates import GateChecker, HttpChecker
 from nginx_canary.permissions import insecure_paths
 from nginx_canary.report import last_run
 from nginx_canary.rollout import ACTIVE, Rollout
 from nginx_canary.series import SeriesRecorder
 from nginx_canary.sd_notify import Notifier
 from nginx_canary.settings import DaemonSettings, RolloutSettings, load_settings
-from nginx_canary.state import StateStore, validate_name
+from nginx_canary.state import GATES, StateStore, validate_name
 from nginx_canary.traffic import LogTraffic
 from nginx_canary.transaction import Transaction, ensure_state_dir, writer_lock
+from nginx_canary.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,7 @@ def open_traffic(rollout: RolloutSettings, config: NginxConfig, ops: operations.
             spec = named_format(config, rollout.log_format)
         else:
             spec = format_for_file(config, nginx, path)
-        return LogTraffic(config, rollout.upstream, rollout.canary, path, spec)
+        return LogTraffic(config, rollout.upstream, rollout.canary, path, spec, watch_writes=False)
     except BadInputError as exc:
         raise type(exc)(f"rollout {rollout.name!r}: {exc}") from exc
 
@@ -143,6 +148,48 @@ class RolloutRuntime:
     next_check: float = 0.0  # monotonic time of the next check
     series_second: Optional[int] = None  # the last whole second put in the series
     series_until: Optional[float] = None  # record until then after a run ends (its last seconds)
+    webhooks: Optional[WebhookSender] = None
+    gates: Optional[GateChecker] = None
+    http_checks: Optional[HttpChecker] = None
+
+    def attach_integrations(self) -> None:
+        """(Re)build webhooks, gates and HTTP checks from the rollout's current settings."""
+        self.close_integrations()
+        rollout = self.rollout
+        settings = rollout.settings
+        if settings.webhooks:
+            self.webhooks = WebhookSender(settings.name, settings.webhooks)
+            rollout.listeners.append(self.webhooks.listener)
+        gate_urls = settings.gates
+        if any(getattr(gate_urls, name) for name in GATES):
+            self.gates = GateChecker()
+        rollout.gates = self._gate if self.gates is not None else None
+        if settings.analysis.http_checks:
+            self.http_checks = HttpChecker(settings.analysis.http_checks, settings.analysis.interval)
+        rollout.extra_checks = self._extra_checks if self.http_checks is not None else None
+
+    def _gate(self, name: str, now: float) -> Optional[Tuple[str, str]]:
+        url = getattr(self.rollout.settings.gates, name, None)
+        if url is None or self.gates is None:
+            return None
+        status = self.gates.check(name, url, now)
+        return status.state, status.reason
+
+    def _extra_checks(self, now: float) -> Tuple[Any, ...]:
+        assert self.http_checks is not None
+        self.http_checks.poll(now)
+        return (self.http_checks.check(now),)
+
+    def close_integrations(self) -> None:
+        if self.webhooks is not None:
+            if self.webhooks.listener in self.rollout.listeners:
+                self.rollout.listeners.remove(self.webhooks.listener)
+            self.webhooks.close(2.0)
+            self.webhooks = None
+        for poller in (self.gates, self.http_checks):
+            if poller is not None:
+                poller.close()
+        self.gates = self.http_checks = None
 
 
 class Daemon:
@@ -248,13 +295,15 @@ class Daemon:
                                     on_reload=self.metrics.observe_reload if self.metrics is not None else None)
         traffic = RunTraffic(open_traffic(rollout_settings, config, self.ops))
         try:
-            rollout = Rollout(rollout_settings, self.store, applier, traffic)
+            rollout = Rollout(rollout_settings, self.store, applier, traffic, clock=self.clock)
         except CanaryError:
             traffic.traffic.close()
             raise
         if self.metrics is not None:
             rollout.listeners.append(self.metrics.listener(rollout_settings.name))
-        return RolloutRuntime(rollout, traffic, SeriesRecorder(self.ops.state_dir, rollout_settings.name))
+        runtime = RolloutRuntime(rollout, traffic, SeriesRecorder(self.ops.state_dir, rollout_settings.name))
+        runtime.attach_integrations()
+        return runtime
 
     def close(self) -> None:
         """Stop listening, answer queued commands with an error, close the log tailers."""
@@ -267,6 +316,7 @@ class Daemon:
         self._fail_queued("the daemon is stopping")
         for name, runtime in self.runtimes.items():
             self._flush_series(name, runtime)
+            runtime.close_integrations()
             runtime.traffic.traffic.close()
         for fd in (self._wake_r, self._wake_w):
             try:
@@ -642,6 +692,7 @@ class Daemon:
                                 name, runtime.rollout.state.state)
                     kept[name] = current
                 else:
+                    runtime.close_integrations()
                     runtime.traffic.traffic.close()
                     del self.runtimes[name]
                     if self.metrics is not None:
@@ -661,12 +712,16 @@ class Daemon:
                     kept[name] = current
                     continue
                 self._flush_series(name, runtime)
+                runtime.close_integrations()
                 runtime.traffic.traffic.close()
                 self.runtimes[name] = replacement
                 kept[name] = wanted
                 log.info("rollout %s: new settings taken (%s)", name, ", ".join(run_changed))
                 continue
+            integrations = (current.webhooks, current.gates, current.analysis.http_checks, current.analysis.interval)
             runtime.rollout.reconfigure(wanted)
+            if integrations != (wanted.webhooks, wanted.gates, wanted.analysis.http_checks, wanted.analysis.interval):
+                runtime.attach_integrations()
             kept[name] = wanted
         for name, wanted in new.rollouts.items():
             if name in self.runtimes:

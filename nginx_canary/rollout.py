@@ -58,6 +58,15 @@ Decisions
   ``promoted``). A promote, from progressing or paused, leaves the rollout
   progressing: an operator who promotes wants it to go on. Manual commands
   skip the drift check: the operator is deciding.
+* **Gates** (``gates.pre_rollout`` / ``confirm_step`` / ``confirm_promotion``,
+  answered without blocking by the daemon's poller). ``start`` with a
+  ``pre_rollout`` gate takes the snapshot and waits at 0 % until the gate is
+  open, then applies the first step. A step whose bake time is over and whose
+  check passes waits for ``confirm_step`` (``confirm_promotion`` at the last
+  step) before moving on; the state's ``gate`` and message say which gate and
+  why, and the history gets a ``gate`` record each time its answer changes.
+  Checks, and the automatic rollback, go on while waiting. A manual
+  ``promote`` overrides any gate.
 * **Drift (foreign edits).** At every check of a progressing rollout (a cheap
   hash of its files) and before every automatic step change (a full re-read)
   the files on disk are compared with ``expected_files``; a difference pauses
@@ -144,7 +153,7 @@ import math
 from fractions import Fraction
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from nginx_canary.analysis import FAIL, PASS, Thresholds, Verdict, evaluate, next_failure_streak
+from nginx_canary.analysis import CHECKS, FAIL, PASS, Check, Thresholds, Verdict, evaluate, next_failure_streak
 from nginx_canary.errors import BadInputError, BusyError, CanaryError, StateError
 from nginx_canary.logs.window import Stats
 from nginx_canary.settings import RolloutSettings
@@ -223,6 +232,13 @@ class TrafficSource(Protocol):
         """``(canary, stable)`` stats over the ``window_seconds`` ending at ``now``."""
 
 
+#: ``gates(name, now)`` -> ``(state, reason)`` or None (gate not configured); never blocks.
+GateSource = Callable[[str, float], Optional[Tuple[str, str]]]
+#: ``extra_checks(now)`` -> checks to run with the analysis ones; never blocks.
+ExtraChecks = Callable[[float], Tuple[Check, ...]]
+GATE_OPEN = "open"
+
+
 def format_percent(value: Fraction) -> str:
     """``Fraction(25)`` -> ``"25"``, ``Fraction(25, 2)`` -> ``"12.5"`` (steps have at most two decimals)."""
     if value.denominator == 1:
@@ -285,12 +301,26 @@ class Rollout:
     """
 
     def __init__(self, settings: RolloutSettings, store: StateStore, applier: SplitApplier,
-                 traffic: TrafficSource, *, history_every: float = CHECK_HISTORY_EVERY) -> None:
-        """Raises StateError when the saved state cannot be read."""
+                 traffic: TrafficSource, *, history_every: float = CHECK_HISTORY_EVERY,
+                 gates: Optional[GateSource] = None, extra_checks: Optional[ExtraChecks] = None,
+                 clock: Optional[Callable[[], float]] = None) -> None:
+        """Raises StateError when the saved state cannot be read.
+
+        ``gates(name, now)`` answers ``(state, reason)`` for a configured gate
+        (``open``, ``closed`` or ``pending``) or None for one that is not
+        configured; ``extra_checks(now)`` gives checks run with the analysis
+        ones (the HTTP checks). Both must answer at once (no blocking I/O).
+        ``clock``, when given, stamps the history records of finished step
+        changes and restores with the time they finished (so the history
+        shows how long a reload took); every decision still uses ``now``.
+        """
         self.settings = settings
         self.store = store
         self.applier = applier
         self.traffic = traffic
+        self.gates = gates
+        self.extra_checks = extra_checks
+        self.clock = clock
         self.history_every = history_every
         loaded = store.load(settings.name)
         self.state: RolloutState = loaded if loaded is not None else RolloutState(name=settings.name)
@@ -298,6 +328,7 @@ class Rollout:
         self._step_interval: Optional[float] = None
         self._last_recorded: Optional[Tuple[str, float]] = None  # (verdict, at) of the last recorded check
         self._now: Optional[float] = None
+        self._last_gate: Optional[Tuple[str, str, str]] = None  # (gate, state, reason) last recorded
         #: Called as ``listener(event, record)`` after each history record (metrics, webhooks); ``record`` is
         #: the history line's data. A listener must return quickly and its errors are logged, never raised.
         self.listeners: List[Callable[[str, Dict[str, Any]], None]] = []
@@ -360,6 +391,7 @@ class Rollout:
             "failure_threshold": self.failure_threshold,
             "on_success": self.settings.on_success,
             "paused_reason": st.paused_reason,
+            "waiting_for_gate": st.gate,
             "snapshot_id": st.snapshot_id,
             "updated_at": st.updated_at,
             "canary": None if verdict is None else verdict.get("canary"),
@@ -407,8 +439,14 @@ class Rollout:
         )
         self._step_interval = interval
         self._last_recorded = None
+        self._last_gate = None
         self._record("start", now, snapshot_id=snapshot_id, steps=list(self.state.steps), step_interval=interval,
                      effective_step_interval=self.step_interval, on_success=self.settings.on_success)
+        if self._gate("pre_rollout", now) is not None:
+            # The first step waits for the gate; checks (and protection) run meanwhile.
+            self.state.step_started_at = now
+            self._save(now)
+            return
         self._move_to_step(now, 0, manual=True, revert_to=previous)
 
     def tick(self, now: float) -> Optional[Verdict]:
@@ -438,7 +476,8 @@ class Rollout:
             if changed:
                 self._pause(now, self._drift_reason(seen, changed), "drift")
         canary, stable = self.traffic.groups(self.settings.analysis.window, now)
-        verdict = evaluate(canary, stable, self.thresholds, now)
+        checks = CHECKS + (self.extra_checks(now) if self.extra_checks is not None else ())
+        verdict = evaluate(canary, stable, self.thresholds, now, checks)
         st.last_verdict = verdict.to_dict()
         st.failure_streak = next_failure_streak(st.failure_streak, verdict.verdict)
         if verdict.verdict == FAIL:
@@ -455,7 +494,11 @@ class Rollout:
             self._restore_snapshot(now, "rolled_back", f"{st.failure_streak} consecutive failed checks "
                                    f"(failure_threshold {self.failure_threshold}): {verdict.reason}", "rollback")
             return verdict
-        if (st.state == "progressing" and verdict.verdict == PASS
+        if st.state == "progressing" and st.gate == "pre_rollout":
+            if self._gate("pre_rollout", now) is None:
+                st.gate = None  # opened (or no longer configured): the first step now
+                self._move_to_step(now, 0, manual=False, revert_to=_copy(st))
+        elif (st.state == "progressing" and verdict.verdict == PASS
                 and now - st.step_started_at >= self.step_interval):
             self._advance(now, verdict)
         return verdict
@@ -485,7 +528,9 @@ class Rollout:
             raise BadInputError(f"rollout {self.name!r} is {st.state}, only a paused rollout can be resumed")
         files = self.applier.files_now()
         changed = _changed(st.expected_files, files)
-        if changed:
+        if changed and st.gate == "pre_rollout":
+            st.expected_files = files  # no step of ours is on them yet: the edit is simply taken
+        elif changed:
             self._record("resume", now, changed_outside=changed)
             self._move_to_step(now, st.step_index, manual=True, revert_to=_copy(st))
             return
@@ -509,8 +554,12 @@ class Rollout:
             raise BadInputError(f"rollout {self.name!r} is {st.state}, only a progressing or paused rollout "
                                 "can be promoted")
         last = len(st.steps) - 1
-        self._record("promote", now, full=full)
-        if st.step_index >= last or (full and self.settings.on_success == "restore"):
+        self._record("promote", now, full=full, gate=st.gate)
+        waiting_first = st.gate == "pre_rollout"
+        st.gate = None  # a manual promote overrides any gate
+        if waiting_first and not full:
+            self._move_to_step(now, 0, manual=True, revert_to=_copy(st))
+        elif st.step_index >= last or (full and self.settings.on_success == "restore"):
             self._complete(now, "promoted by the operator", manual=True)
         elif full:
             self._move_to_step(now, last, manual=True, revert_to=_copy(st))
@@ -574,11 +623,38 @@ class Rollout:
         if changed:
             self._pause(now, self._drift_reason(files, changed), "drift")
             return
-        if st.step_index + 1 < len(st.steps):
+        last = st.step_index + 1 >= len(st.steps)
+        if self._gate("confirm_promotion" if last else "confirm_step", now) is not None:
+            return
+        if not last:
             self._move_to_step(now, st.step_index + 1, manual=False, revert_to=_copy(st))
         else:
             self._complete(now, f"{self._label()} passed its bake time of {self.step_interval:g} s: {verdict.reason}",
                            manual=False)
+
+    def _gate(self, name: str, now: float) -> Optional[str]:
+        """None when gate ``name`` lets the run on (open, or not configured); else its reason, recorded.
+
+        The state shows the gate waited at; the history gets a ``gate`` record
+        whenever the gate's state or reason changes, not at every check.
+        """
+        st = self.state
+        answer = self.gates(name, now) if self.gates is not None else None
+        if answer is None or answer[0] == GATE_OPEN:
+            if st.gate == name:
+                st.gate = None
+                if answer is not None:
+                    self._record("gate", now, gate=name, gate_state=answer[0], reason=answer[1])
+            return None
+        gate_state, reason = answer
+        changed = st.gate != name or self._last_gate != (name, gate_state, reason)
+        st.gate = name
+        self._last_gate = (name, gate_state, reason)
+        if changed:
+            st.message = f"{reason} (at {self._label()})" if name != "pre_rollout" else reason
+            self._save(now)
+            self._record("gate", now, gate=name, gate_state=gate_state, reason=reason)
+        return reason
 
     def _move_to_step(self, now: float, index: int, *, manual: bool, revert_to: RolloutState) -> bool:
         """Apply step ``index`` (intent, apply, done; see "Crash safety"). True when it is applied.
@@ -597,6 +673,7 @@ class Rollout:
         except CanaryError as exc:
             return self._move_failed(now, label, exc, manual, revert_to, files_before)
         st.state = "progressing"
+        st.gate = None
         st.step_index = index
         st.canary_percent = st.steps[index]
         st.expected_files = dict(planned)
@@ -612,8 +689,8 @@ class Rollout:
         st.step_started_at = now
         st.message = f"at {label}"
         self._save(now)
-        self._record("step", now, from_percent=from_percent, to_percent=st.canary_percent, manual=manual,
-                     files=sorted(applied))
+        self._record("step", self._finished_at(now), from_percent=from_percent, to_percent=st.canary_percent,
+                     manual=manual, files=sorted(applied))
         return True
 
     def _move_failed(self, now: float, label: str, exc: CanaryError, manual: bool, revert_to: RolloutState,
@@ -738,8 +815,11 @@ class Rollout:
             how = "original files restored" if written else "the files already held the snapshot"
         st.message = f"{summary}; {how} (snapshot {snapshot_id})"
         self._save(now)
-        self._record("restored", now, snapshot_id=snapshot_id, written=written, weights_only=weights_only,
-                     files=sorted(files))
+        self._record("restored", self._finished_at(now), snapshot_id=snapshot_id, written=written,
+                     weights_only=weights_only, files=sorted(files))
+
+    def _finished_at(self, now: float) -> float:
+        return max(now, self.clock()) if self.clock is not None else now
 
     def _restore_failed(self, now: float, summary: str, snapshot_id: Optional[str], exc: CanaryError) -> None:
         st = self.state

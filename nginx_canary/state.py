@@ -35,6 +35,8 @@ from nginx_canary.fsutil import atomic_write, fsync_dir
 log = logging.getLogger(__name__)
 
 STATES = ("idle", "progressing", "paused", "promoted", "rolled_back", "aborted", "failed")
+#: Gates a run can wait at (settings: rollouts.NAME.gates).
+GATES = ("pre_rollout", "confirm_step", "confirm_promotion")
 #: States in which a run steps the canary's weights (``rollout.ACTIVE``).
 ACTIVE_STATES = ("progressing", "paused")
 
@@ -49,7 +51,7 @@ _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _READ_CHUNK = 1 << 16
 # Keys added after format 1 was first written: a file without them is still format 1.
-_OPTIONAL_KEYS = frozenset({"upstream"})
+_OPTIONAL_KEYS = frozenset({"upstream", "gate"})
 
 
 def validate_name(name: Any) -> str:
@@ -78,6 +80,9 @@ class RolloutState:
     ``last_verdict`` is an ``analysis.Verdict.to_dict()``. ``upstream`` names
     the upstream the run steers (None in files written before it was added),
     so that ``set-weight`` can refuse to touch it without the daemon's config.
+    ``gate`` names the gate the run waits at (``pre_rollout``: its first step
+    is not applied yet; ``confirm_step`` / ``confirm_promotion``: the bake
+    time is over and the next step or the promotion waits for the gate).
 
     Construction validates the fields (ValueError, naming the field); so does
     :meth:`StateStore.save`, for a state changed after construction.
@@ -98,6 +103,7 @@ class RolloutState:
     failure_streak: int = 0
     message: str = ""
     upstream: Optional[str] = None
+    gate: Optional[str] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, list):
@@ -141,6 +147,8 @@ class RolloutState:
             raise ValueError(f"message must be a string, not {self.message!r}")
         if self.upstream is not None and (not isinstance(self.upstream, str) or not self.upstream):
             raise ValueError(f"upstream must be a non-empty string or None, not {self.upstream!r}")
+        if self.gate not in (None,) + GATES:
+            raise ValueError(f"gate must be one of {', '.join(GATES)} or None, not {self.gate!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON data; independent copies of the containers."""
@@ -160,6 +168,7 @@ class RolloutState:
             "failure_streak": self.failure_streak,
             "message": self.message,
             "upstream": self.upstream,
+            "gate": self.gate,
         }
 
     @classmethod

@@ -19,13 +19,19 @@ class LogTraffic:
     """
 
     def __init__(self, config: NginxConfig, upstream: str, canary: Sequence[str], log_path: str, spec: FormatSpec, *,
-                 horizon_seconds: int = 300, from_end: bool = True, watch: bool = True) -> None:
-        """Raises LogFormatError when the format lacks what the analysis needs, LogReadError for an unreadable log."""
+                 horizon_seconds: int = 300, from_end: bool = True, watch: bool = True,
+                 watch_writes: bool = False) -> None:
+        """Raises LogFormatError when the format lacks what the analysis needs, LogReadError for an unreadable log.
+
+        The caller polls on its own timer, so by default watchdog reports only
+        rotations, not each write (``watch_writes``; ``wait()`` then wakes on
+        rotations and timeouts only).
+        """
         book = AddressBook.from_config(config, upstream=upstream, canary=canary)
         self._clock_now = 0.0
         self.windows = WindowedStats(horizon_seconds=horizon_seconds, clock=lambda: self._clock_now)
         self.analyzer = Analyzer(compile_format(spec), book, self.windows, only_upstream=upstream)
-        self.tailer = LogTailer(log_path, from_end=from_end, watch=watch)
+        self.tailer = LogTailer(log_path, from_end=from_end, watch=watch, watch_writes=watch_writes)
         self._overlong = 0
 
     def poll(self, now: float) -> int:

@@ -1263,3 +1263,106 @@ def test_an_edit_between_step_changes_pauses_at_the_next_check(env):
     assert rollout.state.paused_reason.startswith(f"config files changed outside nginx-canary: {UP}")
     assert env.events()[-1] == "drift"
     assert env.applier.applied == ["10"]  # nothing written over the edit
+
+
+# --- gates and extra checks -------------------------------------------------------------------
+
+
+class FakeGates:
+    def __init__(self, **answers: str) -> None:
+        self.answers = dict(answers)  # gate -> "open" | "closed" | "pending"; absent: not configured
+        self.asked: List[str] = []
+
+    def __call__(self, name: str, now: float) -> Optional[Tuple[str, str]]:
+        self.asked.append(name)
+        if name not in self.answers:
+            return None
+        state = self.answers[name]
+        reason = f"gate {name} is open" if state == "open" else f"waiting for gate {name}: answered 403"
+        return state, reason
+
+
+def gated(env: Env, gates: FakeGates, **changes: Any) -> Rollout:
+    env.settings = make_settings(**changes)
+    return Rollout(env.settings, env.store, env.applier, env.traffic, gates=gates)
+
+
+def test_pre_rollout_gate_holds_the_first_step_until_it_opens(env):
+    gates = FakeGates(pre_rollout="pending")
+    rollout = gated(env, gates)
+    rollout.start(T0)
+    assert env.applier.applied == []
+    assert rollout.state.state == "progressing" and rollout.state.canary_percent == "0"
+    assert rollout.status()["waiting_for_gate"] == "pre_rollout"
+    gates.answers["pre_rollout"] = "closed"
+    tick_until(rollout, T0 + 1, T0 + 100)
+    assert env.applier.applied == [] and "answered 403" in rollout.state.message
+    assert [r["detail"]["gate_state"] for r in env.store.history("app") if r["event"] == "gate"] == ["pending", "closed"]
+    # A restart keeps waiting.
+    rollout, _ = env.restart(T0 + 101)
+    rollout.gates = gates
+    assert rollout.state.gate == "pre_rollout"
+    gates.answers["pre_rollout"] = "open"
+    rollout.tick(T0 + 102)
+    assert env.applier.applied == ["10"] and rollout.state.gate is None
+    assert rollout.state.canary_percent == "10"
+
+
+def test_confirm_step_and_confirm_promotion_hold_until_open(env):
+    gates = FakeGates(confirm_step="closed", confirm_promotion="closed")
+    rollout = gated(env, gates, steps=(Fraction(50), Fraction(100)))
+    rollout.start(T0)
+    tick_until(rollout, T0 + 1, T0 + 200)
+    assert env.applier.applied == ["50"]
+    assert rollout.state.gate == "confirm_step"
+    assert rollout.state.message.startswith("waiting for gate confirm_step: answered 403 (at step 1 of 2")
+    assert len([r for r in env.store.history("app") if r["event"] == "gate"]) == 1  # recorded once, not per check
+    gates.answers["confirm_step"] = "open"
+    rollout.tick(T0 + 201)
+    assert env.applier.applied == ["50", "100"] and rollout.state.gate is None
+    tick_until(rollout, T0 + 202, T0 + 400)
+    assert rollout.state.state == "progressing" and rollout.state.gate == "confirm_promotion"
+    gates.answers["confirm_promotion"] = "open"
+    rollout.tick(T0 + 401)
+    assert rollout.state.state == "promoted"
+
+
+def test_a_failing_canary_is_rolled_back_while_waiting_at_a_gate(env):
+    gates = FakeGates(confirm_step="closed")
+    rollout = gated(env, gates)
+    rollout.start(T0)
+    tick_until(rollout, T0 + 1, T0 + 100)
+    assert rollout.state.gate == "confirm_step"
+    env.traffic.mode = FAIL
+    rollout.tick(T0 + 101)
+    rollout.tick(T0 + 102)
+    assert rollout.state.state == "rolled_back"
+
+
+def test_promote_overrides_gates(env):
+    gates = FakeGates(pre_rollout="closed", confirm_step="closed")
+    rollout = gated(env, gates)
+    rollout.start(T0)
+    rollout.promote(T0 + 1)
+    assert env.applier.applied == ["10"] and rollout.state.gate is None
+    tick_until(rollout, T0 + 2, T0 + 100)
+    assert rollout.state.gate == "confirm_step"
+    rollout.promote(T0 + 101)
+    assert env.applier.applied == ["10", "25"]
+
+
+def test_extra_checks_take_part_in_the_verdict(env):
+    from nginx_canary.analysis import Check, CheckResult
+
+    def failing(canary: Stats, stable: Stats, thresholds: Any) -> CheckResult:
+        return CheckResult("http_checks", FAIL, None, 0.0, canary.requests, stable.requests,
+                           "http://127.0.0.1:1/health answered 500")
+
+    env.settings = make_settings()
+    rollout = Rollout(env.settings, env.store, env.applier, env.traffic,
+                      extra_checks=lambda now: (Check("http_checks", failing, "a URL failed"),))
+    rollout.start(T0)
+    verdict = rollout.tick(T0 + 1)
+    assert verdict.verdict == FAIL and "answered 500" in verdict.reason
+    rollout.tick(T0 + 2)
+    assert rollout.state.state == "rolled_back"

@@ -115,6 +115,7 @@ class LogTailer:
         drain_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         watch: bool = True,
+        watch_writes: bool = True,
         chunk_bytes: int = 1 << 20,
         max_read_bytes: int = 16 << 20,
     ) -> None:
@@ -125,7 +126,10 @@ class LogTailer:
         the rest of that line is skipped; an offset past the end counts as a
         truncation (the file was cut or replaced since) and reading starts at
         0. A file that is missing now is read from 0 once it appears.
-        ``chunk_bytes`` is the size of one read; ``max_read_bytes`` bounds
+        ``watch_writes=False`` has watchdog report only rotations (create,
+        move, delete), not every write: a caller that reads on its own timer
+        (the daemon) would otherwise pay for one inotify event per line nginx
+        writes, on watchdog's thread, for nothing. ``chunk_bytes`` is the size of one read; ``max_read_bytes`` bounds
         the bytes one ``read_lines()`` call reads (later calls read the rest).
 
         Raises:
@@ -164,6 +168,7 @@ class LogTailer:
         # Only a switch away from a file we followed counts as a rotation; a
         # file missing now is read from 0 when it appears, like every later one.
         self._followed = self._current is not None
+        self._watch_writes = watch_writes
         if watch:
             self._observer = self._start_observer()
 
@@ -249,7 +254,8 @@ class LogTailer:
                 _Wakeup(self._path, self._wakeup),
                 os.path.dirname(self._path),
                 recursive=False,
-                event_filter=[FileModifiedEvent, FileCreatedEvent, FileMovedEvent, FileDeletedEvent],
+                event_filter=([FileModifiedEvent] if self._watch_writes else [])
+                + [FileCreatedEvent, FileMovedEvent, FileDeletedEvent],
             )
             observer.start()
         except OSError:
