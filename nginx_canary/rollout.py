@@ -77,13 +77,18 @@ Decisions
   (``restore_weights``) and keeps every other byte as the editor left it; the
   history's ``restored`` record says ``weights_only``. Only without drift are
   the snapshot's bytes put back whole.
-* **Failed step change.** If planning or applying a step fails, the applier
-  has put that step's files back (the canary keeps the previous share), and
-  the rollout rolls back to the snapshot: a config nginx rejects or a reload
-  that does not take is not something to leave half-way in production. One
-  exception: :class:`BusyError` (another nginx-canary holds the writer lock)
-  changed nothing, so the rollout stays at its step and retries at the next
-  check (a manual command reports the error instead). A restore that meets a
+* **Failed step change.** If planning or applying a step fails (nginx -t
+  rejects the config, the reload does not take, a full disk, nginx not
+  running), the applier has put that step's files back and nginx still
+  serves the previous step, whose checks passed. An automatic step change
+  then *pauses* the rollout with the error as its reason: a rollback would
+  meet the same nginx -t, disk or reload trouble, and checks (and rollback on
+  a failing canary) go on meanwhile; ``resume`` tries again, ``abort``
+  restores the snapshot. A manual ``promote`` or ``resume`` leaves the rollout
+  as it was and reports the error. The first step of a ``start`` ends the run
+  (``rolled_back``; nothing of it was ever applied). :class:`BusyError`
+  (another nginx-canary holds the writer lock) changed nothing: the rollout
+  stays at its step and retries at the next check. A restore that meets a
   BusyError stays owed and is retried at every check; ``start`` and ``abort``
   are refused until it is done.
 * **Bookkeeping never blocks a rollback.** If the state cannot be saved
@@ -701,10 +706,32 @@ class Rollout:
                                   ("" if manual else "; trying again at the next check"))
             self._save(now)
             self._record("busy", now, level=logging.WARNING, target=label, error=str(exc))
-        else:
-            self.state.expected_files = files_before  # the applier put the files back
+        elif revert_to.state not in ACTIVE or (revert_to.step_started_at is None and revert_to.step_index == 0):
+            # The first step of a start (or its redo at recovery): nothing of ours is on the files; the run ends.
+            self.state.expected_files = files_before
             self._record("apply_failed", now, level=logging.ERROR, target=label, error=str(exc))
             self._restore_snapshot(now, "rolled_back", f"could not apply {label}: {exc}", "rollback")
+        else:
+            # The applier put the files back: nginx still serves the step that passed its checks.
+            # Rolling back would meet the same nginx -t, disk or reload trouble; an operator decides.
+            in_flight = revert_to.step_started_at is None  # a step change redone at recovery
+            self.state = revert_to
+            if in_flight:
+                # It describes the failed change; the files (and nginx) hold the step before it.
+                self.state.step_index -= 1
+                self.state.canary_percent = self.state.steps[self.state.step_index]
+                try:
+                    self.state.expected_files = self.applier.files_now()
+                except CanaryError:
+                    self.state.expected_files = files_before
+            self._record("apply_failed", now, level=logging.ERROR, target=label, error=str(exc))
+            if manual:
+                self.state.message = f"could not apply {label}: {exc}; nothing changed"
+                self._save(now)
+            else:
+                self._pause(now, f"could not apply {label}: {exc}; the canary keeps "
+                                 f"{self.state.canary_percent} %; resume tries again, abort restores the snapshot",
+                            "pause")
         if manual:
             raise exc
         return False

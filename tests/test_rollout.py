@@ -468,21 +468,39 @@ def test_abort_from_failed_that_fails_again_raises_and_stays_failed(env):
     assert rollout.state.state == "failed" and rollout.state.message.startswith("FAILED: aborted")
 
 
-def test_apply_failure_during_an_advance_rolls_back_to_the_snapshot(env):
+def test_apply_failure_during_an_advance_pauses_at_the_step_that_passed(env):
     rollout = env.rollout(step_interval=10.0)
-    original = env.applier.files_now()
     rollout.start(T0)
+    at_ten = env.applier.files_now()
     env.applier.fail["apply"].append(NginxRejectedError("reload did not take effect"))
     verdict = rollout.tick(T0 + 10)  # no exception escapes a check
     assert verdict.verdict == PASS
     assert env.applier.applied == ["10", "25"]
-    assert rollout.state.state == "rolled_back"
-    assert rollout.state.message.startswith(
-        "rolled back: could not apply step 2 of 4 (25 %): reload did not take effect")
-    assert env.applier.restores == ["snap-1"]
-    assert env.applier.files_now() == original
-    assert [e for e in env.events() if e in ("apply_failed", "rollback", "restored")] == \
-        ["apply_failed", "rollback", "restored"]
+    assert rollout.state.state == "paused" and rollout.state.canary_percent == "10"
+    assert rollout.state.step_index == 0 and rollout.state.expected_files == at_ten
+    assert rollout.state.paused_reason.startswith(
+        "could not apply step 2 of 4 (25 %): reload did not take effect; the canary keeps 10 %")
+    assert env.applier.restores == []
+    assert [e for e in env.events() if e in ("apply_failed", "pause", "rollback")] == ["apply_failed", "pause"]
+    assert_persisted(env, rollout)
+    # Protection goes on while paused, and resume tries the step change again.
+    rollout.resume(T0 + 11)
+    tick_until(rollout, T0 + 12, T0 + 22)
+    assert env.applier.applied == ["10", "25", "25"]
+
+
+def test_a_failed_manual_promote_changes_nothing_and_says_so(env):
+    rollout = env.rollout()
+    rollout.start(T0)
+    before = rollout.state.to_dict()
+    env.applier.fail["apply"].append(NginxRejectedError("nginx -t failed"))
+    with pytest.raises(NginxRejectedError):
+        rollout.promote(T0 + 1)
+    after = rollout.state.to_dict()
+    assert (after["state"], after["step_index"], after["canary_percent"], after["expected_files"]) == \
+        (before["state"], before["step_index"], before["canary_percent"], before["expected_files"])
+    assert rollout.state.message == "could not apply step 2 of 4 (25 %): nginx -t failed; nothing changed"
+    assert_persisted(env, rollout)
 
 
 def test_apply_failure_at_start_raises_and_changes_nothing(env):
@@ -528,7 +546,7 @@ def test_plan_failure_counts_as_a_failed_step_change(env):
     rollout.start(T0)
     env.applier.fail["plan"].append(BadInputError("unknown canary server 10.0.0.12:8080"))
     rollout.tick(T0 + 10)
-    assert rollout.state.state == "rolled_back"
+    assert rollout.state.state == "paused" and "unknown canary server" in rollout.state.paused_reason
     assert env.applier.applied == ["10"]
 
 
@@ -606,14 +624,14 @@ def test_promote_full_with_on_success_restore_restores_without_stepping(env):
     assert env.applier.percent_on_disk() == "original"
 
 
-def test_manual_promote_whose_apply_fails_rolls_back_and_reports(env):
+def test_manual_promote_whose_apply_fails_stays_and_reports(env):
     rollout = env.rollout()
     rollout.start(T0)
     env.applier.fail["apply"].append(NginxRejectedError("nginx -t failed"))
     with pytest.raises(NginxRejectedError):
         rollout.promote(T0 + 1)
-    assert rollout.state.state == "rolled_back"
-    assert env.applier.percent_on_disk() == "original"
+    assert rollout.state.state == "progressing" and rollout.state.canary_percent == "10"
+    assert env.applier.percent_on_disk() == "10"
 
 
 def test_abort_restores_the_snapshot(env):
@@ -1128,8 +1146,12 @@ class Model:
             after = {k: v for k, v in rollout.state.to_dict().items() if k not in ("message", "updated_at")}
             assert after == {k: v for k, v in before.to_dict().items() if k not in ("message", "updated_at")}
         except CanaryError:
-            # A manual command whose step change or restore failed: the rollout rolled back (or failed).
-            assert rollout.state.state in ("rolled_back", "failed")
+            # A manual command whose restore failed (failed), whose first step failed (rolled back), or
+            # whose step change failed: then the rollout is where it was.
+            st = rollout.state
+            unchanged = (st.state, st.step_index, st.canary_percent) == \
+                (before.state, before.step_index, before.canary_percent)
+            assert st.state in ("rolled_back", "failed") or (op[0] in ("promote", "resume") and unchanged)
         except Crash:
             env.applier.crash = None
             env.applier.fail = {k: [] for k in env.applier.fail}  # a restart is a clean slate
@@ -1366,3 +1388,28 @@ def test_extra_checks_take_part_in_the_verdict(env):
     assert verdict.verdict == FAIL and "answered 500" in verdict.reason
     rollout.tick(T0 + 2)
     assert rollout.state.state == "rolled_back"
+
+
+def test_a_step_change_redone_at_recovery_that_fails_pauses_at_the_step_before(env):
+    rollout = env.rollout(step_interval=10.0)
+    rollout.start(T0)
+    env.applier.crash = ("apply", "before")
+    with pytest.raises(Crash):
+        rollout.tick(T0 + 10)
+    env.applier.fail["apply"].append(NginxRejectedError("nginx -t failed"))
+    rollout, _ = env.restart(T0 + 11)
+    assert rollout.state.state == "paused"
+    assert rollout.state.canary_percent == "10" and rollout.state.step_index == 0
+    assert rollout.state.expected_files == env.applier.disk_hashes()
+    assert "could not apply step 2 of 4 (25 %): nginx -t failed; the canary keeps 10 %" in rollout.state.paused_reason
+
+
+def test_a_first_step_redone_at_recovery_that_fails_ends_the_run(env):
+    rollout = env.rollout()
+    env.applier.crash = ("apply", "before")
+    with pytest.raises(Crash):
+        rollout.start(T0)
+    env.applier.fail["apply"].append(NginxRejectedError("nginx -t failed"))
+    rollout, _ = env.restart(T0 + 1)
+    assert rollout.state.state == "rolled_back"
+    assert env.applier.percent_on_disk() == "original"
