@@ -49,7 +49,8 @@ from nginx_canary.logs.window import Stats
 
 #: The p99 ratio check ignores a canary p99 at most this much above stable's (seconds)...
 RATIO_MIN_DIFFERENCE = 0.025
-#: ...and needs this many latency samples on each side (with fewer, a p99 is the maximum).
+#: ...and compares p99s from this many latency samples per side on (with fewer, a p99 is the maximum,
+#: so the highest quantile the samples can tell, 1 - 1/n, is compared instead).
 RATIO_MIN_SAMPLES = 100
 
 PASS = "pass"
@@ -310,47 +311,58 @@ def check_p99_latency_ratio(canary: Stats, stable: Stats, t: Thresholds) -> Chec
     and more than :data:`RATIO_MIN_DIFFERENCE` above it.
 
     nginx logs latencies in whole milliseconds, so fast backends give p99s of
-    1-3 ms whose ratios are noise (2 ms is "2x" 1 ms), as is one scheduling
-    hiccup in a small window; hence the floor on the difference, and
-    :data:`RATIO_MIN_SAMPLES` latency samples per side before p99s are compared.
+    1-3 ms whose ratios are noise (2 ms is "2x" 1 ms): hence the floor on the
+    difference. With fewer than :data:`RATIO_MIN_SAMPLES` latency samples on
+    a side, a p99 is just the slowest request, one hiccup; the ratio then
+    compares the highest quantile the smaller side can tell, ``1 - 1/n`` for
+    ``n`` samples (p95 for 20), the same quantile on both sides.
 
     Skipped (inconclusive, not blocking) with fewer than ``min_requests``
-    stable requests, no stable latency samples or a stable p99 of 0 s (no
+    stable requests, no stable latency samples or a stable quantile of 0 s (no
     ratio exists; ``p99_latency`` still bounds the canary).
     """
     name, limit = "p99_latency_ratio", t.max_p99_latency_ratio
     early = _too_few_canary(name, limit, canary, stable, t)
     if early is not None:
         return early
-    canary_p99 = _p99(canary)
-    if canary_p99 is None:
+    if _p99(canary) is None:
         return _no_canary_latency(name, limit, canary, stable)
     early = _too_few_stable(name, limit, canary, stable, t)
     if early is not None:
         return early
-    stable_p99 = _p99(stable)
-    if stable_p99 is None:
+    if not stable.latency.count:
         return CheckResult(name, INCONCLUSIVE, None, limit, canary.requests, stable.requests,
                            f"none of the {stable.requests} stable requests has a latency to compare against",
                            skipped=True)
-    if stable_p99 <= 0.0:
-        return CheckResult(name, INCONCLUSIVE, None, limit, canary.requests, stable.requests,
-                           f"stable p99 latency is 0 s over {stable.latency.count} requests, no ratio to compare",
-                           skipped=True)
     samples = min(canary.latency.count, stable.latency.count)
-    if samples < RATIO_MIN_SAMPLES:
+    q = 0.99 if samples >= RATIO_MIN_SAMPLES else 1.0 - 1.0 / samples
+    label = "p99" if q == 0.99 else f"p{_quantile_label(q)}"
+    note = "" if q == 0.99 else f" ({samples} samples: too few for a p99)"
+    canary_q = _quantile(canary, q)
+    stable_q = _quantile(stable, q)
+    if stable_q <= 0.0:
         return CheckResult(name, INCONCLUSIVE, None, limit, canary.requests, stable.requests,
-                           f"only {samples} latency samples on one side, a p99 ratio needs {RATIO_MIN_SAMPLES} "
-                           "(below that the p99 is just the slowest request)", skipped=True)
-    ratio = canary_p99 / stable_p99
-    figures = f"canary p99 latency {_seconds(canary_p99)} is {_ratio(ratio)} stable's {_seconds(stable_p99)}"
-    if canary_p99 - stable_p99 <= RATIO_MIN_DIFFERENCE:
+                           f"stable {label} latency is 0 s over {stable.latency.count} requests, no ratio to compare",
+                           skipped=True)
+    ratio = canary_q / stable_q
+    figures = f"canary {label} latency {_seconds(canary_q)} is {_ratio(ratio)} stable's {_seconds(stable_q)}{note}"
+    if canary_q - stable_q <= RATIO_MIN_DIFFERENCE:
         return CheckResult(name, PASS, ratio, limit, canary.requests, stable.requests,
-                           f"{figures}, but only {_seconds(canary_p99 - stable_p99)} slower, within the "
+                           f"{figures}, but only {_seconds(canary_q - stable_q)} slower, within the "
                            f"{_seconds(RATIO_MIN_DIFFERENCE)} a ratio ignores")
     return _judge(name, ratio, limit, canary, stable,
                   fail=f"{figures}, more than {_ratio(limit)}",
                   ok=f"{figures}, within {_ratio(limit)}")
+
+
+def _quantile(stats: Stats, q: float) -> float:
+    value = stats.latency.quantile(q)
+    assert value is not None  # callers checked there are samples
+    return round(value, 6)  # like the summary's figures, so that reasons and reports agree
+
+
+def _quantile_label(q: float) -> str:
+    return f"{q * 100:.1f}".rstrip("0").rstrip(".")
 
 
 #: Every check :func:`evaluate` runs, in report order. A check added here needs a

@@ -40,6 +40,7 @@ from nginx_canary.control_socket import ControlServer
 from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError, UnknownRolloutError
 from nginx_canary.inputs import parse_percent
 from nginx_canary.logs.analyze import GROUP
+from nginx_canary.logs.sketch import LatencySketch
 from nginx_canary.logs.window import Stats
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
 from nginx_canary.nginx.conf import NginxConfig
@@ -204,6 +205,8 @@ class Daemon:
         self._next_metrics = 0.0
         self._next_watchdog = 0.0
         self._last_summary = ""
+        #: Seconds each check of an active rollout ran after its scheduled time (status shows the figures).
+        self.check_lateness = LatencySketch()
         self.config_path = config_path
         self.clock = clock
         self.monotonic = monotonic
@@ -374,6 +377,9 @@ class Daemon:
         mono = self.monotonic()
         for name, runtime in self.runtimes.items():
             if mono >= runtime.next_check:
+                if runtime.rollout.state.state in ACTIVE and runtime.next_check:
+                    # How late this check runs against its schedule (the interval's jitter).
+                    self.check_lateness.add(mono - runtime.next_check)
                 interval = runtime.rollout.settings.analysis.interval
                 # Keep the cadence; after a long stall, start afresh rather than catch up in a burst.
                 runtime.next_check = max(runtime.next_check + interval, mono + interval / 2)
@@ -558,8 +564,12 @@ class Daemon:
             rollouts = [self._status_of(runtime, now)]
         else:
             rollouts = [self._status_of(r, now) for r in self.runtimes.values()]
+        lateness = self.check_lateness
+        late = {"checks": lateness.count, "p50": lateness.quantile(0.5), "p99": lateness.quantile(0.99),
+                "max": lateness.max}
         return {"daemon": {"pid": os.getpid(), "started_at": self.started_at, "config": self.config_path,
-                           "now": now, "metrics": self._metrics_url()}, "rollouts": rollouts}
+                           "now": now, "metrics": self._metrics_url(), "check_lateness_seconds": late},
+                "rollouts": rollouts}
 
     def _metrics_url(self) -> Optional[str]:
         return self._metrics_server.url if self._metrics_server is not None else None
