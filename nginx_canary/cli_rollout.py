@@ -65,6 +65,7 @@ def _steps(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> 
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[float]:
+    """A DURATION option (250ms, 10s, 5m) in seconds; the error names the option."""
     if value is None:
         return None
     from nginx_canary.settings import parse_duration
@@ -72,7 +73,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Optional[str]) 
     try:
         return parse_duration(value)
     except BadInputError as exc:
-        raise BadInputError(f"--step-interval: {exc.message}") from None
+        raise BadInputError(f"{param.opts[0]}: {exc.message}") from None
 
 
 @click.command(epilog=ROLLOUT_EXIT_CODES_HELP)
@@ -97,22 +98,11 @@ def _print_status(rollouts: List[Dict[str, Any]], as_json: bool, *, single: bool
         click.echo(format_status(status))
 
 
-def _interval(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[float]:
-    if value is None:
-        return None
-    from nginx_canary.settings import parse_duration
-
-    try:
-        return parse_duration(value)
-    except BadInputError as exc:
-        raise BadInputError(f"--interval: {exc.message}") from None
-
-
 @click.command(epilog=ROLLOUT_EXIT_CODES_HELP)
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: an object for NAME, else a list.")
 @click.option("--watch", is_flag=True, help="Redraw NAME's status in place until it ends (Ctrl-C stops watching).")
-@click.option("--interval", callback=_interval, metavar="DURATION", help="Refresh period of --watch (default 1s).")
+@click.option("--interval", callback=_duration, metavar="DURATION", help="Refresh period of --watch (default 1s).")
 @click.pass_obj
 def status(obj: CliContext, name: Optional[str], as_json: bool, watch: bool, interval: Optional[float]) -> None:
     """State, step, canary share, canary vs stable figures in the window and the last check.

@@ -9,6 +9,8 @@ from typing import Optional
 from nginx_canary import faults
 from nginx_canary.errors import StateError
 
+_TAIL_CHUNK = 1 << 16
+
 
 def fsync_dir(path: str) -> None:
     """Make a rename in directory ``path`` durable."""
@@ -66,3 +68,32 @@ def atomic_write(path: str, data: bytes, *, mode: Optional[int] = None, uid: Opt
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def cut_torn_tail(fd: int, size: int) -> None:
+    """Truncate an append-only file of lines after its last newline if it does not end with one.
+
+    A crash during an append can leave a partial last line; cutting it
+    before the next append keeps that line from swallowing the next record.
+    ``size`` is the file's current size. Raises OSError.
+    """
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    end = size
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            os.ftruncate(fd, start + newline + 1)
+            return
+        end = start
+    os.ftruncate(fd, 0)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte of ``data`` is written. Raises OSError."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

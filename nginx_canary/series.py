@@ -51,7 +51,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from nginx_canary.errors import StateError
-from nginx_canary.fsutil import atomic_write, fsync_dir
+from nginx_canary.fsutil import atomic_write, cut_torn_tail, fsync_dir, write_all
 from nginx_canary.state import validate_name
 
 log = logging.getLogger(__name__)
@@ -289,8 +289,8 @@ class SeriesRecorder:
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
-                _cut_torn_tail(fd, size)
-            _write_all(fd, data)
+                cut_torn_tail(fd, size)
+            write_all(fd, data)
             os.fsync(fd)
         except OSError as exc:
             raise StateError(f"cannot append to the series: {exc.strerror or exc}", file=self.path) from exc
@@ -439,22 +439,5 @@ def _load(path: str) -> Tuple[Dict[str, Any], List[_Point]]:
     return header, points
 
 
-def _cut_torn_tail(fd: int, size: int) -> None:
-    """Truncate the file after its last newline (a torn append)."""
-    end = size
-    while end > 0:
-        start = max(0, end - 65536)
-        chunk = os.pread(fd, end - start, start)
-        newline = chunk.rfind(b"\n")
-        if newline >= 0:
-            os.ftruncate(fd, start + newline + 1)
-            return
-        end = start
-    os.ftruncate(fd, 0)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]

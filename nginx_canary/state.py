@@ -30,7 +30,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from nginx_canary import faults
 from nginx_canary.errors import BadInputError, StateError
-from nginx_canary.fsutil import atomic_write, fsync_dir
+from nginx_canary.fsutil import atomic_write, cut_torn_tail, fsync_dir, write_all
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ _STATE_SUFFIX = ".json"
 _HISTORY_SUFFIX = ".history.jsonl"
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
-_READ_CHUNK = 1 << 16
 # Keys added after format 1 was first written: a file without them is still format 1.
 _OPTIONAL_KEYS = frozenset({"upstream", "gate"})
 
@@ -368,9 +367,9 @@ class StateStore:
                 created = True
             else:
                 created = False
-                _cut_torn_tail(fd, size)
+                cut_torn_tail(fd, size)
             faults.point("history_append")
-            _write_all(fd, line.encode("utf-8"))
+            write_all(fd, line.encode("utf-8"))
             os.fsync(fd)
         except OSError as exc:
             raise StateError(f"cannot append to history: {exc.strerror or exc}", file=path) from exc
@@ -427,27 +426,8 @@ def _parse_line(raw: bytes) -> Optional[Dict[str, Any]]:
     return record if isinstance(record, dict) else None
 
 
-def _cut_torn_tail(fd: int, size: int) -> None:
-    """Truncate the file after its last newline if it does not end with one (a torn append)."""
-    if os.pread(fd, 1, size - 1) == b"\n":
-        return
-    end = size
-    while end > 0:
-        start = max(0, end - _READ_CHUNK)
-        chunk = os.pread(fd, end - start, start)
-        newline = chunk.rfind(b"\n")
-        if newline >= 0:
-            os.ftruncate(fd, start + newline + 1)
-            return
-        end = start
-    os.ftruncate(fd, 0)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _to_json(value: Any) -> Any:
