@@ -355,6 +355,7 @@ def guard_set_weight(obj: CliContext, upstream: str, force: bool) -> List[str]:
             _call(obj, "pause", name=state.name, reason="paused for set-weight --force")
             notes.append(f"rollout {state.name!r} paused (--force); resume re-applies its step")
         except DaemonNotRunningError:
-            notes.append(f"rollout {state.name!r} is progressing but the daemon is not running; it will pause "
-                         "when the daemon starts, as the files changed")
+            notes.append(f"rollout {state.name!r} is progressing but no daemon answers on {obj.socket}; a daemon "
+                         "that runs (elsewhere: --config/--socket) pauses it at its next check, one that starts "
+                         "later at start-up, as the files changed")
     return notes

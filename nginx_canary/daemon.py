@@ -51,7 +51,7 @@ from nginx_canary.report import last_run
 from nginx_canary.rollout import ACTIVE, Rollout
 from nginx_canary.series import SeriesRecorder
 from nginx_canary.sd_notify import Notifier
-from nginx_canary.settings import DaemonSettings, RolloutSettings, load_settings
+from nginx_canary.settings import MAX_DURATION_MS, DaemonSettings, RolloutSettings, load_settings
 from nginx_canary.state import GATES, StateStore, validate_name
 from nginx_canary.traffic import LogTraffic
 from nginx_canary.transaction import Transaction, ensure_state_dir, writer_lock
@@ -583,6 +583,10 @@ class Daemon:
                 raise BadInputError("steps must be a list of percents")
             parsed = [parse_percent(s) for s in steps]
         interval = args.get("step_interval")
+        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
+                                     or not 0 < interval <= MAX_DURATION_MS / 1000):
+            raise BadInputError(f"step_interval must be a number of seconds above 0 and at most 720h, "
+                                f"not {str(interval)[:40]!r}")
         now = self.clock()
         previous_since = runtime.traffic.since
         runtime.traffic.since = now
