@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: test venv nginx test-tools goaccess wrk bench clean demo
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py nginx_canary/logs/_fieldcount.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -14,8 +14,9 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # Debian packages the tests drive for real (command:package): nginx for the
-# integration tests, systemd-analyze for the unit's checks.
-TEST_TOOLS := nginx:nginx systemd-analyze:systemd shellcheck:shellcheck ruby:ruby promtool:prometheus chromium:chromium
+# integration tests, and the tools other tests run for real (unit checks, shell and
+# Ruby syntax, Prometheus rules, the report in a browser, saturating load).
+TEST_TOOLS := nginx:nginx systemd-analyze:systemd shellcheck:shellcheck ruby:ruby promtool:prometheus chromium:chromium wrk:wrk
 
 # Each installs what is missing when we can (root + apt), else says how.
 nginx:

@@ -11,14 +11,18 @@ escape=default would write them:
   (c) plain ``combined``, for GoAccess.
 
 Then measures, one at a time, each on one core (``taskset -c CPU`` for child
-processes, sched_setaffinity for this one), best of 3 (1 with --quick):
+processes, sched_setaffinity for this one), 3 runs each (1 with --quick):
 
   * a bare ``for line in open(path, "rb"): pass`` over (a): in a child
     ``python -c`` (same start-up as the CLI) and in this process;
   * the parse + aggregate path over (a) and (b): in this process
     (``block_batches`` + ``feed_blocks`` + ``report()`` only) and end to end as
     a user runs it (``nginx-canary --nginx-conf /nonexistent analyze FILE
-    --log-format ... --json``, process start to exit);
+    --log-format ... --json``, process start to exit). (a) is measured twice:
+    on the C accelerator (``nginx_canary.logs._fieldcount``, what users get)
+    and on the pure-Python fallback (``accelerated=False`` in-process,
+    ``NGINX_CANARY_PURE_PYTHON=1`` for the CLI); (b) is a "regex" format, which
+    is always pure Python;
   * GoAccess over (c): ``-o report.json`` (its report checked: every line a
     valid request) and, once (a run takes minutes), ``--process-and-exit``;
   * peak RSS (GNU time's %M: the command's own) of the end-to-end CLI for files
@@ -29,9 +33,15 @@ requests / 5xx / 4xx equal to what the generator wrote (every upstream attempt
 counted once). A mismatch aborts with a message, since such figures would be
 meaningless; --keep-going measures on and flags the rows (exit status 3).
 
-The table gives the best run's seconds and lines/s, the largest peak RSS over
-the runs, and the spread (slowest - fastest) / fastest: on a shared VM it is
-often 10-30 %, so compare figures of one run of this script, not across runs.
+The table gives the best run's seconds and lines/s, the median run's lines/s,
+the largest peak RSS over the runs, and the spread (slowest - fastest) /
+fastest: on a shared VM it is often 10-30 %, so compare figures of one run of
+this script, not across runs.
+
+The package measured is the installed one (run this with the interpreter of a
+regular ``pip install .``); the source tree next to this script is used only
+when none is installed. Which one, and whether its accelerator loaded, is
+printed first: without the accelerator the (a) "C" rows are flagged.
 
 It prints figures only; nothing is asserted about timing. Targets, for
 context: (a) >= 1,000,000 lines/s on one core; (b) >= 10 x GoAccess's lines/s;
@@ -72,9 +82,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+try:   # the installed package, as users run it
+    import nginx_canary  # noqa: F401
+except ImportError:
+    sys.path.append(REPO)
 
+import nginx_canary  # noqa: E402
+from nginx_canary.logs import counting  # noqa: E402
 from nginx_canary.logs.analyze import AddressBook, Analyzer, feed_blocks  # noqa: E402
 from nginx_canary.logs.format import CANARY_FORMAT, COMBINED, FormatSpec, compile_format  # noqa: E402
 from nginx_canary.logs.reader import block_batches  # noqa: E402
@@ -630,9 +644,12 @@ def book() -> AddressBook:
     return AddressBook({s: UPSTREAM for s in SERVERS}, {s: ("canary" if s in CANARY else "stable") for s in SERVERS})
 
 
-def in_process(spec: FormatSpec, path: str) -> Tuple[float, Dict[str, Any]]:
-    """(seconds, report) of block_batches + feed_blocks + report over ``path``; set-up not timed."""
-    analyzer = Analyzer(compile_format(spec), book(), WindowedStats())
+def in_process(spec: FormatSpec, path: str, accelerated: Optional[bool] = None) -> Tuple[float, Dict[str, Any]]:
+    """(seconds, report) of block_batches + feed_blocks + report over ``path``; set-up not timed.
+
+    ``accelerated``: as :class:`Analyzer` takes it (None: the C counter where it serves).
+    """
+    analyzer = Analyzer(compile_format(spec), book(), WindowedStats(), accelerated=accelerated)
     t0 = time.perf_counter()
     feed_blocks(analyzer, block_batches(path))
     report = analyzer.report()
@@ -653,6 +670,54 @@ def find_canary() -> List[str]:
             return [c]
     found = shutil.which("nginx-canary")
     return [found] if found else [sys.executable, "-m", "nginx_canary"]
+
+
+def cli_interpreter(canary: List[str]) -> str:
+    """The Python the CLI runs on: its script's ``#!`` line, else this one."""
+    if len(canary) == 1:
+        try:
+            with open(canary[0], "rb") as fh:
+                first = fh.readline().decode(errors="replace").strip()
+        except OSError:
+            first = ""
+        if first.startswith("#!") and os.access(first[2:].split()[0], os.X_OK):
+            return first[2:].split()[0]
+    return sys.executable
+
+
+ACCELERATOR_PROBE = ("import nginx_canary.logs.counting as c, os\n"
+                     "print(c.accelerator_available(), os.path.dirname(c.__file__), c.ACCELERATOR_ERROR)")
+
+
+def accelerator_facts(canary: List[str]) -> Dict[str, Any]:
+    """Whether the C accelerator loads here and in the CLI's interpreter, and from where."""
+    here_ok = counting.accelerator_available()
+    python = cli_interpreter(canary)
+    try:
+        # From "/": "python -c" puts its working directory first on sys.path, the CLI does not.
+        out = subprocess.run([python, "-c", ACCELERATOR_PROBE], capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL, env=child_env(False), cwd="/")
+        cli_ok, _, rest = out.stdout.strip().partition(" ")
+        cli_package, _, cli_error = rest.partition(" ")
+    except (OSError, subprocess.SubprocessError) as exc:
+        cli_ok, cli_package, cli_error = "False", "?", str(exc)
+
+    def says(ok: bool, error: Optional[str]) -> str:
+        return "loaded" if ok else f"NOT BUILT ({error})"
+
+    return {"here_ok": here_ok, "here": says(here_ok, counting.ACCELERATOR_ERROR),
+            "here_package": os.path.dirname(os.path.dirname(counting.__file__)),
+            "cli_ok": cli_ok == "True", "cli": says(cli_ok == "True", cli_error),
+            "cli_package": os.path.dirname(cli_package), "cli_python": python,
+            "ok": here_ok and cli_ok == "True"}
+
+
+def child_env(pure_python: bool) -> Dict[str, str]:
+    """This process's environment, with NGINX_CANARY_PURE_PYTHON=1 exactly when ``pure_python``."""
+    env = {k: v for k, v in os.environ.items() if k != counting.PURE_PYTHON_ENV}
+    if pure_python:
+        env[counting.PURE_PYTHON_ENV] = "1"
+    return env
 
 
 def canary_argv(canary: List[str], tmp: str, path: str, log_format: str) -> List[str]:
@@ -688,6 +753,12 @@ class Measure:
         return min(r.seconds for r in self.runs)
 
     @property
+    def median_rate(self) -> float:
+        """lines/s of the median run (the lower middle one for an even count)."""
+        seconds = sorted(r.seconds for r in self.runs)
+        return self.lines / seconds[(len(seconds) - 1) // 2] if self.lines else 0.0
+
+    @property
     def rate(self) -> float:
         return self.lines / self.best if self.lines else 0.0
 
@@ -698,7 +769,8 @@ class Measure:
 
     def as_dict(self) -> Dict[str, Any]:
         return {"what": self.what, "lines": self.lines, "best_seconds": round(self.best, 4), "spread": round(self.spread, 3),
-                "lines_per_second": round(self.rate), "seconds": [round(r.seconds, 4) for r in self.runs],
+                "lines_per_second": round(self.rate), "median_lines_per_second": round(self.median_rate),
+                "seconds": [round(r.seconds, 4) for r in self.runs],
                 "cpu_seconds": [None if r.cpu_seconds is None else round(r.cpu_seconds, 3) for r in self.runs],
                 "peak_rss_mb": None if self.peak_rss_mb is None else round(self.peak_rss_mb, 1)}
 
@@ -819,9 +891,15 @@ def _bench(args: argparse.Namespace, lines: int, runs: int, tmp: str) -> int:
     spec_b = FormatSpec("combined+upstream", COMBINED_UPSTREAM)
     strategies = {"a": compile_format(spec_a).strategy, "b": compile_format(spec_b).strategy}
 
-    print(f"nginx-canary analyze benchmark: {lines:,} requests, best of {runs}, seed {args.seed}")
+    accel = accelerator_facts(canary)
+    print(f"nginx-canary analyze benchmark: {lines:,} requests, {runs} run(s) each, seed {args.seed}")
     print(f"machine: nproc {facts['nproc']}, {facts['cpu_model']}, Python {facts['python']} "
           f"({facts['python_impl']}), kernel {facts['kernel']}, load average {' '.join(map(str, load_start))}")
+    print(f"package: {accel['here_package']} (in-process), C accelerator {accel['here']}; "
+          f"CLI {' '.join(canary)} on {accel['cli_python']}: C accelerator {accel['cli']}")
+    if not accel["ok"]:
+        print("WARNING: the C accelerator is not loaded; the (a) 'C accelerator' rows run pure Python", file=sys.stderr)
+    fast = "C accelerator" if accel["ok"] else "C accelerator MISSING"
     print(f"generating into {tmp} ...", flush=True)
     files = generate(tmp, lines, args.seed, rss_sizes=not args.no_rss_sizes)
     exp = files.expected
@@ -857,8 +935,12 @@ def _bench(args: argparse.Namespace, lines: int, runs: int, tmp: str) -> int:
         "startup": Measure("startup", "nginx-canary start-up (1-line file)", 1, rss=True),
         "bare_sub": Measure("bare_sub", "bare loop (a), python -c", lines, rss=True),
         "bare_in": Measure("bare_in", "bare loop (a), in-process", lines),
-        "ours_a_in": Measure("ours_a_in", f"ours (a) canary [{strategies['a']}], in-process", lines),
-        "ours_a_cli": Measure("ours_a_cli", f"ours (a) canary [{strategies['a']}], CLI end to end", lines, rss=True),
+        "ours_a_in": Measure("ours_a_in", f"ours (a) canary [{strategies['a']}, {fast}], in-process", lines),
+        "ours_a_in_py": Measure("ours_a_in_py", f"ours (a) canary [{strategies['a']}, pure Python], in-process", lines),
+        "ours_a_cli": Measure("ours_a_cli", f"ours (a) canary [{strategies['a']}, {fast}], CLI end to end", lines,
+                              rss=True),
+        "ours_a_cli_py": Measure("ours_a_cli_py", f"ours (a) canary [{strategies['a']}, pure Python], CLI end to end",
+                                 lines, rss=True),
         "ours_b_in": Measure("ours_b_in", f"ours (b) combined+upstream [{strategies['b']}], in-process", lines),
         "ours_b_cli": Measure("ours_b_cli", f"ours (b) combined+upstream [{strategies['b']}], CLI end to end", lines, rss=True),
         "ga_json": Measure("ga_json", f"GoAccess {ga_version} (c) combined, -o report.json", lines, rss=True),
@@ -869,9 +951,9 @@ def _bench(args: argparse.Namespace, lines: int, runs: int, tmp: str) -> int:
     goaccess_general: Dict[str, Any] = {}
     ga_json = os.path.join(tmp, "goaccess.json")
 
-    def cli_run(key: str, path: str, log_format: str, expected: Expected) -> Run:
+    def cli_run(key: str, path: str, log_format: str, expected: Expected, pure_python: bool = False) -> Run:
         nonlocal warning
-        r = launcher.run(canary_argv(canary, tmp, path, log_format))
+        r = launcher.run(canary_argv(canary, tmp, path, log_format), env=child_env(pure_python))
         if r.returncode != 0:
             raise BenchError(f"{key}: nginx-canary exited {r.returncode}: {r.stderr.strip()[-500:]}")
         try:
@@ -884,11 +966,14 @@ def _bench(args: argparse.Namespace, lines: int, runs: int, tmp: str) -> int:
 
     steps: List[Tuple[str, Callable[[], Run]]] = [
         ("null", lambda: launcher.run(["/bin/true"])),
-        ("startup", lambda: _ok(launcher.run(canary_argv(canary, tmp, first_line, CANARY_FORMAT)), "startup")),
+        ("startup", lambda: _ok(launcher.run(canary_argv(canary, tmp, first_line, CANARY_FORMAT), env=child_env(False)),
+                                "startup")),
         ("bare_sub", lambda: _ok(launcher.run([py, "-c", BARE_LOOP_CODE, files.a]), "bare loop")),
         ("bare_in", lambda: Run(bare_loop_in_process(files.a))),
-        ("ours_a_in", lambda: _checked_in_process("ours_a_in", spec_a, files.a, exp)),
+        ("ours_a_in", lambda: _checked_in_process("ours_a_in", spec_a, files.a, exp, True if accel["here_ok"] else None)),
+        ("ours_a_in_py", lambda: _checked_in_process("ours_a_in_py", spec_a, files.a, exp, False)),
         ("ours_a_cli", lambda: cli_run("ours_a_cli", files.a, CANARY_FORMAT, exp)),
+        ("ours_a_cli_py", lambda: cli_run("ours_a_cli_py", files.a, CANARY_FORMAT, exp, pure_python=True)),
         ("ours_b_in", lambda: _checked_in_process("ours_b_in", spec_b, files.b, exp)),
         ("ours_b_cli", lambda: cli_run("ours_b_cli", files.b, COMBINED_UPSTREAM, exp)),
         ("ga_json", lambda: _ok(launcher.run([goaccess, files.c, *GOACCESS_BASE, "-o", ga_json]), "goaccess")),
@@ -932,20 +1017,35 @@ def _bench(args: argparse.Namespace, lines: int, runs: int, tmp: str) -> int:
 
     # -- output ------------------------------------------------------------------
     print()
-    print(f"{'what':<58} {'lines':>10} {'seconds':>8} {'lines/s':>11} {'peak RSS MB':>11} {'runs':>4} {'spread':>6}")
-    for key in ("null", "startup", "bare_sub", "bare_in", "ours_a_in", "ours_a_cli", "ours_b_in", "ours_b_cli", "ga_json", "ga_pe"):
+    print(f"{'what':<62} {'lines':>10} {'seconds':>8} {'lines/s':>11} {'median l/s':>11} {'peak RSS MB':>11} "
+          f"{'runs':>4} {'spread':>6}")
+    for key in ("null", "startup", "bare_sub", "bare_in", "ours_a_in", "ours_a_in_py", "ours_a_cli", "ours_a_cli_py",
+                "ours_b_in", "ours_b_cli", "ga_json", "ga_pe"):
         x = m[key]
         rss = x.peak_rss_mb if key not in ("null",) else None
         rate = fmt_rate(x.rate) if x.lines > 1 else "-"
+        median = fmt_rate(x.median_rate) if x.lines > 1 else "-"
         flag = "  COUNTS WRONG" if key in MISMATCHES else ""
-        print(f"{x.what:<58} {x.lines:>10,} {x.best:>8.3f} {rate:>11} {'-' if rss is None else f'{rss:.1f}':>11} "
-              f"{len(x.runs):>4} {x.spread:>6.0%}{flag}")
+        print(f"{x.what:<62} {x.lines:>10,} {x.best:>8.3f} {rate:>11} {median:>11} "
+              f"{'-' if rss is None else f'{rss:.1f}':>11} {len(x.runs):>4} {x.spread:>6.0%}{flag}")
     for row in rss_rows:
         label = f"peak RSS: ours ({row['format']}) CLI, {row['lines']:,} lines"
         rss = row["peak_rss_mb"]
         flag = "  COUNTS WRONG" if row["check_key"] in MISMATCHES else ""
-        print(f"{label:<58} {row['lines']:>10,} {row['seconds']:>8.3f} {fmt_rate(row['lines_per_second']):>11} "
-              f"{'-' if rss is None else f'{rss:.1f}':>11} {'-':>4} {'-':>6}{flag}")
+        print(f"{label:<62} {row['lines']:>10,} {row['seconds']:>8.3f} {fmt_rate(row['lines_per_second']):>11} "
+              f"{'-':>11} {'-' if rss is None else f'{rss:.1f}':>11} {'-':>4} {'-':>6}{flag}")
+
+    def rates(key: str) -> str:
+        x = m[key]
+        return f"{fmt_rate(x.median_rate)} ({fmt_rate(min(x.lines / r.seconds for r in x.runs))}-{fmt_rate(x.rate)})"
+
+    print()
+    print(f"(a) canary format, lines/s, median (range) of {runs} run(s):")
+    print(f"  {'':<16} {fast:<34} {'pure Python':<34} bare loop")
+    print(f"  {'in-process':<16} {rates('ours_a_in'):<34} {rates('ours_a_in_py'):<34} {rates('bare_in')}")
+    print(f"  {'CLI end to end':<16} {rates('ours_a_cli'):<34} {rates('ours_a_cli_py'):<34} {rates('bare_sub')} (python -c)")
+    print(f"  {fast} / pure Python: in-process {m['ours_a_in'].median_rate / m['ours_a_in_py'].median_rate:.1f} x, "
+          f"CLI {m['ours_a_cli'].median_rate / m['ours_a_cli_py'].median_rate:.1f} x (medians)")
 
     ga_best = max(m["ga_json"].rate, m["ga_pe"].rate)
     ratios = {
@@ -953,25 +1053,30 @@ def _bench(args: argparse.Namespace, lines: int, runs: int, tmp: str) -> int:
         "ours_b_in_over_goaccess": m["ours_b_in"].rate / ga_best,
         "ours_a_in_over_bare_in": m["ours_a_in"].rate / m["bare_in"].rate,
         "ours_a_cli_over_bare_sub": m["ours_a_cli"].rate / m["bare_sub"].rate,
+        "ours_a_in_c_over_python_median": m["ours_a_in"].median_rate / m["ours_a_in_py"].median_rate,
+        "ours_a_cli_c_over_python_median": m["ours_a_cli"].median_rate / m["ours_a_cli_py"].median_rate,
     }
     rss_values = [r["peak_rss_mb"] for r in rss_rows if r["peak_rss_mb"] is not None] or \
         [v for v in (m["ours_a_cli"].peak_rss_mb, m["ours_b_cli"].peak_rss_mb) if v is not None]
     rss_max = max(rss_values) if rss_values else None
+    # (a) is judged on the median run, not the best one: on a shared machine the best is luck.
     targets = {
-        "a_cli_lines_per_second_ge_1M": m["ours_a_cli"].rate >= TARGET_A,
-        "a_in_process_lines_per_second_ge_1M": m["ours_a_in"].rate >= TARGET_A,
+        "a_cli_median_lines_per_second_ge_1M": accel["ok"] and m["ours_a_cli"].median_rate >= TARGET_A,
+        "a_in_process_median_lines_per_second_ge_1M": accel["ok"] and m["ours_a_in"].median_rate >= TARGET_A,
         "b_cli_ge_10x_goaccess": ratios["ours_b_cli_over_goaccess"] >= TARGET_B_RATIO,
         "peak_rss_le_60MB": rss_max is not None and rss_max <= TARGET_RSS_MB,
     }
     print()
-    print(f"ratios (GoAccess = its faster mode, {fmt_rate(ga_best)} lines/s):")
+    print(f"ratios (GoAccess = its faster mode, {fmt_rate(ga_best)} lines/s; best runs):")
     print(f"  ours (b) / GoAccess:   CLI {ratios['ours_b_cli_over_goaccess']:.2f} x, in-process {ratios['ours_b_in_over_goaccess']:.2f} x"
           f"   [target >= {TARGET_B_RATIO:g} x: {'met' if targets['b_cli_ge_10x_goaccess'] else 'NOT met'} (CLI)]")
     print(f"  ours (a) / bare loop:  CLI / python -c {ratios['ours_a_cli_over_bare_sub']:.2f}, "
           f"in-process / in-process {ratios['ours_a_in_over_bare_in']:.2f}")
-    print(f"  ours (a) lines/s:      CLI {fmt_rate(m['ours_a_cli'].rate)}, in-process {fmt_rate(m['ours_a_in'].rate)}"
-          f"   [target >= {TARGET_A:,}: CLI {'met' if targets['a_cli_lines_per_second_ge_1M'] else 'NOT met'}, "
-          f"in-process {'met' if targets['a_in_process_lines_per_second_ge_1M'] else 'NOT met'}]")
+    print(f"  ours (a) lines/s, median: CLI {fmt_rate(m['ours_a_cli'].median_rate)}, "
+          f"in-process {fmt_rate(m['ours_a_in'].median_rate)}"
+          f"   [target >= {TARGET_A:,} on one core: CLI {'met' if targets['a_cli_median_lines_per_second_ge_1M'] else 'NOT met'}, "
+          f"in-process {'met' if targets['a_in_process_median_lines_per_second_ge_1M'] else 'NOT met'}"
+          f"{'' if accel['ok'] else ', the C accelerator did not load'}]")
     if rss_rows:
         by_fmt = {f: [r for r in rss_rows if r["format"] == f] for f in ("a", "b")}
         parts = [f"({f}) " + " / ".join(f"{r['peak_rss_mb']}" for r in rows) for f, rows in by_fmt.items()]
@@ -995,6 +1100,7 @@ def _bench(args: argparse.Namespace, lines: int, runs: int, tmp: str) -> int:
         print(text)
 
     summary = {
+        "accelerator": accel,
         "facts": {**facts, "load_start": load_start, "load_end": load_end,
                   "steal_share": None if steal is None else round(steal, 4), "goaccess": ga_version,
                   "goaccess_args": GOACCESS_BASE, "cpu_pinned": cpu, "taskset": bool(launcher.taskset),
@@ -1022,8 +1128,9 @@ def _ok(run: Run, label: str) -> Run:
     return run
 
 
-def _checked_in_process(label: str, spec: FormatSpec, path: str, expected: Expected) -> Run:
-    seconds, report = in_process(spec, path)
+def _checked_in_process(label: str, spec: FormatSpec, path: str, expected: Expected,
+                        accelerated: Optional[bool] = None) -> Run:
+    seconds, report = in_process(spec, path, accelerated)
     check_report(label, report, expected, with_upstream=True)
     return Run(seconds)
 

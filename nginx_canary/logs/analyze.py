@@ -1,18 +1,19 @@
 """Turn access-log lines into per-server, per-upstream and per-group figures.
 
-The hot path counts identical raw field tuples first (C-level work), then
-decodes and attributes each distinct tuple once, adding it with its count.
+The hot path counts identical raw field tuples first (see
+:mod:`nginx_canary.logs.counting`: the C accelerator for "split" formats, else
+``CompiledFormat.extract`` plus a ``Counter``), then decodes and attributes
+each distinct tuple once, adding it with its count. Both counters give the
+same tuples in the same order, so the figures are identical either way.
 """
 
 from __future__ import annotations
 
-import re
-import collections
-from typing import Counter, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
-from nginx_canary.logs.attempts import split_attempts
+from nginx_canary.logs.attribution import Attributor, Keys
+from nginx_canary.logs.counting import field_counter
 from nginx_canary.logs.format import CompiledFormat, upstream_fields
-from nginx_canary.logs.records import Attempt
 from nginx_canary.logs.window import Stats, WindowedStats
 from nginx_canary.nginx.addresses import Resolver, logged_forms, system_resolver
 from nginx_canary.nginx.conf import NginxConfig
@@ -20,9 +21,6 @@ from nginx_canary.nginx.conf import NginxConfig
 SERVER, UPSTREAM, GROUP = "server:", "upstream:", "group:"
 _MEMO_LIMIT = 100_000
 _PENDING_LIMIT = 200_000
-# What $upstream_addr can hold for one attempt: IPv4:port, [IPv6]:port, a unix
-# socket, or an upstream's name when none of its servers was available.
-_ADDRESS = re.compile(r"\A(?:\d{1,3}(?:\.\d{1,3}){3}:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}|unix:[^\s,]+|[A-Za-z0-9_.\-]+)\Z")
 
 
 class AddressBook:
@@ -63,7 +61,13 @@ class Analyzer:
     """
 
     def __init__(self, compiled: CompiledFormat, book: AddressBook, windows: WindowedStats, *,
-                 only_upstream: Optional[str] = None) -> None:
+                 only_upstream: Optional[str] = None, accelerated: Optional[bool] = None) -> None:
+        """``accelerated``: see :func:`nginx_canary.logs.counting.field_counter`.
+
+        Raises:
+            LogFormatError: the format lacks what per-upstream analysis needs.
+            RuntimeError: ``accelerated=True`` and the C accelerator cannot serve.
+        """
         self.compiled = compiled
         self.book = book
         self.windows = windows
@@ -72,8 +76,9 @@ class Analyzer:
         self._single_status = self.fields.status != "upstream_status"
         self._single_seconds = self.fields.latency != "upstream_response_time"
         self._names = (self.fields.addr, self.fields.status, self.fields.latency)
-        self._memo: Dict[Tuple[bytes, ...], Optional[List[Tuple[Tuple[str, ...], Optional[int], Optional[float]]]]] = {}
-        self._pending: Counter[Tuple[bytes, ...]] = collections.Counter()
+        self._attribute = Attributor(compiled.decode, self._targets, single_status=self._single_status,
+                                     single_seconds=self._single_seconds, memo_limit=_MEMO_LIMIT)
+        self._pending = field_counter(compiled, self._names, accelerated=accelerated)
         self.lines = 0
         self.unparsed = 0
 
@@ -82,26 +87,17 @@ class Analyzer:
         self.lines += n
         self.unparsed += n
 
-    def _targets(self, attempt: Attempt) -> Tuple[str, ...]:
-        upstream = self.book.upstream_of.get(attempt.address)
+    def _targets(self, address: str) -> Keys:
+        upstream = self.book.upstream_of.get(address)
         if self.only_upstream is not None and upstream != self.only_upstream:
             return ()
-        keys = [SERVER + attempt.address]
+        keys = [SERVER + address]
         if upstream is not None:
             keys.append(UPSTREAM + upstream)
-        group = self.book.group_of.get(attempt.address)
+        group = self.book.group_of.get(address)
         if group is not None:
             keys.append(GROUP + group)
         return tuple(keys)
-
-    def _attribute(self, raw: Tuple[bytes, ...]) -> Optional[List[Tuple[Tuple[str, ...], Optional[int], Optional[float]]]]:
-        decode = self.compiled.decode
-        addr, status, seconds = (decode(value) for value in raw)
-        attempts = split_attempts(addr, status, seconds,
-                                  single_status=self._single_status, single_seconds=self._single_seconds)
-        if any(not _ADDRESS.match(a.address) for a in attempts):
-            return None
-        return [(self._targets(a), a.status, a.seconds) for a in attempts]
 
     def feed(self, lines: Sequence[bytes], at: Optional[float] = None) -> None:
         """Count ``lines`` (with or without their newline) as seen at time ``at``.
@@ -110,17 +106,20 @@ class Analyzer:
         once; without it (whole files) they are only counted, and attributed
         in bulk by :meth:`flush`, which is much faster for long files.
         """
-        rows, misfits = self.compiled.extract(lines, self._names)
+        misfits = self._pending.feed_lines(lines)
         self.lines += len(lines)
         self.unparsed += misfits
-        self._pending.update(rows)
         self._maybe_flush(at)
 
     def feed_block(self, block: bytes, at: Optional[float] = None) -> None:
-        """Like :meth:`feed` for a block of whole lines, each ending with ``\\n``."""
-        lines = block.split(b"\n")
-        lines.pop()
-        self.feed(lines, at)
+        """Like :meth:`feed` for a block of whole lines, each ending with ``\\n``.
+
+        Bytes after the last ``\\n`` are ignored. Raises TypeError unless ``block`` is bytes.
+        """
+        lines, misfits = self._pending.feed_block(block)
+        self.lines += lines
+        self.unparsed += misfits
+        self._maybe_flush(at)
 
     def _maybe_flush(self, at: Optional[float]) -> None:
         # The pending counter is bounded: junk with ever-new values cannot grow it without limit.
@@ -129,15 +128,10 @@ class Analyzer:
 
     def flush(self, at: Optional[float] = None) -> None:
         """Attribute the counted lines to servers, upstreams and groups in the windows."""
-        memo = self._memo
+        attribute = self._attribute
         add = self.windows.add
         for raw, count in self._pending.items():
-            try:
-                attributed = memo[raw]
-            except KeyError:
-                if len(memo) >= _MEMO_LIMIT:
-                    memo.clear()
-                attributed = memo[raw] = self._attribute(raw)
+            attributed = attribute(raw)
             if attributed is None:
                 self.unparsed += count
                 continue

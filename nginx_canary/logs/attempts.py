@@ -18,17 +18,20 @@ from nginx_canary.logs.records import Attempt
 _REDIRECT = " : "
 _RETRY = ", "
 _NO_VALUE = ("-", "")
+#: What a try that nginx moved on from counts as when only ``$status`` is logged.
+RETRIED_STATUS = 502
 _STATUS = re.compile(r"[0-9]{3}\Z")
 _SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
 
 
-def _entries(value: Optional[str]) -> List[str]:
+def entries(value: Optional[str]) -> List[str]:
+    """The entries of an ``$upstream_*`` value, stripped, in order; none for ``""`` or None."""
     if not value:
         return []
     return [entry.strip() for group in value.split(_REDIRECT) for entry in group.split(_RETRY)]
 
 
-def _group_ends(value: str) -> List[bool]:
+def group_ends(value: str) -> List[bool]:
     """For each entry of ``value``, whether it is the last try before a redirect (or the end)."""
     ends: List[bool] = []
     for group in value.split(_REDIRECT):
@@ -37,11 +40,13 @@ def _group_ends(value: str) -> List[bool]:
     return ends
 
 
-def _status(entry: Optional[str]) -> Optional[int]:
+def parse_status(entry: Optional[str]) -> Optional[int]:
+    """``entry`` as a status: three digits, else None."""
     return int(entry) if entry is not None and _STATUS.match(entry) else None
 
 
-def _seconds(entry: Optional[str]) -> Optional[float]:
+def parse_seconds(entry: Optional[str]) -> Optional[float]:
+    """``entry`` as seconds: a non-negative decimal, else None."""
     return float(entry) if entry is not None and _SECONDS.match(entry) else None
 
 
@@ -50,7 +55,7 @@ def split_attempts(
     status: Optional[str],
     seconds: Optional[str],
     *,
-    retried_status: int = 502,
+    retried_status: int = RETRIED_STATUS,
     single_status: bool = False,
     single_seconds: bool = False,
 ) -> List[Attempt]:
@@ -74,23 +79,23 @@ def split_attempts(
 
     Pure and total: never raises, whatever the strings hold.
     """
-    addresses = _entries(addr)
+    addresses = entries(addr)
     count = len(addresses)
     if count == 0:
         return []
     statuses: List[Optional[int]]
     times: List[Optional[float]]
     if single_status:
-        statuses = [None if last_of_group else retried_status for last_of_group in _group_ends(addr)]
-        statuses[-1] = _status(status.strip() if status else None)
+        statuses = [None if last_of_group else retried_status for last_of_group in group_ends(addr)]
+        statuses[-1] = parse_status(status.strip() if status else None)
     else:
-        given = _entries(status)
-        statuses = [_status(given[i] if i < len(given) else None) for i in range(count)]
+        given = entries(status)
+        statuses = [parse_status(given[i] if i < len(given) else None) for i in range(count)]
     if single_seconds:
-        times = [None] * (count - 1) + [_seconds(seconds.strip() if seconds else None)]
+        times = [None] * (count - 1) + [parse_seconds(seconds.strip() if seconds else None)]
     else:
-        given = _entries(seconds)
-        times = [_seconds(given[i] if i < len(given) else None) for i in range(count)]
+        given = entries(seconds)
+        times = [parse_seconds(given[i] if i < len(given) else None) for i in range(count)]
     return [
         Attempt(address, code, spent)
         for address, code, spent in zip(addresses, statuses, times)

@@ -20,12 +20,16 @@ still whatever the mode.
 When the format is a run of variables joined by one separator byte that no
 value can contain (the shipped ``canary`` format: tabs under escape=default),
 a line is parsed with ``bytes.split`` driven by C-level ``map`` calls: the
-"split" strategy. Anything else gets a full-line ``re`` pattern: the "regex"
-strategy. That pattern never backtracks more than linearly: a value whose
-following literal can occur inside it is matched first-fit (an atomic group,
-written as a capturing lookahead plus a back-reference because ``(?>...)`` needs
-Python 3.11), and only a line that fails first-fit and is short enough for its
-number of candidate split points gets a second, backtracking try.
+"split" strategy. (The analyzer reads split formats through the C accelerator
+of :mod:`nginx_canary.logs.counting` when it is built, which finds the same
+fields from :meth:`CompiledFormat.split_layout`; ``extract`` here is the
+pure-Python path and the reference it is tested against.) Anything else gets
+a full-line ``re`` pattern: the "regex" strategy. That pattern never
+backtracks more than linearly: a value whose following literal can occur
+inside it is matched first-fit (an atomic group, written as a capturing
+lookahead plus a back-reference because ``(?>...)`` needs Python 3.11), and
+only a line that fails first-fit and is short enough for its number of
+candidate split points gets a second, backtracking try.
 """
 
 from __future__ import annotations
@@ -140,6 +144,21 @@ class UpstreamFields:
     time: Optional[str]
     final_status: Optional[str]
     request_time: Optional[str]
+
+
+@dataclass(frozen=True)
+class SplitLayout:
+    """Where some variables sit in a "split" line: ``prefix`` + fields joined by ``sep`` + ``suffix``.
+
+    ``fields`` is how many fields a line has; ``wanted`` the field index of
+    each variable asked for, in the order asked.
+    """
+
+    sep: bytes
+    fields: int
+    wanted: Tuple[int, ...]
+    prefix: bytes
+    suffix: bytes
 
 
 @dataclass(frozen=True)
@@ -341,6 +360,24 @@ class CompiledFormat:
         decode = self._decode
         return {name: decode(raw) for name, raw in zip(self.variables, rows[0])}
 
+    def _check_names(self, names: Sequence[str]) -> None:
+        missing = [n for n in names if n not in self.variables]
+        if missing:
+            raise LogFormatError(
+                f"log format {self.spec.name!r} has no " + ", ".join(f"${n}" for n in missing)
+            )
+
+    def split_layout(self, names: Sequence[str]) -> Optional[SplitLayout]:
+        """The layout that locates ``names`` in a line; None unless the strategy is "split".
+
+        Raises:
+            LogFormatError: a name is not a variable of this format.
+        """
+        self._check_names(names)
+        if self.strategy != "split":
+            return None
+        return SplitLayout(self._sep, self._fields, tuple(self._index[n] for n in names), self._prefix, self._suffix)
+
     def extract(self, lines: Sequence[bytes], names: Sequence[str]) -> Tuple[List[Tuple[bytes, ...]], int]:
         """The raw (still escaped) values of ``names`` for each line that fits, and how many did not.
 
@@ -349,11 +386,7 @@ class CompiledFormat:
         Raises:
             LogFormatError: a name is not a variable of this format.
         """
-        missing = [n for n in names if n not in self.variables]
-        if missing:
-            raise LogFormatError(
-                f"log format {self.spec.name!r} has no " + ", ".join(f"${n}" for n in missing)
-            )
+        self._check_names(names)
         if not isinstance(lines, list):
             lines = list(lines)
         if self.strategy == "split":

@@ -48,9 +48,15 @@ def block_batches(path: str, *, chunk_bytes: int = CHUNK_BYTES, max_line_bytes: 
                     chunk = chunk[newline + 1:]
                     skipping = False
                     overlong += 1
-                data = carry + chunk if carry else chunk
-                cut = data.rfind(b"\n") + 1
-                block, carry = data[:cut], data[cut:]
+                # The carry holds no newline: the block ends at the chunk's last one.
+                # One copy per block (join takes the memoryview as it is).
+                cut = chunk.rfind(b"\n") + 1
+                if not cut:
+                    block, carry = b"", carry + chunk
+                elif carry:
+                    block, carry = b"".join((carry, memoryview(chunk)[:cut])), chunk[cut:]
+                else:
+                    block, carry = (chunk, b"") if cut == len(chunk) else (chunk[:cut], chunk[cut:])
                 if len(carry) > max_line_bytes:
                     carry, skipping = b"", True
                 if block or overlong:
