@@ -14,7 +14,9 @@ Known limits, all inherent to following a path:
 * copytruncate loses the lines written between the copy and the truncate;
   nothing can read them back (they are neither in the copy nor in the file).
 * A file created at the path and rotated away again between two
-  ``read_lines()`` calls is never seen.
+  ``read_lines()`` calls is seen only thanks to watchdog, whose thread opens
+  each file as it appears (without watchdog, or if inotify drops the event,
+  such a file is never seen).
 * A truncated file that regrows past our offset before we look is caught by
   checking the byte before our offset (it must still be the byte we read
   there); a regrown file that happens to hold the same byte there is not.
@@ -74,14 +76,25 @@ class _OpenLog:
 
 
 class _Wakeup(FileSystemEventHandler):
-    """Runs on watchdog's thread: only sets an Event when our path changes."""
+    """Runs on watchdog's thread: sets an Event when our path changes, and opens a file created there.
 
-    def __init__(self, path: str, event: threading.Event) -> None:
+    Opening at once, rather than at the next ``read_lines()``, is what keeps a
+    file that is created and rotated away again between two reads (rotation
+    faster than the reader polls) from being missed: the open descriptor
+    follows the file wherever it is renamed.
+    """
+
+    def __init__(self, path: str, event: threading.Event, opened: Callable[[], None]) -> None:
         super().__init__()
         self._path = path
         self._event = event
+        self._opened = opened
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        created = event.event_type == "created" and os.fsdecode(event.src_path) == self._path
+        moved_here = event.event_type == "moved" and os.fsdecode(event.dest_path) == self._path
+        if created or moved_here:
+            self._opened()
         if os.fsdecode(event.src_path) == self._path or os.fsdecode(event.dest_path) == self._path:
             self._event.set()
 
@@ -151,6 +164,9 @@ class LogTailer:
         self._more_pending = False
         self._closed = False
         self._wakeup = threading.Event()
+        # Files watchdog's thread opened as they appeared at the path: (fd, identity), oldest first.
+        self._early: List[Tuple[int, Tuple[int, int]]] = []
+        self._early_lock = threading.Lock()
         self._observer: Optional[BaseObserver] = None
 
         self.rotations = 0
@@ -238,6 +254,10 @@ class LogTailer:
             os.close(log.fd)
         self._draining.clear()
         self._current = None
+        with self._early_lock:
+            for fd, _ in self._early:
+                os.close(fd)
+            self._early.clear()
 
     def __enter__(self) -> "LogTailer":
         return self
@@ -251,7 +271,7 @@ class LogTailer:
         observer = Observer()
         try:
             observer.schedule(
-                _Wakeup(self._path, self._wakeup),
+                _Wakeup(self._path, self._wakeup, self._open_early),
                 os.path.dirname(self._path),
                 recursive=False,
                 event_filter=([FileModifiedEvent] if self._watch_writes else [])
@@ -287,8 +307,52 @@ class LogTailer:
             raise
         return log
 
+    def _open_early(self) -> None:
+        """On watchdog's thread: open what was just created at the path, to be taken up by ``_check_path``."""
+        try:
+            fd = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return  # gone already, or unreadable: the stat in read_lines() says what is there
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return
+        with self._early_lock:
+            if self._closed:
+                os.close(fd)
+                return
+            self._early.append((fd, (st.st_dev, st.st_ino)))
+
+    def _take_early(self) -> None:
+        """Follow the files watchdog opened as they appeared, unless already followed (read from byte 0)."""
+        with self._early_lock:
+            early, self._early = self._early, []
+        for fd, identity in early:
+            known = [log.identity for log in self._draining]
+            if self._current is not None:
+                known.append(self._current.identity)
+            if identity in known:
+                os.close(fd)
+                continue
+            counted = self._current is not None or self._followed
+            if self._current is not None:
+                # A new file appeared at the path: ours was renamed or deleted before it. Its lines come first.
+                self._current.quiet_since = self._clock()
+                self._draining.append(self._current)
+                self._current = None
+            # Drained like a rotated file; _check_path makes it current if it is still at the path.
+            self._draining.append(_OpenLog(fd, identity, 0, 0, None, quiet_since=self._clock()))
+            if counted:
+                self.rotations += 1
+            self._followed = True
+
     def _check_path(self) -> None:
         """Notice a rotation, deletion or (re)creation at the path."""
+        self._take_early()
         try:
             st: Optional[os.stat_result] = os.stat(self._path)
         except (FileNotFoundError, NotADirectoryError):
@@ -309,6 +373,13 @@ class LogTailer:
         if st is None:
             self.error = None
             return
+        for log in self._draining:
+            if log.identity == (st.st_dev, st.st_ino):
+                # Opened by watchdog's thread as it appeared: already counted, read from byte 0.
+                self._draining.remove(log)
+                self._current = log
+                self.error = None
+                return
         try:
             new = self._open(0)
         except OSError as exc:

@@ -678,3 +678,35 @@ def test_deleted_log_then_reopen_continues_with_the_new_file(counting_nginx: Cou
     in_new_file = set(numbers_in(log.read_bytes().splitlines()))
     assert in_new_file and in_new_file <= set(numbers)
     assert counting_nginx.serious_errors() == []
+
+
+def test_files_rotated_away_between_two_reads_are_not_missed(tmp_path: Path) -> None:
+    # Rotation faster than the reader polls: each file appears at the path and is renamed away
+    # before read_lines() runs once. watchdog's thread opens each one as it appears.
+    path = tmp_path / "access.log"
+    path.write_bytes(b"")
+    tailer = LogTailer(str(path), from_end=False, watch=True, watch_writes=False)
+    try:
+        assert tailer.watching
+        sent = []
+        for n in range(10):
+            with open(path, "ab") as fh:
+                for i in range(5):
+                    line = f"file {n} line {i}".encode()
+                    fh.write(line + b"\n")
+                    sent.append(line)
+            os.rename(path, tmp_path / f"access.log.{n}")
+            path.write_bytes(b"")  # a new file at the path, as after nginx -s reopen
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # let watchdog's thread see the new file
+                with tailer._early_lock:
+                    opened = len(tailer._early)
+                if opened == n + 1:
+                    break
+                time.sleep(0.005)
+        got = tailer.read_lines()
+        assert got == sent
+        assert tailer.rotations == 10
+        assert tailer.read_lines() == []
+    finally:
+        tailer.close()
