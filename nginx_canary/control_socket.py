@@ -245,6 +245,13 @@ class ControlServer:
             if not is_allowed(peer, os.geteuid(), self.control_gid):
                 log.warning("control socket: refused pid %d uid %d gid %d (not root, the daemon's user or in "
                             "control_group)", peer.pid, peer.uid, peer.gid)
+                # Take its request (never acted on) first: closing on an unread request resets the
+                # connection, and the client would see "Broken pipe" instead of the refusal.
+                conn.settimeout(min(self.request_timeout, 1.0))
+                try:
+                    _read_line(conn, MAX_REQUEST_BYTES)
+                except (OSError, ControlError):
+                    pass
                 _send(conn, {"ok": False, "exit_code": int(ExitCode.BAD_INPUT),
                              "error": "permission denied: the control socket takes root, the daemon's user "
                                       "and members of control_group only"})
@@ -327,7 +334,10 @@ def call(path: str, command: str, args: Optional[Dict[str, Any]] = None, *,
             raise ControlError(f"cannot connect to {path}: {exc.strerror}") from None
         request = {"command": command, "args": args or {}}
         try:
-            conn.sendall(json.dumps(request).encode("utf-8") + b"\n")
+            try:
+                conn.sendall(json.dumps(request).encode("utf-8") + b"\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon answered (a refusal) without reading it all: the answer may still be there
             raw = _read_line(conn, MAX_ANSWER_BYTES)
         except socket.timeout:
             raise ControlError(f"the daemon did not answer {command!r} within {timeout:g} s") from None
