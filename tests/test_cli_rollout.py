@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from nginx_canary.state import RolloutState, StateStore
+
+
+@pytest.fixture
+def socket_path() -> Iterator[Path]:
+    """A socket path nothing listens on, short enough for sun_path; its directory is removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="nc-"))
+    yield directory / "none.sock"
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -25,8 +35,7 @@ def save_rollout(state_dir: Path, state: str, upstream: str = "backend", **extra
 
 @pytest.mark.parametrize("command", [["status"], ["status", "app"], ["start", "app"], ["pause", "app"],
                                      ["resume", "app"], ["promote", "app"], ["abort", "app"], ["history"]])
-def test_every_command_says_the_daemon_is_not_running_with_exit_3(command):
-    socket_path = Path(tempfile.mkdtemp(prefix="nc-")) / "none.sock"
+def test_every_command_says_the_daemon_is_not_running_with_exit_3(command, socket_path):
     result = cli("--socket", str(socket_path), *command)
     assert result.returncode == 3
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
@@ -70,9 +79,8 @@ def test_set_weight_ignores_finished_rollouts_and_other_upstreams(nginx):
     assert cli(*nginx.cli_args(), "set-weight", "backend", "40", "--canary", nginx.v2).returncode == 0
 
 
-def test_set_weight_force_without_a_daemon_applies_and_says_the_rollout_will_pause(nginx):
+def test_set_weight_force_without_a_daemon_applies_and_says_the_rollout_will_pause(nginx, socket_path):
     save_rollout(nginx.state_dir, "progressing")
-    socket_path = Path(tempfile.mkdtemp(prefix="nc-")) / "none.sock"
     result = cli("--socket", str(socket_path), *nginx.cli_args(), "set-weight", "backend", "30", "--canary", nginx.v2,
                  "--force")
     assert result.returncode == 0, result.stderr
