@@ -2,6 +2,12 @@
 
 Threads: the main loop owns every :class:`~nginx_canary.rollout.Rollout`; the
 control socket's threads only queue commands for it and wait for the answer.
+A step change or restore (files, ``nginx -t``, reload, verification) runs on
+the :class:`~nginx_canary.change_runner.ChangeRunner`'s worker thread while
+the loop, waiting for it, goes on reading the logs, running the checks that
+fall due (:meth:`Rollout.observe`: judged and counted, acted on once the
+change is done); so a slow reload does not delay the checks. Commands wait
+for the change to finish: an answer never shows a change half done.
 The log tailers' watchdog threads only notice rotations (not each write: the
 loop reads the logs on its own timer, and an inotify event per log line would
 cost more CPU than the analysis itself); webhook, gate and HTTP-check threads
@@ -35,7 +41,9 @@ from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from nginx_canary import operations
+from nginx_canary.analysis import Verdict
 from nginx_canary.applier import NginxSplitApplier
+from nginx_canary.change_runner import ChangeRunner, OffLoopApplier
 from nginx_canary.control_socket import ControlServer
 from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError, UnknownRolloutError
 from nginx_canary.inputs import parse_percent
@@ -58,6 +66,9 @@ from nginx_canary.transaction import Transaction, ensure_state_dir, writer_lock
 from nginx_canary.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
+
+#: A command from the control socket: name, arguments, and the future its thread waits on.
+_Queued = Tuple[str, Dict[str, Any], concurrent.futures.Future]
 
 #: Longest sleep between two reads of the logs: lines are stamped when read,
 #: so this bounds how late a request is counted in its one-second bucket.
@@ -152,6 +163,7 @@ class RolloutRuntime:
     webhooks: Optional[WebhookSender] = None
     gates: Optional[GateChecker] = None
     http_checks: Optional[HttpChecker] = None
+    observed: Optional[Verdict] = None  # judged while a change was under way, to act on next turn
 
     def attach_integrations(self) -> None:
         """(Re)build webhooks, gates and HTTP checks from the rollout's current settings."""
@@ -215,11 +227,14 @@ class Daemon:
         self.store = StateStore(self.ops.state_dir, clock=clock)
         self.runtimes: Dict[str, RolloutRuntime] = {}
         self.started_at: Optional[float] = None
-        self._commands: "queue.SimpleQueue[Tuple[str, Dict[str, Any], concurrent.futures.Future]]" = queue.SimpleQueue()
+        self._commands: "queue.SimpleQueue[_Queued]" = queue.SimpleQueue()
         self._stopping = False
         self._reload_wanted = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector: Optional[selectors.BaseSelector] = None
         self._server: Optional[ControlServer] = None
+        self.changes = ChangeRunner(wait=self._wait, wake=self._wake, pump=self._pump,
+                                    next_wait=lambda: self._sleep_time(pumping=True))
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -293,9 +308,9 @@ class Daemon:
 
     def _build(self, rollout_settings: RolloutSettings, config: NginxConfig) -> RolloutRuntime:
         check_rollout_against_config(rollout_settings, config)
-        applier = NginxSplitApplier(self.ops, rollout_settings.upstream, rollout_settings.canary,
-                                    lock_timeout=self.lock_timeout,
-                                    on_reload=self.metrics.observe_reload if self.metrics is not None else None)
+        applier = OffLoopApplier(NginxSplitApplier(
+            self.ops, rollout_settings.upstream, rollout_settings.canary, lock_timeout=self.lock_timeout,
+            on_reload=self.metrics.observe_reload if self.metrics is not None else None), self.changes)
         traffic = RunTraffic(open_traffic(rollout_settings, config, self.ops))
         try:
             rollout = Rollout(rollout_settings, self.store, applier, traffic, clock=self.clock)
@@ -317,6 +332,7 @@ class Daemon:
             self._metrics_server.close()
             self._metrics_server = None
         self._fail_queued("the daemon is stopping")
+        self.changes.close()
         for name, runtime in self.runtimes.items():
             self._flush_series(name, runtime)
             runtime.close_integrations()
@@ -351,15 +367,23 @@ class Daemon:
     def loop(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ)
+        self._selector = selector
+        self.changes.enable()
         try:
             while not self._stopping:
                 self.turn()
                 if self._stopping:
                     break
-                selector.select(self._sleep_time())
-                self._drain_wake()
+                self._wait(self._sleep_time())
         finally:
+            self._selector = None
             selector.close()
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` s, until a command, a signal or a finished change wakes the loop."""
+        if self._selector is not None:
+            self._selector.select(timeout)
+        self._drain_wake()
 
     def turn(self) -> None:
         """One turn of the loop: reload if asked, read the logs, run due checks, run queued commands."""
@@ -367,6 +391,36 @@ class Daemon:
             self._reload_wanted = False
             self.reload()
         now = self.clock()
+        self._read_logs(now)
+        mono = self.monotonic()
+        for name, runtime in self.runtimes.items():
+            observed, runtime.observed = runtime.observed, None
+            if self._due(runtime, mono):
+                self._check(name, runtime, now)
+            elif observed is not None:
+                # Checks ran while a change was under way: act on the last one now, not at the next check.
+                self._check(name, runtime, now, observed)
+        self._run_queued()
+        self._notify(mono)
+        self._publish_metrics_when_due(mono)
+
+    def _pump(self) -> None:
+        """The loop's work while a step change or restore is under way on the worker thread.
+
+        Reads the logs and judges the checks that fall due (counted, acted on
+        by the next :meth:`turn`), keeps systemd's watchdog and the metrics
+        fed. Nothing here changes nginx or answers a command.
+        """
+        now = self.clock()
+        self._read_logs(now)
+        mono = self.monotonic()
+        for name, runtime in self.runtimes.items():
+            if self._due(runtime, mono):
+                self._observe(name, runtime, now)
+        self._notify(mono)
+        self._publish_metrics_when_due(mono)
+
+    def _read_logs(self, now: float) -> None:
         for name, runtime in self.runtimes.items():
             try:
                 runtime.traffic.traffic.poll(now)
@@ -374,18 +428,20 @@ class Daemon:
                 log.warning("rollout %s: reading the access log: %s", name, exc)
         for name, runtime in self.runtimes.items():
             self._record_series(name, runtime, now)
-        mono = self.monotonic()
-        for name, runtime in self.runtimes.items():
-            if mono >= runtime.next_check:
-                if runtime.rollout.state.state in ACTIVE and runtime.next_check:
-                    # How late this check runs against its schedule (the interval's jitter).
-                    self.check_lateness.add(mono - runtime.next_check)
-                interval = runtime.rollout.settings.analysis.interval
-                # Keep the cadence; after a long stall, start afresh rather than catch up in a burst.
-                runtime.next_check = max(runtime.next_check + interval, mono + interval / 2)
-                self._check(name, runtime, now)
-        self._run_queued()
-        self._notify(mono)
+
+    def _due(self, runtime: RolloutRuntime, mono: float) -> bool:
+        """Whether the rollout's check is due at ``mono``; if so, schedule the next one."""
+        if mono < runtime.next_check:
+            return False
+        if runtime.rollout.state.state in ACTIVE and runtime.next_check:
+            # How late this check runs against its schedule (the interval's jitter).
+            self.check_lateness.add(mono - runtime.next_check)
+        interval = runtime.rollout.settings.analysis.interval
+        # Keep the cadence; after a long stall, start afresh rather than catch up in a burst.
+        runtime.next_check = max(runtime.next_check + interval, mono + interval / 2)
+        return True
+
+    def _publish_metrics_when_due(self, mono: float) -> None:
         if self.metrics is not None and mono >= self._next_metrics:
             self._next_metrics = mono + METRICS_EVERY
             self._publish_metrics()
@@ -440,16 +496,29 @@ class Daemon:
         except StateError as exc:
             log.warning("rollout %s: cannot save the time series: %s", name, exc)
 
-    def _check(self, name: str, runtime: RolloutRuntime, now: float) -> None:
+    def _check(self, name: str, runtime: RolloutRuntime, now: float, verdict: Optional[Verdict] = None) -> None:
         try:
-            runtime.rollout.tick(now)
+            runtime.rollout.tick(now, verdict)
         except StateError as exc:
             log.error("rollout %s: %s", name, exc)
         except Exception:  # noqa: BLE001 - one rollout's bug must not stop the others' protection
             log.exception("rollout %s: the check failed", name)
 
-    def _sleep_time(self) -> float:
-        if not self._commands.empty() or self._reload_wanted:
+    def _observe(self, name: str, runtime: RolloutRuntime, now: float) -> None:
+        try:
+            verdict = runtime.rollout.observe(now)
+        except StateError as exc:
+            log.error("rollout %s: %s", name, exc)
+        except Exception:  # noqa: BLE001 - as in _check
+            log.exception("rollout %s: the check failed", name)
+        else:
+            if verdict is not None:
+                runtime.observed = verdict
+
+    def _sleep_time(self, pumping: bool = False) -> float:
+        """Seconds until the loop has work; ``pumping``: while a change is under way (commands then wait)."""
+        if not pumping and (not self._commands.empty() or self._reload_wanted
+                            or any(r.observed is not None for r in self.runtimes.values())):
             return 0.0
         mono = self.monotonic()
         due = min((r.next_check for r in self.runtimes.values()), default=mono + POLL_EVERY)

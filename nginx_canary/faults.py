@@ -7,6 +7,9 @@ example ``after_write=kill`` or ``write_config=enospc@2``:
     SIGKILL this process at the point (a crash at the worst moment).
 ``enospc`` / ``eio``
     raise ``OSError`` (ENOSPC / EIO) there, as a full or failing disk would.
+``stall`` / ``stall:SECONDS``
+    sleep there (1 s, or SECONDS, at most 60) and go on, as a slow disk or an
+    nginx slow to start its workers would.
 
 ``@N`` fires at the N-th time the point is reached (default 1, once); ``@*``
 every time. Points: ``write_config`` / ``write_state`` / ``write_snapshot``
@@ -25,10 +28,29 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 from typing import Dict, Optional, Tuple
 
 ENV = "NGINX_CANARY_FAULTS"
-ACTIONS = ("kill", "enospc", "eio")
+ACTIONS = ("kill", "enospc", "eio", "stall")
+STALL_SECONDS = 1.0
+MAX_STALL_SECONDS = 60.0
+
+
+def _stall_seconds(action: str) -> Optional[float]:
+    """Seconds of a ``stall[:SECONDS]`` action; None for another action. Raises ValueError."""
+    name, colon, arg = action.partition(":")
+    if name != "stall":
+        return None
+    if not colon:
+        return STALL_SECONDS
+    try:
+        seconds = float(arg)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= MAX_STALL_SECONDS:
+        raise ValueError(f"{ENV}: {action!r}: SECONDS must be a number above 0 and at most {MAX_STALL_SECONDS:g}")
+    return seconds
 
 
 def parse(spec: str) -> Dict[str, Tuple[str, Optional[int]]]:
@@ -37,7 +59,7 @@ def parse(spec: str) -> Dict[str, Tuple[str, Optional[int]]]:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         point, _, rest = item.partition("=")
         action, _, nth = rest.partition("@")
-        if not point or action not in ACTIONS:
+        if not point or (action not in ACTIONS and _stall_seconds(action) is None):
             raise ValueError(f"{ENV}: {item!r} is not POINT=ACTION[@N] with ACTION one of {', '.join(ACTIONS)}")
         if nth == "*":
             armed[point] = (action, None)
@@ -65,6 +87,10 @@ def point(name: str) -> None:
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    stall = _stall_seconds(action)
+    if stall is not None:
+        time.sleep(stall)
+        return
     code = errno.ENOSPC if action == "enospc" else errno.EIO
     raise OSError(code, os.strerror(code))
 

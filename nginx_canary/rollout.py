@@ -334,6 +334,7 @@ class Rollout:
         self._last_recorded: Optional[Tuple[str, float]] = None  # (verdict, at) of the last recorded check
         self._now: Optional[float] = None
         self._last_gate: Optional[Tuple[str, str, str]] = None  # (gate, state, reason) last recorded
+        self._failed_in_flight: Optional[float] = None  # when a check failed during the step change under way
         #: Called as ``listener(event, record)`` after each history record (metrics, webhooks); ``record`` is
         #: the history line's data. A listener must return quickly and its errors are logged, never raised.
         self.listeners: List[Callable[[str, Dict[str, Any]], None]] = []
@@ -454,12 +455,14 @@ class Rollout:
             return
         self._move_to_step(now, 0, manual=True, revert_to=previous)
 
-    def tick(self, now: float) -> Optional[Verdict]:
+    def tick(self, now: float, verdict: Optional[Verdict] = None) -> Optional[Verdict]:
         """Run the checks once and act on them. Call it every ``analysis.interval`` for every rollout:
 
         it is a no-op returning None for an idle or finished rollout, and
         retries a step change or restore that a BusyError left undone.
-        Returns the verdict of the checks, or None when none ran. Never raises
+        ``verdict``, when given, is one :meth:`observe` already judged (and
+        counted) while a step change was under way: it is acted on, not judged again.
+        Returns the verdict acted on, or None when none was. Never raises
         a CanaryError from the applier: failures become transitions. Raises
         StateError when the state cannot be saved.
         """
@@ -480,21 +483,8 @@ class Rollout:
             changed = _changed(st.expected_files, seen)
             if changed:
                 self._pause(now, self._drift_reason(seen, changed), "drift")
-        canary, stable = self.traffic.groups(self.settings.analysis.window, now)
-        checks = CHECKS + (self.extra_checks(now) if self.extra_checks is not None else ())
-        verdict = evaluate(canary, stable, self.thresholds, now, checks)
-        st.last_verdict = verdict.to_dict()
-        st.failure_streak = next_failure_streak(st.failure_streak, verdict.verdict)
-        if verdict.verdict == FAIL:
-            st.step_started_at = now
-        if self._should_record(verdict.verdict, now):
-            try:
-                self._save(now)
-            except StateError as exc:
-                # Never let bookkeeping stand between a failing canary and its rollback.
-                log.error("rollout %s: cannot save the check: %s", self.name, exc)
-            self._record("check", now, level=logging.WARNING if verdict.verdict == FAIL else logging.DEBUG,
-                         verdict=verdict, failure_streak=st.failure_streak, failure_threshold=self.failure_threshold)
+        if verdict is None:
+            verdict = self._judge(now)
         if st.failure_streak >= self.failure_threshold:
             self._restore_snapshot(now, "rolled_back", f"{st.failure_streak} consecutive failed checks "
                                    f"(failure_threshold {self.failure_threshold}): {verdict.reason}", "rollback")
@@ -506,6 +496,44 @@ class Rollout:
         elif (st.state == "progressing" and verdict.verdict == PASS
                 and now - st.step_started_at >= self.step_interval):
             self._advance(now, verdict)
+        return verdict
+
+    def observe(self, now: float) -> Optional[Verdict]:
+        """Run the checks and count their verdict, but change nothing on nginx (None when not active).
+
+        For the daemon to keep its check cadence while a step change of this
+        (or another) rollout is under way on its worker thread: the verdict
+        goes into the failure streak, the status and the history like a
+        :meth:`tick`'s, and the next ``tick(now, verdict)`` acts on it. A
+        failed check during a step change restarts the bake time of the step
+        being applied. Raises StateError when the state cannot be saved.
+        """
+        self._now = now
+        if self.state.state not in ACTIVE:
+            return None
+        return self._judge(now)
+
+    def _judge(self, now: float) -> Verdict:
+        """The checks' verdict on the window ending at ``now``, counted in the failure streak and recorded."""
+        st = self.state
+        canary, stable = self.traffic.groups(self.settings.analysis.window, now)
+        checks = CHECKS + (self.extra_checks(now) if self.extra_checks is not None else ())
+        verdict = evaluate(canary, stable, self.thresholds, now, checks)
+        st.last_verdict = verdict.to_dict()
+        st.failure_streak = next_failure_streak(st.failure_streak, verdict.verdict)
+        if verdict.verdict == FAIL:
+            if st.step_started_at is None:
+                self._failed_in_flight = now  # the step being applied restarts its bake time from here
+            else:
+                st.step_started_at = now
+        if self._should_record(verdict.verdict, now):
+            try:
+                self._save(now)
+            except StateError as exc:
+                # Never let bookkeeping stand between a failing canary and its rollback.
+                log.error("rollout %s: cannot save the check: %s", self.name, exc)
+            self._record("check", now, level=logging.WARNING if verdict.verdict == FAIL else logging.DEBUG,
+                         verdict=verdict, failure_streak=st.failure_streak, failure_threshold=self.failure_threshold)
         return verdict
 
     def pause(self, now: float, reason: Optional[str] = None) -> None:
@@ -686,12 +714,14 @@ class Rollout:
         st.paused_reason = None
         st.message = f"applying {label}"
         self._save(now)
+        self._failed_in_flight = None
         try:
             applied = self.applier.apply(percent)
         except CanaryError as exc:
             return self._move_failed(now, label, exc, manual, revert_to, files_before)
         st.expected_files = dict(applied)
-        st.step_started_at = now
+        st.step_started_at = now if self._failed_in_flight is None else max(now, self._failed_in_flight)
+        self._failed_in_flight = None
         st.message = f"at {label}"
         self._save(now)
         self._record("step", self._finished_at(now), from_percent=from_percent, to_percent=st.canary_percent,
@@ -700,6 +730,10 @@ class Rollout:
 
     def _move_failed(self, now: float, label: str, exc: CanaryError, manual: bool, revert_to: RolloutState,
                      files_before: Dict[str, str]) -> bool:
+        if revert_to.state in ACTIVE:
+            # Checks observed while the change was under way count in the state it falls back to.
+            revert_to.failure_streak = self.state.failure_streak
+            revert_to.last_verdict = self.state.last_verdict
         if isinstance(exc, BusyError):
             self.state = revert_to
             self.state.message = (f"could not apply {label}: {exc}" +

@@ -76,3 +76,14 @@ def test_a_failing_disk_during_set_weight_changes_nothing(nginx):
     assert nginx.config_files() == before
     assert nginx.workers() == workers
     assert not (nginx.state_dir / "journal.json").exists()
+
+
+def test_stall_sleeps_and_goes_on(armed):
+    assert faults.parse("after_reload=stall, after_test=stall:0.05@*") == {
+        "after_reload": ("stall", 1), "after_test": ("stall:0.05", None)}
+    for bad in ("x=stall:", "x=stall:0", "x=stall:-1", "x=stall:61", "x=stall:nan", "x=stall:soon", "x=stal"):
+        with pytest.raises(ValueError):
+            faults.parse(bad)
+    armed("after_test=stall:0.05@*")
+    assert faults.point("after_test") is None  # slept, then went on: no error
+    assert faults.point("after_test") is None

@@ -1413,3 +1413,87 @@ def test_a_first_step_redone_at_recovery_that_fails_ends_the_run(env):
     rollout, _ = env.restart(T0 + 1)
     assert rollout.state.state == "rolled_back"
     assert env.applier.percent_on_disk() == "original"
+
+
+# --- checks observed while a step change is under way (the daemon's worker thread) ---------------
+
+
+class ObservingApplier(FakeApplier):
+    """Runs ``during_apply()`` inside ``apply``, after the files changed: the daemon's checks meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.during_apply: Optional[Callable[[], None]] = None
+
+    def apply(self, percent: Fraction) -> Dict[str, str]:
+        self._enter("apply", percent)
+        self.disk = {p: (text, format_percent(percent)) for p, (text, _) in self.disk.items()}
+        if self.during_apply is not None:
+            hook, self.during_apply = self.during_apply, None
+            hook()
+        self.last_returned = self.hashes(self.disk)
+        self.dirty = False
+        return dict(self.last_returned)
+
+
+def test_observe_counts_a_check_but_changes_nothing_and_tick_acts_on_it(env):
+    rollout = env.rollout()
+    assert rollout.observe(T0) is None  # idle: nothing to judge
+    rollout.start(T0)
+    env.traffic.mode = FAIL
+    assert rollout.observe(T0 + 1).verdict == FAIL
+    verdict = rollout.observe(T0 + 2)
+    assert verdict.verdict == FAIL and rollout.state.failure_streak == 2
+    assert rollout.state.state == "progressing" and env.applier.restores == []  # observing never acts
+    assert [c["detail"]["failure_streak"] for c in env.store.history("app") if c["event"] == "check"] == [1, 2]
+    judged = len(env.traffic.calls)
+    assert rollout.tick(T0 + 2.1, verdict) is verdict  # acted on as given, not judged again
+    assert len(env.traffic.calls) == judged
+    assert rollout.state.state == "rolled_back" and env.applier.restores == ["snap-1"]
+    assert rollout.state.message.startswith("rolled back: 2 consecutive failed checks (failure_threshold 2): ")
+
+
+def test_checks_failing_during_a_step_change_count_and_the_rollback_follows_it(env):
+    env.applier = ObservingApplier()
+    rollout = env.rollout(step_interval=10.0)
+    rollout.start(T0)
+    observed = []
+
+    def canary_breaks_meanwhile() -> None:
+        assert rollout.state.step_started_at is None  # the step change is in flight
+        env.traffic.mode = FAIL
+        observed.extend(rollout.observe(T0 + t).verdict for t in (10.25, 10.5))
+        assert rollout.state.step_started_at is None  # observing did not touch the crash-recovery intent
+
+    env.applier.during_apply = canary_breaks_meanwhile
+    verdict = rollout.tick(T0 + 10)  # passes, then steps to 25 %: the change runs the checks above
+    assert verdict.verdict == PASS and observed == [FAIL, FAIL]
+    st = rollout.state
+    assert (st.state, st.canary_percent, st.failure_streak) == ("progressing", "25", 2)
+    assert st.step_started_at == T0 + 10.5  # the bake time of the new step restarts at the failed check
+    assert_persisted(env, rollout)
+    last = rollout.observe(T0 + 10.6)
+    assert last.verdict == FAIL
+    rollout.tick(T0 + 10.6, last)
+    assert rollout.state.state == "rolled_back" and env.applier.restores == ["snap-1"]
+    assert [e for e in env.events() if e != "check"][-3:] == ["step", "rollback", "restored"]
+
+
+def test_a_failed_step_change_keeps_the_checks_observed_meanwhile(env):
+    env.applier = ObservingApplier()
+    rollout = env.rollout(step_interval=10.0)
+    rollout.start(T0)
+
+    def one_fail_then_nginx_rejects() -> None:
+        env.traffic.mode = FAIL
+        rollout.observe(T0 + 10.25)
+        env.applier.disk = {p: (text, "10") for p, (text, _) in env.applier.disk.items()}  # the transaction undoes
+        raise NginxRejectedError("reload did not take effect")
+
+    env.applier.during_apply = one_fail_then_nginx_rejects
+    rollout.tick(T0 + 10)
+    st = rollout.state
+    assert (st.state, st.canary_percent, st.failure_streak) == ("paused", "10", 1)
+    assert st.last_verdict["verdict"] == FAIL
+    rollout.tick(T0 + 10.5)  # the next failed check completes the streak: protection holds while paused
+    assert rollout.state.state == "rolled_back"
