@@ -178,8 +178,9 @@ class NginxSplitApplier:
                 raise ConfigError(f"server {server.address} appears {len(matches)} times in the snapshot of this "
                                   "file: cannot tell which weights to restore", file=server.file)
             down = any(tok.value == "down" for tok in matches[0].args[1:])
+            bare = not any(tok.value.startswith("weight=") for tok in matches[0].args[1:])
             by_file.setdefault(server.file, []).append(
-                ServerChange(server.line, server.address, current_weight(matches[0], server.file), down))
+                ServerChange(server.line, server.address, current_weight(matches[0], server.file), down, bare))
         changes = []
         for path, server_changes in by_file.items():
             old = _read(path)

@@ -46,6 +46,7 @@ from nginx_canary.applier import NginxSplitApplier
 from nginx_canary.change_runner import ChangeRunner, OffLoopApplier
 from nginx_canary.control_socket import ControlServer
 from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError, UnknownRolloutError
+from nginx_canary.fsutil import leftover_temps
 from nginx_canary.inputs import parse_percent
 from nginx_canary.logs.analyze import GROUP
 from nginx_canary.logs.sketch import LatencySketch
@@ -62,7 +63,7 @@ from nginx_canary.sd_notify import Notifier
 from nginx_canary.settings import MAX_DURATION_MS, DaemonSettings, RolloutSettings, load_settings
 from nginx_canary.state import GATES, StateStore, validate_name
 from nginx_canary.traffic import LogTraffic
-from nginx_canary.transaction import Transaction, ensure_state_dir, writer_lock
+from nginx_canary.transaction import Transaction, daemon_lock, writer_lock
 from nginx_canary.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector: Optional[selectors.BaseSelector] = None
         self._server: Optional[ControlServer] = None
+        self._daemon_lock: Optional[int] = None
         self.changes = ChangeRunner(wait=self._wait, wake=self._wake, pump=self._pump,
                                     next_wait=lambda: self._sleep_time(pumping=True))
 
@@ -246,12 +248,13 @@ class Daemon:
         """
         config = operations.read_config(self.ops)
         self.check_permissions(config)
+        self._daemon_lock = daemon_lock(self.ops.state_dir)
         if self.metrics is not None and self.settings.metrics_listen:
             self._metrics_server = self.metrics.serve(self.settings.metrics_listen)
             log.info("daemon: metrics on %s", self._metrics_server.url)
-        ensure_state_dir(self.ops.state_dir)
         with writer_lock(self.ops.state_dir):
             recovered = Transaction(self.ops.state_dir, self.ops.nginx()).recover()
+            self._remove_leftover_temps(config)
         if recovered:
             log.warning("daemon: %s", recovered)
             config = operations.read_config(self.ops)
@@ -259,10 +262,8 @@ class Daemon:
             self.runtimes[name] = self._build(rollout_settings, config)
         now = self.clock()
         self.started_at = now
-        for name, runtime in self.runtimes.items():
-            account = runtime.rollout.recover(now)
-            if account:
-                log.warning("rollout %s: recovered: %s", name, account)
+        for runtime in self.runtimes.values():
+            runtime.rollout.recover(now)  # what it did is logged (and in the history) by the rollout
         self._server = ControlServer(self.settings.control_socket, self._submit,
                                      control_group=self.settings.control_group)
         self._server.start()
@@ -271,6 +272,18 @@ class Daemon:
                  self.settings.control_socket)
         self._last_summary = self.summary()
         self.notifier.ready(self._last_summary)
+
+    def _remove_leftover_temps(self, config: NginxConfig) -> None:
+        """Delete the temporary files of writes a crash cut short (call with both locks held: no write is under way)."""
+        managed = [server.file for upstream in config.upstreams for server in upstream.servers
+                   if any(upstream.name == r.upstream for r in self.settings.rollouts.values())]
+        for path in leftover_temps(managed, [self.ops.state_dir]):
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                log.warning("daemon: cannot remove %s, left by an interrupted write: %s", path, exc.strerror)
+            else:
+                log.warning("daemon: removed %s, left by an interrupted write", path)
 
     def summary(self) -> str:
         """One line for systemd's STATUS=: each rollout's state and canary share."""
@@ -337,6 +350,9 @@ class Daemon:
             self._flush_series(name, runtime)
             runtime.close_integrations()
             runtime.traffic.traffic.close()
+        if self._daemon_lock is not None:
+            os.close(self._daemon_lock)  # last: nothing of this daemon writes after it
+            self._daemon_lock = None
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -381,18 +397,22 @@ class Daemon:
 
     def _wait(self, timeout: float) -> None:
         """Sleep up to ``timeout`` s, until a command, a signal or a finished change wakes the loop."""
+        t0 = time.monotonic()  # DBG
         if self._selector is not None:
             self._selector.select(timeout)
         self._drain_wake()
+        self._dbg_wait = (timeout, time.monotonic() - t0, t0)  # DBG
 
     def turn(self) -> None:
         """One turn of the loop: reload if asked, read the logs, run due checks, run queued commands."""
         if self._reload_wanted:
             self._reload_wanted = False
             self.reload()
+        self._dbg_marks = [("turn", time.monotonic())]  # DBG
         now = self.clock()
-        self._read_logs(now)
+        self._poll_logs(now)
         mono = self.monotonic()
+        self._dbg_marks.append(("logs", mono))  # DBG
         for name, runtime in self.runtimes.items():
             observed, runtime.observed = runtime.observed, None
             if self._due(runtime, mono):
@@ -400,9 +420,14 @@ class Daemon:
             elif observed is not None:
                 # Checks ran while a change was under way: act on the last one now, not at the next check.
                 self._check(name, runtime, now, observed)
+        self._dbg_marks.append(("checks", time.monotonic()))  # DBG
+        self._record_all_series(now)
         self._run_queued()
+        self._dbg_marks.append(("commands", time.monotonic()))  # DBG
         self._notify(mono)
         self._publish_metrics_when_due(mono)
+        self._dbg_marks.append(("end", time.monotonic()))  # DBG
+        self._dbg_prev = self._dbg_marks  # DBG
 
     def _pump(self) -> None:
         """The loop's work while a step change or restore is under way on the worker thread.
@@ -411,21 +436,30 @@ class Daemon:
         by the next :meth:`turn`), keeps systemd's watchdog and the metrics
         fed. Nothing here changes nginx or answers a command.
         """
+        self._dbg_marks = [("pump", time.monotonic())]  # DBG
         now = self.clock()
-        self._read_logs(now)
+        self._poll_logs(now)
         mono = self.monotonic()
+        self._dbg_marks.append(("logs", mono))  # DBG
         for name, runtime in self.runtimes.items():
             if self._due(runtime, mono):
                 self._observe(name, runtime, now)
+        self._dbg_marks.append(("observe", time.monotonic()))  # DBG
+        self._record_all_series(now)
         self._notify(mono)
         self._publish_metrics_when_due(mono)
+        self._dbg_marks.append(("end", time.monotonic()))  # DBG
+        self._dbg_prev = self._dbg_marks  # DBG
 
-    def _read_logs(self, now: float) -> None:
+    def _poll_logs(self, now: float) -> None:
         for name, runtime in self.runtimes.items():
             try:
                 runtime.traffic.traffic.poll(now)
             except CanaryError as exc:
                 log.warning("rollout %s: reading the access log: %s", name, exc)
+
+    def _record_all_series(self, now: float) -> None:
+        # After the checks: its file appends must not make a check late.
         for name, runtime in self.runtimes.items():
             self._record_series(name, runtime, now)
 
@@ -436,6 +470,14 @@ class Daemon:
         if runtime.rollout.state.state in ACTIVE and runtime.next_check:
             # How late this check runs against its schedule (the interval's jitter).
             self.check_lateness.add(mono - runtime.next_check)
+            if mono - runtime.next_check > 0.04:  # DBG
+                prev = getattr(self, "_dbg_prev", [("none", 0.0)])
+                w = getattr(self, "_dbg_wait", (0, 0, 0))
+                log.warning("DBG late %.1f ms; prev %s; wait asked %.1f got %.1f began %.1f ms after due; this %s",
+                            (mono - runtime.next_check) * 1e3,
+                            [(k, round((t - prev[0][1]) * 1e3, 1)) for k, t in prev], w[0] * 1e3, w[1] * 1e3,
+                            (w[2] - runtime.next_check) * 1e3,
+                            [(k, round((t - self._dbg_marks[0][1]) * 1e3, 1)) for k, t in self._dbg_marks])
         interval = runtime.rollout.settings.analysis.interval
         # Keep the cadence; after a long stall, start afresh rather than catch up in a burst.
         runtime.next_check = max(runtime.next_check + interval, mono + interval / 2)
@@ -588,7 +630,10 @@ class Daemon:
             try:
                 future.set_result(self.execute(command, args))
             except Exception as exc:  # noqa: BLE001 - every error travels back to the client
-                if not isinstance(exc, CanaryError):
+                if isinstance(exc, CanaryError):
+                    # The client gets the message; the log keeps it for whoever reads it later.
+                    log.info("daemon: command %s%s: %s", command, _for_rollout(args), exc)
+                else:
                     log.exception("daemon: command %s failed", command)
                 future.set_exception(exc)
 
@@ -818,6 +863,12 @@ class Daemon:
             log.info("rollout %s: added", name)
         self.settings = replace(self.settings, rollouts=MappingProxyType({n: kept[n] for n in self.runtimes if n in kept}))
         log.info("daemon: SIGHUP: config re-read from %s", self.config_path)
+
+
+def _for_rollout(args: Dict[str, Any]) -> str:
+    """`` for rollout NAME`` when the command's arguments name one (shortened: it comes from the client)."""
+    name = args.get("name") if isinstance(args, dict) else None
+    return f" for rollout {str(name)[:80]!r}" if name is not None else ""
 
 
 _COMMANDS: Dict[str, Callable[[Daemon, Dict[str, Any]], Any]] = {

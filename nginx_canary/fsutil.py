@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
-from typing import Optional
+from typing import Iterable, List, Optional
 
 from nginx_canary import faults
 from nginx_canary.errors import StateError
 
 _TAIL_CHUNK = 1 << 16
+#: atomic_write's temporary file for PATH is ``.BASENAME.RANDOM`` + this, next to PATH.
+TEMP_SUFFIX = ".nginx-canary.tmp"
 
 
 def fsync_dir(path: str) -> None:
@@ -43,7 +46,7 @@ def atomic_write(path: str, data: bytes, *, mode: Optional[int] = None, uid: Opt
         pass
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".nginx-canary.tmp")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
         with os.fdopen(fd, "wb") as fh:
             half = len(data) // 2
             fh.write(data[:half])
@@ -97,3 +100,20 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def leftover_temps(paths: Iterable[str], directories: Iterable[str] = ()) -> List[str]:
+    """Temporary files of :func:`atomic_write` that a killed writer left: those for ``paths``, and any in ``directories``.
+
+    Only call it while no write can be under way (the writer lock and the
+    daemon lock held): a live writer's temporary file looks the same.
+    """
+    found = set()
+    for path in paths:
+        pattern = os.path.join(glob.escape(os.path.dirname(path) or "."),
+                               "." + glob.escape(os.path.basename(path)) + ".*" + TEMP_SUFFIX)
+        found.update(glob.glob(pattern))
+    for directory in directories:
+        for root, _, names in os.walk(directory):
+            found.update(os.path.join(root, n) for n in names if n.startswith(".") and n.endswith(TEMP_SUFFIX))
+    return sorted(p for p in found if os.path.isfile(p) and not os.path.islink(p))

@@ -906,14 +906,14 @@ class Rollout:
             st.step_started_at = now
             st.message = f"at {label}: applied before the restart, bake time restarted"
             self._save(now)
-            self._record("recovered", now, outcome="step change had finished")
+            self._record("recovered", now, level=logging.WARNING, outcome="step change had finished")
             return
         try:
             planned: Optional[Dict[str, str]] = self.applier.plan(Fraction(st.canary_percent))
         except CanaryError:
             planned = None
         if planned == st.expected_files:
-            self._record("recovered", now, outcome="step change had not happened, applying it again")
+            self._record("recovered", now, level=logging.WARNING, outcome="step change had not happened, applying it again")
             self._move_to_step(now, st.step_index, manual=False, revert_to=_copy(st))
             return
         self._pause(now, self._drift_reason(files, _changed(st.expected_files, files)), "recovered")
@@ -932,7 +932,7 @@ class Rollout:
             st.step_started_at = now
             st.message = f"at {self._label()}: resumed after a restart, bake time restarted"
             self._save(now)
-            self._record("recovered", now, outcome="files as expected, step resumed")
+            self._record("recovered", now, level=logging.WARNING, outcome="files as expected, step resumed")
 
     def _settle_restore(self, now: float) -> None:
         """Finish the restore a terminal state still owes (it holds a ``snapshot_id``)."""
@@ -952,10 +952,10 @@ class Rollout:
             return
         if weights_only and files == original:
             # restore_weights would change nothing more: it had finished (or the weights were put back by hand).
-            self._record("recovered", now, outcome="restore of the weights had finished")
+            self._record("recovered", now, level=logging.WARNING, outcome="restore of the weights had finished")
             self._restored(now, summary, snapshot_id, files, written=True, weights_only=True)
         elif weights_only and files == st.expected_files:
-            self._record("recovered", now, outcome="restore of the weights had not happened, restoring")
+            self._record("recovered", now, level=logging.WARNING, outcome="restore of the weights had not happened, restoring")
             self._write_snapshot(now, summary, snapshot_id, weights_only=True)
         elif weights_only:
             changed = _changed(st.expected_files, files)
@@ -963,10 +963,10 @@ class Rollout:
                 f"config files changed outside nginx-canary while the restore was interrupted: {', '.join(changed)}; "
                 "nothing overwritten"))
         elif files == original:
-            self._record("recovered", now, outcome="restore had finished")
+            self._record("recovered", now, level=logging.WARNING, outcome="restore had finished")
             self._restored(now, summary, snapshot_id, files, written=True)
         elif files == st.expected_files:
-            self._record("recovered", now, outcome="restore had not happened, restoring")
+            self._record("recovered", now, level=logging.WARNING, outcome="restore had not happened, restoring")
             self._write_snapshot(now, summary, snapshot_id)
         else:
             changed = _changed(st.expected_files, files)

@@ -31,11 +31,15 @@ a point line is ``{"t": TIME, "p": PERCENT, "s": STATE, "c": [REQUESTS, ERRORS_5
 (``c`` canary, ``b`` stable; about 80 bytes, so six hours is under 2 MB).
 :meth:`SeriesRecorder.start_run` replaces the file atomically with a bare
 header (a new run starts a new series); closed points are appended in
-batches, every ``flush_every`` seconds (default 5) with one write and one
-fsync, never per point; a resolution change rewrites the file atomically.
+batches, every ``flush_every`` seconds (default 5) with one write, never
+per point, and no fsync: these appends run on the daemon's loop, where a
+disk flush on a busy host took up to 70 ms and made checks late, and the
+points are worth less than that; :meth:`SeriesRecorder.flush` (end of a
+run, shutdown) does fsync. A resolution change rewrites the file atomically.
 
-Crash safety: a crash loses the points not yet flushed (at most the last
-``flush_every`` seconds, plus the point still open). A torn last line (a
+Crash safety: a crash of the daemon loses the points not yet written (at
+most the last ``flush_every`` seconds, plus the point still open); a crash
+of the host may also lose the appends since the last fsync. A torn last line (a
 crash during an append) is skipped by readers, and cut off before the next
 append, as in the history files of :mod:`nginx_canary.state`.
 
@@ -207,12 +211,12 @@ class SeriesRecorder:
                 self._failing = False
 
     def flush(self) -> None:
-        """Close the open point and write every point not yet on disk (at the end of a run, at shutdown).
+        """Close the open point and write every point not yet on disk, with fsync (at the end of a run, at shutdown).
 
         Raises StateError when the file cannot be written (the points stay in memory).
         """
         self._close_open()
-        self._write_pending()
+        self._write_pending(sync=True)
         self._failing = False
 
     # -- reading -----------------------------------------------------------------
@@ -271,7 +275,7 @@ class SeriesRecorder:
         self._rewrite_needed = True
         log.info("rollout %s: series: %d points, now %d s per point", self.name, len(self._points), self.resolution)
 
-    def _write_pending(self) -> None:
+    def _write_pending(self, sync: bool = False) -> None:
         if self._rewrite_needed or not self._has_file:
             self._rewrite()
             return
@@ -291,7 +295,8 @@ class SeriesRecorder:
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 cut_torn_tail(fd, size)
             write_all(fd, data)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         except OSError as exc:
             raise StateError(f"cannot append to the series: {exc.strerror or exc}", file=self.path) from exc
         finally:

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 import psutil
 
 from nginx_canary import faults
-from nginx_canary.errors import BusyError, CanaryError, NginxNotRunningError, StateError
+from nginx_canary.errors import BusyError, CanaryError, ControlError, NginxNotRunningError, StateError
 from nginx_canary.fsutil import atomic_write
 from nginx_canary.nginx.conf import NginxConfig, load_config
 from nginx_canary.nginx.control import Nginx, ReloadResult
@@ -65,6 +65,36 @@ def ensure_state_dir(path: str) -> None:
         raise StateError(f"cannot create state dir {path}: {exc.strerror} (set --state-dir)") from exc
     if not os.path.isdir(path):
         raise StateError(f"state dir {path} is not a directory")
+
+
+def daemon_lock(state_dir: str) -> int:
+    """Take the one-daemon-per-state-directory lock (``STATE_DIR/daemon.lock``); return its fd, to close at exit.
+
+    Held for the daemon's whole life, so that a second daemon started by
+    mistake never touches the state, the files or nginx before it is refused.
+
+    Raises:
+        ControlError: another daemon holds it (its pid in the message).
+        StateError: the lock file cannot be opened.
+    """
+    ensure_state_dir(state_dir)
+    path = os.path.join(state_dir, "daemon.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot open lock file {path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise ControlError(f"another nginx-canary daemon (pid {holder}) is running on state dir {state_dir}") \
+                from exc
+        raise StateError(f"cannot lock {path}: {exc.strerror}") from exc
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 @contextlib.contextmanager

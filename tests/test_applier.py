@@ -117,11 +117,14 @@ def test_a_failing_canary_is_rolled_back_to_the_original_bytes(nginx):
     assert nginx.count_versions(20) == {"v1": 20}
 
 
-def test_restore_weights_keeps_a_foreign_edit_and_puts_the_split_back(nginx):
+@pytest.mark.parametrize("percent", [50, 10])
+def test_restore_weights_keeps_a_foreign_edit_and_puts_the_split_back(nginx, percent):
+    # At 10 % the stable server gets weight=9: the restore gives back its bare `server ADDR;`, not weight=1.
     applier = applier_for(nginx)
     original = nginx.upstream_conf.read_text()
     snapshot = applier.begin("app")
-    applier.apply(Fraction(50))
+    applier.apply(Fraction(percent))
+    assert nginx.upstream_conf.read_text() != original
     edited = nginx.upstream_conf.read_text().replace("upstream backend {", "upstream backend {\n    # on call: ops")
     nginx.upstream_conf.write_text(edited)
     planned = applier.plan_restore_weights(snapshot)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+import sys
 
 import pytest
 
 from nginx_canary.errors import StateError
-from nginx_canary.fsutil import atomic_write
+from nginx_canary import faults
+from nginx_canary.fsutil import TEMP_SUFFIX, atomic_write, leftover_temps
 
 
 def test_replaces_content_keeps_mode_and_owner(tmp_path):
@@ -42,3 +45,36 @@ def test_failure_leaves_target_and_no_temp_file(tmp_path):
         atomic_write(str(target), b"x")
     assert (target / "inside").read_bytes() == b"kept"
     assert [p.name for p in tmp_path.iterdir()] == ["adir"]
+
+
+def test_a_write_killed_half_way_leaves_a_temporary_file_that_leftover_temps_finds(tmp_path):
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    upstream = conf / "upstream.conf"
+    upstream.write_bytes(b"old\n")
+    killed = subprocess.run([sys.executable, "-c", "from nginx_canary.fsutil import atomic_write; "
+                             f"atomic_write({str(upstream)!r}, b'new contents\\n' * 10, purpose='config')"],
+                            env=dict(os.environ, **{faults.ENV: "write_config=kill"}), timeout=60)
+    assert killed.returncode == -9
+    assert upstream.read_bytes() == b"old\n"
+    left = [p for p in conf.iterdir() if p.name != "upstream.conf"]
+    assert len(left) == 1 and left[0].name.startswith(".upstream.conf.") and left[0].name.endswith(TEMP_SUFFIX)
+    assert leftover_temps([str(upstream)]) == [str(left[0])]
+
+
+def test_leftover_temps_finds_only_the_temporaries_of_the_files_and_directories_given(tmp_path):
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    upstream = conf / "upstream.conf"
+    upstream.write_text("upstream\n")
+    for_upstream = conf / f".upstream.conf.k2j3{TEMP_SUFFIX}"
+    for_site = conf / f".site.conf.k2j3{TEMP_SUFFIX}"  # a file not given: not ours to judge
+    look_alike = conf / "upstream.conf.nginx-canary.tmp"  # not hidden: atomic_write never makes it
+    state = tmp_path / "state"
+    (state / "rollouts").mkdir(parents=True)
+    for_state = state / "rollouts" / f".app.json.x9{TEMP_SUFFIX}"
+    for path in (for_upstream, for_site, look_alike, for_state):
+        path.write_text("half")
+    (conf / f".upstream.conf.dir{TEMP_SUFFIX}").mkdir()  # a directory is never removed
+    assert leftover_temps([str(upstream)], [str(state)]) == sorted([str(for_upstream), str(for_state)])
+    assert leftover_temps([], []) == []

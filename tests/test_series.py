@@ -58,20 +58,23 @@ def test_points_round_trip_through_the_file(tmp_path):
     assert all(len(line) < 100 for line in file_lines(tmp_path)[1:])
 
 
-def test_record_batches_writes_instead_of_one_fsync_per_point(tmp_path, monkeypatch):
-    syncs = []
-    real_fsync = os.fsync
+def test_record_batches_appends_without_fsync_and_flush_syncs(tmp_path, monkeypatch):
+    syncs, writes = [], []
+    real_fsync, real_write_all = os.fsync, series_module.write_all
     monkeypatch.setattr(series_module.os, "fsync", lambda fd: (syncs.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(series_module, "write_all", lambda fd, data: (writes.append(data), real_write_all(fd, data)))
     rec = SeriesRecorder(str(tmp_path), "app", flush_every=5)
-    rec.start_run(T0)
-    before = len(syncs)
+    rec.start_run(T0)  # a new file: written atomically, with fsync
+    synced_at_start = len(syncs)
     for i in range(1, 101):
         record(rec, T0 + i)
-    appends = len(syncs) - before
-    assert 15 <= appends <= 21, appends  # one every 5 s, not 100
+    assert 15 <= len(writes) <= 21, len(writes)  # one append every 5 s, not 100
+    assert len(syncs) == synced_at_start  # on the daemon's loop: no disk flush for the report's points
     # What the file lacks is at most the last flush_every seconds (plus the open point).
     on_disk = read_series(str(tmp_path), "app")[1]
     assert len(rec.points()) == 100 and 100 - len(on_disk) <= 6
+    rec.flush()  # the end of a run: written and synced
+    assert len(syncs) == synced_at_start + 1 and len(read_series(str(tmp_path), "app")[1]) == 100
 
 
 def test_a_crash_loses_at_most_the_unflushed_seconds_and_a_restart_goes_on(tmp_path):

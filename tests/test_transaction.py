@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from nginx_canary.errors import BusyError, NginxNotRunningError, NginxRejectedError, StateError
+from nginx_canary.errors import BusyError, ControlError, NginxNotRunningError, NginxRejectedError, StateError
 from nginx_canary.nginx.conf import load_config
 from nginx_canary.nginx.control import Nginx
-from nginx_canary.transaction import FileChange, Transaction, writer_lock
+from nginx_canary.transaction import FileChange, Transaction, daemon_lock, writer_lock
 
 
 def transaction_for(inst) -> Transaction:
@@ -149,3 +149,19 @@ def test_recover_after_crash_during_reload_reloads_restored_files(nginx):
     assert "restored 1 file" in message and "nginx reloaded" in message
     assert nginx.upstream_conf.read_bytes() == change.old
     assert nginx.count_versions(20) == {"v1": 20}
+
+
+def test_one_daemon_per_state_dir(tmp_path):
+    state_dir = str(tmp_path / "state")
+    fd = daemon_lock(state_dir)
+    try:
+        # flock belongs to the open file: a second open, even in this process, is refused like another daemon.
+        with pytest.raises(ControlError, match=rf"another nginx-canary daemon \(pid {os.getpid()}\) is running "
+                                               rf"on state dir {state_dir}$"):
+            daemon_lock(state_dir)
+        with writer_lock(state_dir):  # a different lock: the daemon's own changes still take the writer lock
+            pass
+    finally:
+        os.close(fd)
+    os.close(daemon_lock(state_dir))  # free again once closed
+    assert oct(os.stat(os.path.join(state_dir, "daemon.lock")).st_mode & 0o777) == "0o600"

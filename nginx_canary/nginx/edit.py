@@ -24,6 +24,8 @@ class ServerChange:
     address: str
     weight: int
     down: bool
+    #: With weight 1: no ``weight=`` at all (a restore gives back the form the snapshot had, not ``weight=1``).
+    bare_weight: bool = False
 
 
 def _weight_token(stmt: Statement) -> Optional[Token]:
@@ -81,14 +83,18 @@ def _edits_for(stmt: Statement, change: ServerChange, text: str, filename: Optio
     address = stmt.args[0]
     weight_tok = _weight_token(stmt)
     inserted_after_address = ""
-    if current_weight(stmt, filename) != change.weight:
+    remove_weight = change.bare_weight and change.weight == DEFAULT_WEIGHT and weight_tok is not None
+    if remove_weight:
+        assert weight_tok is not None
+        edits.append(_remove_word(weight_tok, text))
+    elif current_weight(stmt, filename) != change.weight:
         new_weight = f"weight={change.weight}"
         if weight_tok is not None:
             edits.append(_replace_word(weight_tok, text, new_weight))
         else:
             inserted_after_address = " " + new_weight
     downs = _down_tokens(stmt)
-    last = stmt.args[-1]
+    last = [t for t in stmt.args if not (remove_weight and t is weight_tok)][-1]
     if change.down and not downs:
         if last is address:
             inserted_after_address += " down"

@@ -113,6 +113,24 @@ def test_down_removed_and_weight_inserted_at_same_place() -> None:
     assert edit1("server a:80 down;", 1, "a:80", 3, False) == "server a:80 weight=3;"
 
 
+@pytest.mark.parametrize(
+    ("old", "down", "new"),
+    [
+        ("server a:80 weight=9;", False, "server a:80;"),
+        ("server a:80 weight=9;", True, "server a:80 down;"),
+        ("server a:80 weight=9 max_fails=3;", True, "server a:80 max_fails=3 down;"),
+        ("server a:80 max_fails=3 weight=9;", False, "server a:80 max_fails=3;"),
+        ("server a:80;", True, "server a:80 down;"),
+        ("server a:80 weight=1 down;", True, "server a:80 down;"),
+    ],
+)
+def test_bare_weight_takes_the_weight_word_away(old: str, down: bool, new: str) -> None:
+    """A restore to a snapshot without ``weight=`` gives back that form, not ``weight=1``."""
+    assert edit_servers(old, [ServerChange(1, "a:80", 1, down, bare_weight=True)]) == new
+    # Without bare_weight the weight is written (the split's own edits).
+    assert "weight=1" in edit_servers("server a:80 weight=9;", [ServerChange(1, "a:80", 1, down)])
+
+
 def test_down_removal_never_takes_a_line_break() -> None:
     """A ``down`` alone on a line leaves the line (and the line count) in place."""
     old = "server a:80\n    down\n    ;\n"
