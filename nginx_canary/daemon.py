@@ -16,8 +16,10 @@ and a command and a check never interleave.
 
 The loop, per turn: read what nginx appended to each rollout's access log
 (stamped with the current time), run the checks of every rollout whose
-``analysis.interval`` is due, execute queued commands, then sleep until the
-next check is due (at most :data:`POLL_EVERY`) or a command or signal arrives.
+``analysis.interval`` is due, add the second's figures to the report series
+(after the checks: its file appends must not make a check late), execute
+queued commands, then sleep until the next check is due (at most
+:data:`POLL_EVERY`) or a command, a signal or a finished change arrives.
 
 Signals: SIGTERM and SIGINT finish what is under way (a signal only sets a
 flag; the step change, restore or command running at that moment completes
@@ -397,22 +399,18 @@ class Daemon:
 
     def _wait(self, timeout: float) -> None:
         """Sleep up to ``timeout`` s, until a command, a signal or a finished change wakes the loop."""
-        t0 = time.monotonic()  # DBG
         if self._selector is not None:
             self._selector.select(timeout)
         self._drain_wake()
-        self._dbg_wait = (timeout, time.monotonic() - t0, t0)  # DBG
 
     def turn(self) -> None:
         """One turn of the loop: reload if asked, read the logs, run due checks, run queued commands."""
         if self._reload_wanted:
             self._reload_wanted = False
             self.reload()
-        self._dbg_marks = [("turn", time.monotonic())]  # DBG
         now = self.clock()
         self._poll_logs(now)
         mono = self.monotonic()
-        self._dbg_marks.append(("logs", mono))  # DBG
         for name, runtime in self.runtimes.items():
             observed, runtime.observed = runtime.observed, None
             if self._due(runtime, mono):
@@ -420,14 +418,10 @@ class Daemon:
             elif observed is not None:
                 # Checks ran while a change was under way: act on the last one now, not at the next check.
                 self._check(name, runtime, now, observed)
-        self._dbg_marks.append(("checks", time.monotonic()))  # DBG
         self._record_all_series(now)
         self._run_queued()
-        self._dbg_marks.append(("commands", time.monotonic()))  # DBG
         self._notify(mono)
         self._publish_metrics_when_due(mono)
-        self._dbg_marks.append(("end", time.monotonic()))  # DBG
-        self._dbg_prev = self._dbg_marks  # DBG
 
     def _pump(self) -> None:
         """The loop's work while a step change or restore is under way on the worker thread.
@@ -436,20 +430,15 @@ class Daemon:
         by the next :meth:`turn`), keeps systemd's watchdog and the metrics
         fed. Nothing here changes nginx or answers a command.
         """
-        self._dbg_marks = [("pump", time.monotonic())]  # DBG
         now = self.clock()
         self._poll_logs(now)
         mono = self.monotonic()
-        self._dbg_marks.append(("logs", mono))  # DBG
         for name, runtime in self.runtimes.items():
             if self._due(runtime, mono):
                 self._observe(name, runtime, now)
-        self._dbg_marks.append(("observe", time.monotonic()))  # DBG
         self._record_all_series(now)
         self._notify(mono)
         self._publish_metrics_when_due(mono)
-        self._dbg_marks.append(("end", time.monotonic()))  # DBG
-        self._dbg_prev = self._dbg_marks  # DBG
 
     def _poll_logs(self, now: float) -> None:
         for name, runtime in self.runtimes.items():
@@ -470,14 +459,6 @@ class Daemon:
         if runtime.rollout.state.state in ACTIVE and runtime.next_check:
             # How late this check runs against its schedule (the interval's jitter).
             self.check_lateness.add(mono - runtime.next_check)
-            if mono - runtime.next_check > 0.04:  # DBG
-                prev = getattr(self, "_dbg_prev", [("none", 0.0)])
-                w = getattr(self, "_dbg_wait", (0, 0, 0))
-                log.warning("DBG late %.1f ms; prev %s; wait asked %.1f got %.1f began %.1f ms after due; this %s",
-                            (mono - runtime.next_check) * 1e3,
-                            [(k, round((t - prev[0][1]) * 1e3, 1)) for k, t in prev], w[0] * 1e3, w[1] * 1e3,
-                            (w[2] - runtime.next_check) * 1e3,
-                            [(k, round((t - self._dbg_marks[0][1]) * 1e3, 1)) for k, t in self._dbg_marks])
         interval = runtime.rollout.settings.analysis.interval
         # Keep the cadence; after a long stall, start afresh rather than catch up in a burst.
         runtime.next_check = max(runtime.next_check + interval, mono + interval / 2)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from tests.daemon.conftest import non_check_events, one_line_error, records
 
@@ -113,3 +115,21 @@ def test_set_weight_on_a_rollout_upstream_is_refused_unless_forced(make_harness)
     assert non_check_events(h) == ["start", "step", "pause", "resume", "step"]
     seen = load.finish()
     assert seen.status_5xx == 0 and seen.socket_errors == 0, seen.summary()
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused_before_touching_anything(make_harness):
+    h = make_harness(steps=(10, 50, 100), step_interval="60s")
+    h.start_rollout()
+    h.wait_status(lambda s: s["state"] == "progressing" and s["step_started_at"] is not None, "the first step")
+    files = h.site.config_files()
+    state_file = h.site.state_dir / "rollouts" / "app.json"
+    state = state_file.read_bytes()
+    second = subprocess.run(h.site.daemon_command(sys.executable), capture_output=True, text=True, env=h.env,
+                            cwd=str(h.tmp_path), timeout=60)
+    assert second.returncode != 0
+    line = one_line_error(second)
+    assert line.endswith(f"another nginx-canary daemon (pid {h.daemon.pid}) is running on state dir "
+                         f"{h.site.state_dir}"), line
+    # Refused before any recovery, write or reload: the first daemon's run goes on untouched.
+    assert h.site.config_files() == files and state_file.read_bytes() == state
+    assert h.daemon.poll() is None and h.status()["state"] == "progressing"

@@ -1,4 +1,4 @@
-"""Saturating load (wrk) for over 60 s while a rollout steps: no log line missed, check jitter p99 <= 100 ms.
+"""Saturating load (wrk) for over 60 s while a rollout steps: no log line missed, check jitter <= 100 ms.
 
 nginx (2 workers) answers for the backends itself (``return 200`` server
 blocks whose own access log is off), so wrk saturates nginx and the daemon,
@@ -11,9 +11,9 @@ rollout 1 -> 2 -> 5 -> 10 -> 20 -> 50 -> 100 % (9 s a step, a check every
   unparsed, and its per-group attempts (``nginx_canary_upstream_requests_total``)
   equal the canary and stable attempts in those lines;
 * **jitter**: ``status`` reports ``daemon.check_lateness_seconds`` (how late each
-  check of the active rollout ran against its schedule). The issue's target is
-  100 ms; the test asserts it for the p99 (see the note at the assertion) and
-  prints the maximum.
+  check of the active rollout ran against its schedule); the maximum must stay
+  within the issue's 100 ms. Step changes run on the daemon's change worker
+  thread while the loop goes on checking (``nginx_canary.change_runner``).
 
 The figures are printed for docs/RELIABILITY.md.
 """
@@ -161,7 +161,8 @@ def test_saturating_load_while_stepping(rel_harness, capsys):
         steps_done = [r["time"] for r in history(site) if r["event"] in ("step", "restored")]
         took = [f"{(r['time'] - started[r['step']]) * 1e3:.0f}" for r in history(site)
                 if r["event"] == "step" and r["step"] in started]
-        print(f"  step changes (plan, write, nginx -t, reload, verify) took {', '.join(took)} ms, on the daemon's loop")
+        print(f"  step changes (plan, write, nginx -t, reload, verify) took {', '.join(took)} ms, "
+              "beside the loop (checks went on meanwhile)")
         for at, late in growth:
             since = min((at - t for t in steps_done if t <= at), default=None)
             print(f"  lateness max grew to {late * 1e3:.1f} ms, seen {since if since is None else round(since, 2)} s "
@@ -173,8 +174,6 @@ def test_saturating_load_while_stepping(rel_harness, capsys):
     assert {k: got[k] for k in ("parsed", "unparsed", "canary", "stable")} == {
         "parsed": written["lines"], "unparsed": 0, "canary": written["canary"], "stable": written["stable"]}
     assert lateness["checks"] >= 200
-    # The issue's target is a max of 100 ms; measured maxima were 25-257 ms (3 of 10 runs over it; the
-    # latest spikes came 6-8.4 s into a step, not at a step change, see docs/RELIABILITY.md, finding 3),
-    # so a max assertion would fail CI at random while the defect stands. What holds in every run is
-    # asserted: 99 % of the checks within the target.
-    assert lateness["p99"] <= JITTER_TARGET, lateness
+    # Before the fix (docs/RELIABILITY.md, finding 3) the maximum went over 100 ms in 3 of 10 runs: step
+    # changes ran on the loop, and so did the report series' fsync (up to 140 ms on this shared disk).
+    assert lateness["max"] <= JITTER_TARGET, lateness
