@@ -398,7 +398,12 @@ def rendered_lines(draw: st.DrawFn) -> Tuple[str, str, List[bytes], List[Dict[st
     def after(name: str, literals: List[str]) -> str:
         # a fixed-alphabet variable needs a value that lacks the literal's first character
         known = KNOWN_VALUES.get(name)
-        return draw(st.sampled_from([lit for lit in literals if known is None or any(lit[:1] not in v for v in known)]))
+        usable = [lit for lit in literals if known is None or any(lit[:1] not in v for v in known)]
+        if name.startswith("upstream_"):
+            # ", " is these lists' own separator: "$upstream_addr, $upstream_status" can be written as
+            # "10.0.0.12:8080, 502, 200" by two different pairs of values; no parser can tell them apart.
+            usable = [lit for lit in usable if not lit.startswith(",")]
+        return draw(st.sampled_from(usable))
 
     prefix = draw(st.sampled_from(["", "[", '"', "x="]))
     between = [after(name, LITERALS) for name in names[:-1]]

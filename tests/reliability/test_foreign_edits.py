@@ -21,8 +21,8 @@ STEPS = (10, 50, 100)
 
 
 def is_staged_down(params) -> bool:
-    """``down`` with the weight it had at start (1: written as nothing, or ``weight=1`` by restore_weights)."""
-    return params in (["down"], ["weight=1", "down"])
+    """``down`` as at start, with no ``weight=`` (restore_weights gives back the snapshot's form)."""
+    return params == ["down"]
 
 
 def first_step_applied(s) -> bool:
@@ -104,3 +104,21 @@ def test_a_foreign_edit_pauses_and_survives_abort_and_rollback(rel_harness):
     assert site.nginx_t().returncode == 0
     seen = h.probe(50)
     assert seen.versions == {"v1": 50}, seen.summary()
+
+
+def test_an_edit_between_two_checks_pauses_at_once(rel_harness):
+    """watchdog on the managed files' directories: the pause does not wait for the next check (10 s away here)."""
+    h = rel_harness(steps=STEPS, step_interval="60s", analysis={"interval": "10s", "window": "20s"})
+    site = h.site
+    h.start_rollout()  # answered once the first step is applied; the first check is 10 s after that
+    st = h.status()
+    assert first_step_applied(st), st
+    edited = edit(site.pool_inc, f"server {site.v1b} weight=9;", f"server {site.v1b} weight=9 max_fails=3;")
+    edited_at = time.time()
+    paused = h.wait_state("paused", "rolled_back", "aborted", "failed", "promoted", timeout=5)
+    assert paused["state"] == "paused", paused["message"]
+    assert paused["paused_reason"].startswith(f"config files changed outside nginx-canary: {site.pool_inc}")
+    drift = [r for r in history(site) if r["event"] == "drift"]
+    assert len(drift) == 1 and drift[0]["time"] - edited_at < 5
+    assert [r for r in history(site) if r["event"] == "check"] == []  # no check ran: the watcher did it
+    assert site.pool_inc.read_bytes() == edited
