@@ -46,6 +46,7 @@ from nginx_canary import operations
 from nginx_canary.analysis import Verdict
 from nginx_canary.applier import NginxSplitApplier
 from nginx_canary.change_runner import ChangeRunner, OffLoopApplier
+from nginx_canary.config_watch import ConfigWatcher
 from nginx_canary.control_socket import ControlServer
 from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError, UnknownRolloutError
 from nginx_canary.fsutil import leftover_temps
@@ -167,6 +168,7 @@ class RolloutRuntime:
     gates: Optional[GateChecker] = None
     http_checks: Optional[HttpChecker] = None
     observed: Optional[Verdict] = None  # judged while a change was under way, to act on next turn
+    watcher: Optional[ConfigWatcher] = None  # edits of the upstream's files, reported by watchdog
 
     def attach_integrations(self) -> None:
         """(Re)build webhooks, gates and HTTP checks from the rollout's current settings."""
@@ -195,6 +197,14 @@ class RolloutRuntime:
         assert self.http_checks is not None
         self.http_checks.poll(now)
         return (self.http_checks.check(now),)
+
+    def close(self) -> None:
+        """Stop everything the runtime runs beside the loop (integrations, watcher, log tailer)."""
+        self.close_integrations()
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+        self.traffic.traffic.close()
 
     def close_integrations(self) -> None:
         if self.webhooks is not None:
@@ -336,6 +346,9 @@ class Daemon:
             rollout.listeners.append(self.metrics.listener(rollout_settings.name))
         runtime = RolloutRuntime(rollout, traffic, SeriesRecorder(self.ops.state_dir, rollout_settings.name))
         runtime.attach_integrations()
+        upstream = [u for u in config.upstreams if u.name == rollout_settings.upstream][0]
+        runtime.watcher = ConfigWatcher([server.file for server in upstream.servers], self._wake)
+        runtime.watcher.start()
         return runtime
 
     def close(self) -> None:
@@ -350,8 +363,7 @@ class Daemon:
         self.changes.close()
         for name, runtime in self.runtimes.items():
             self._flush_series(name, runtime)
-            runtime.close_integrations()
-            runtime.traffic.traffic.close()
+            runtime.close()
         if self._daemon_lock is not None:
             os.close(self._daemon_lock)  # last: nothing of this daemon writes after it
             self._daemon_lock = None
@@ -410,6 +422,7 @@ class Daemon:
             self.reload()
         now = self.clock()
         self._poll_logs(now)
+        self._check_edits(now)
         mono = self.monotonic()
         for name, runtime in self.runtimes.items():
             observed, runtime.observed = runtime.observed, None
@@ -439,6 +452,19 @@ class Daemon:
         self._record_all_series(now)
         self._notify(mono)
         self._publish_metrics_when_due(mono)
+
+    def _check_edits(self, now: float) -> None:
+        """Check for drift at once each rollout whose files watchdog saw touched.
+
+        Only from :meth:`turn`, never while a change is under way: the
+        transaction's own half-done writes would look like someone else's.
+        """
+        for name, runtime in self.runtimes.items():
+            if runtime.watcher is not None and runtime.watcher.take():
+                try:
+                    runtime.rollout.check_drift(now)
+                except StateError as exc:
+                    log.error("rollout %s: %s", name, exc)
 
     def _poll_logs(self, now: float) -> None:
         for name, runtime in self.runtimes.items():
@@ -801,8 +827,7 @@ class Daemon:
                                 name, runtime.rollout.state.state)
                     kept[name] = current
                 else:
-                    runtime.close_integrations()
-                    runtime.traffic.traffic.close()
+                    runtime.close()
                     del self.runtimes[name]
                     if self.metrics is not None:
                         self.metrics.remove_rollout(name)
@@ -821,8 +846,7 @@ class Daemon:
                     kept[name] = current
                     continue
                 self._flush_series(name, runtime)
-                runtime.close_integrations()
-                runtime.traffic.traffic.close()
+                runtime.close()
                 self.runtimes[name] = replacement
                 kept[name] = wanted
                 log.info("rollout %s: new settings taken (%s)", name, ", ".join(run_changed))

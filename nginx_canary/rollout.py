@@ -477,12 +477,8 @@ class Rollout:
             # A step change left in flight by a BusyError during recovery: settle it first.
             self._settle_step_change(now)
             return None
-        if st.state == "progressing" and st.expected_files:
-            # Between step changes too: someone's edit pauses the rollout at once, not at the next step.
-            seen = self.applier.hashes_of(sorted(st.expected_files))
-            changed = _changed(st.expected_files, seen)
-            if changed:
-                self._pause(now, self._drift_reason(seen, changed), "drift")
+        # Between step changes too: someone's edit pauses the rollout at once, not at the next step.
+        self.check_drift(now)
         if verdict is None:
             verdict = self._judge(now)
         if st.failure_streak >= self.failure_threshold:
@@ -497,6 +493,23 @@ class Rollout:
                 and now - st.step_started_at >= self.step_interval):
             self._advance(now, verdict)
         return verdict
+
+    def check_drift(self, now: float) -> bool:
+        """Pause a progressing rollout (between step changes) whose files someone else changed; True if it paused.
+
+        Every :meth:`tick` does it; the daemon also calls it as soon as
+        watchdog reports an edit. Raises StateError when the pause cannot be saved.
+        """
+        self._now = now
+        st = self.state
+        if st.state != "progressing" or not st.expected_files or st.step_started_at is None:
+            return False
+        seen = self.applier.hashes_of(sorted(st.expected_files))
+        changed = _changed(st.expected_files, seen)
+        if not changed:
+            return False
+        self._pause(now, self._drift_reason(seen, changed), "drift")
+        return True
 
     def observe(self, now: float) -> Optional[Verdict]:
         """Run the checks and count their verdict, but change nothing on nginx (None when not active).
