@@ -984,9 +984,9 @@ def bench_overhead(args: argparse.Namespace, python: str, nginx_bin: str) -> Dic
                 f"workers exited); ratio {result['ratio']:.4f} (with children {result['ratio_with_children']:.4f}); "
                 f"{us_line} "
                 f"daemon us/line; machine busy {result['machine_busy_pct']:.0f}%")
-            log(f"             daemon CPU by thread: main (tail, analysis, checks, steps) "
+            log(f"             daemon CPU by thread: main (tail, analysis, checks) "
                 f"{result['daemon_main_thread_cpu_s']:.2f}s, the {result['daemon_threads'] - 1} other threads "
-                f"(watchdog inotify observer, control socket) {result['daemon_other_threads_cpu_s']:.2f}s")
+                f"(step-change worker, watchdog observers, control socket, metrics) {result['daemon_other_threads_cpu_s']:.2f}s")
             log(f"             daemon RSS MiB: start {mib(result['rss_start'])}, middle {mib(result['rss_middle'])}, "
                 f"end {mib(result['rss_end'])}, max {mib(result['rss_max'])} ({len(rss)} samples); "
                 + (f"rollout: {result['steps_taken']} steps, {result['state_at_end']} at "
