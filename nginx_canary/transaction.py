@@ -3,6 +3,7 @@
 State directory layout::
 
     lock                  flock held by the one writer
+    daemon.lock           flock held by the one daemon for its whole life (its pid inside)
     journal.json          present only while a change is in flight (crash recovery reads it)
     snapshots/ID/N.orig   the original bytes of each file a change touched
     snapshots/ID/manifest.json
