@@ -426,11 +426,14 @@ class Daemon:
         mono = self.monotonic()
         for name, runtime in self.runtimes.items():
             observed, runtime.observed = runtime.observed, None
-            if self._due(runtime, mono):
-                self._check(name, runtime, now)
-            elif observed is not None:
-                # Checks ran while a change was under way: act on the last one now, not at the next check.
+            due = self._due(runtime, mono)
+            rollout = runtime.rollout
+            if observed is not None and (not due or rollout.state.failure_streak >= rollout.failure_threshold):
+                # Checks ran while a change was under way: act on the last one now, not at the next check
+                # (and a rollback they called for is not undone by a fresh check that happens to pass).
                 self._check(name, runtime, now, observed)
+            elif due:
+                self._check(name, runtime, now)
         self._record_all_series(now)
         self._run_queued()
         self._notify(mono)

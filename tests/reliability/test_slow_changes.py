@@ -11,7 +11,7 @@ thread while the loop goes on checking; so:
   record and the ``step`` record, which is stamped when the change finished),
   and counted in the failure streak;
 * the rollback follows the step change at once, on the streak those checks
-  built, and restores the files byte for byte.
+  built (no fresh check in between), and restores the files byte for byte.
 
 On a loop that ran step changes itself, no check could run in those 3 s.
 """
@@ -50,6 +50,10 @@ def test_checks_go_on_during_a_slow_step_change_and_the_rollback_follows_it(rel_
 
     rollback = next(r for r in records if r["event"] == "rollback")
     assert rollback["time"] >= stepped["time"]
+    # Acted on the streak the checks during the change built: no fresh check was judged in between.
+    between = [r for r in records if r["event"] == "check" and stepped["time"] <= r["time"] <= rollback["time"]]
+    assert between == [], between
+    assert rollback["detail"]["reason"].startswith(f"{fails[-1]['detail']['failure_streak']} consecutive failed checks")
     assert "consecutive failed checks (failure_threshold 2)" in rollback["detail"]["reason"]
     assert steps.whole() == "snapshot" and h.site.config_files() == h.originals
     assert h.site.nginx_t().returncode == 0
