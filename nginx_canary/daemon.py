@@ -117,6 +117,11 @@ def check_rollout_against_config(rollout: RolloutSettings, config: NginxConfig) 
                             f"{rollout.upstream!r} (servers: {', '.join(sorted(addresses))})")
 
 
+def upstream_files(config: NginxConfig, upstream: str) -> List[str]:
+    """The files holding the ``server`` lines of every upstream called ``upstream`` (none if there is no such)."""
+    return list(dict.fromkeys(server.file for u in config.upstreams if u.name == upstream for server in u.servers))
+
+
 def open_traffic(rollout: RolloutSettings, config: NginxConfig, ops: operations.Settings) -> LogTraffic:
     """A :class:`LogTraffic` on the rollout's access log, in its format.
 
@@ -287,8 +292,7 @@ class Daemon:
 
     def _remove_leftover_temps(self, config: NginxConfig) -> None:
         """Delete the temporary files of writes a crash cut short (call with both locks held: no write is under way)."""
-        managed = [server.file for upstream in config.upstreams for server in upstream.servers
-                   if any(upstream.name == r.upstream for r in self.settings.rollouts.values())]
+        managed = [path for r in self.settings.rollouts.values() for path in upstream_files(config, r.upstream)]
         for path in leftover_temps(managed, [self.ops.state_dir]):
             try:
                 os.unlink(path)
@@ -316,9 +320,7 @@ class Daemon:
         """
         paths = [self.config_path, self.ops.state_dir]
         for rollout in self.settings.rollouts.values():
-            for upstream in config.upstreams:
-                if upstream.name == rollout.upstream:
-                    paths.extend(server.file for server in upstream.servers)
+            paths.extend(upstream_files(config, rollout.upstream))
         found = insecure_paths(paths)
         if not found:
             return
@@ -346,8 +348,7 @@ class Daemon:
             rollout.listeners.append(self.metrics.listener(rollout_settings.name))
         runtime = RolloutRuntime(rollout, traffic, SeriesRecorder(self.ops.state_dir, rollout_settings.name))
         runtime.attach_integrations()
-        upstream = [u for u in config.upstreams if u.name == rollout_settings.upstream][0]
-        runtime.watcher = ConfigWatcher([server.file for server in upstream.servers], self._wake)
+        runtime.watcher = ConfigWatcher(upstream_files(config, rollout_settings.upstream), self._wake)
         runtime.watcher.start()
         return runtime
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from typing import List
 
 import pytest
 

@@ -16,8 +16,10 @@ import pytest
 from nginx_canary import control_socket
 from nginx_canary.control_socket import ControlServer, Peer, call, is_allowed
 from nginx_canary.errors import BadInputError, ControlError, DaemonNotRunningError, ExitCode, UnknownRolloutError
+from tests.peers import call_as
 
 NOBODY = 65534
+STATUS = {"command": "status"}
 
 
 @pytest.fixture
@@ -137,48 +139,16 @@ def test_peers_other_than_root_the_daemon_user_or_the_group_are_refused():
     assert not is_allowed(other, daemon_uid=0, control_gid=4242)
 
 
-def _call_as(uid: int, gid: int, path: str) -> Tuple[int, bytes]:
-    """Fork, drop to uid/gid, send one request; return the child's exit status and what it read."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-                conn.settimeout(10)
-                conn.connect(path)
-                conn.sendall(b'{"command": "status"}\n')
-                os.write(write_end, conn.recv(65536))
-            os._exit(0)
-        except PermissionError:
-            os._exit(13)
-        except BaseException:
-            os._exit(1)
-    os.close(write_end)
-    data = b""
-    while True:
-        chunk = os.read(read_end, 65536)
-        if not chunk:
-            break
-        data += chunk
-    os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), data
-
-
 def test_an_unprivileged_peer_is_refused_even_when_the_modes_are_loosened(server):
     srv, recorder = server
     # With the default modes the kernel already refuses the connection.
-    code, _ = _call_as(NOBODY, NOBODY, srv.path)
+    code, _ = call_as(NOBODY, NOBODY, srv.path, STATUS)
     assert code == 13
     # An operator loosens the modes by hand: SO_PEERCRED still refuses.
     os.chmod(os.path.dirname(os.path.dirname(srv.path)), 0o755)
     os.chmod(os.path.dirname(srv.path), 0o755)
     os.chmod(srv.path, 0o666)
-    code, data = _call_as(NOBODY, NOBODY, srv.path)
+    code, data = call_as(NOBODY, NOBODY, srv.path, STATUS)
     assert code == 0
     answer = json.loads(data)
     assert answer["ok"] is False and "permission denied" in answer["error"]
@@ -194,7 +164,7 @@ def test_a_member_of_the_control_group_is_let_in(short_dir):
         assert os.stat(srv.path).st_gid == NOBODY
         assert stat.S_IMODE(os.stat(os.path.dirname(srv.path)).st_mode) == 0o750
         os.chmod(short_dir, 0o755)  # the test's own parent directory must be searchable
-        code, data = _call_as(12345, NOBODY, srv.path)  # an ordinary user whose primary group is the control group
+        code, data = call_as(12345, NOBODY, srv.path, STATUS)  # an ordinary user whose primary group is the control group
         assert code == 0, data
         assert json.loads(data) == {"ok": True, "result": {"echo": {}}}
     finally:

@@ -1,0 +1,54 @@
+"""A real peer of the control socket: a forked child dropped to another uid/gid (for the access-control tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import List, Optional, Tuple
+
+
+def call_as(uid: int, gid: int, path: str, request: dict, groups: Optional[List[int]] = None) -> Tuple[int, bytes]:
+    """Fork, drop to uid/gid (and supplementary groups), send one request; the child's exit status and answer.
+
+    Exit 13: the kernel refused the connection (EACCES).
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.close(read_end)
+            os.setgroups(groups or [])
+            os.setgid(gid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(30)
+                conn.connect(path)
+                try:
+                    conn.sendall(json.dumps(request).encode() + b"\n")
+                except BrokenPipeError:
+                    pass  # a refused peer may be answered and cut off before its request is read: read the answer
+
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                os.write(write_end, data)
+            os._exit(0)
+        except PermissionError:
+            os._exit(13)
+        except BaseException as exc:
+            os.write(write_end, repr(exc).encode())
+            os._exit(1)
+    os.close(write_end)
+    data = b""
+    while True:
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), data
