@@ -13,8 +13,10 @@ calling. A 2xx answer is good; anything else is not: another status (3xx
 included: redirects are not followed, so a login page behind a redirect
 cannot open a gate), no answer within the timeout, a connection or TLS
 error. Only the status line is read, never the body. Messages show a URL
-without its ``user:password@`` and with its query as ``?...``, since either
-may hold a secret.
+as :func:`~nginx_canary.urls.redact_url` gives it (scheme, host and port):
+its path, query and ``user:password@`` may hold a secret. An HTTP check is
+also named by its place in the settings (``http_checks[0]``), since two of
+them may share a host.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
-from urllib.parse import urlsplit
 
 import requests
 
 from nginx_canary.analysis import FAIL, INCONCLUSIVE, PASS, Check, CheckResult, Thresholds
 from nginx_canary.logs.window import Stats
 from nginx_canary.settings import HttpCheckSettings
+from nginx_canary.urls import redact_url
 from nginx_canary.webhooks import USER_AGENT, why_failed
 
 OPEN = "open"
@@ -39,16 +41,6 @@ PENDING = "pending"
 GATE_TIMEOUT = 5.0
 GATE_EVERY = 5.0
 HTTP_CHECK_NAME = "http_checks"
-
-
-def display_url(url: str) -> str:
-    """``url`` for messages: no ``user:password@``, the query shown as ``?...``, no fragment."""
-    try:
-        parts = urlsplit(url)
-        host = parts.netloc.rpartition("@")[2]
-    except ValueError:
-        return "(unreadable URL)"
-    return f"{parts.scheme}://{host}{parts.path}" + ("?..." if parts.query else "")
 
 
 @dataclass(frozen=True)
@@ -79,9 +71,9 @@ def fetch(session: requests.Session, url: str, timeout: float, asked_at: float) 
 class _Probe:
     """One URL: its session, the GET in flight (at most one) and its latest answer. Guarded by the poller's lock."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, label: str = "") -> None:
         self.url = url
-        self.shown = display_url(url)
+        self.shown = f"{label} ({redact_url(url)})" if label else redact_url(url)
         self.timeout = timeout
         self.session: Optional[requests.Session] = None
         self.thread: Optional[threading.Thread] = None
@@ -122,7 +114,8 @@ class _Poller:
         try:
             answer = fetch(probe.session, probe.url, probe.timeout, asked_at)
         except Exception as exc:  # noqa: BLE001 - a bug here must not leave the probe in flight forever
-            answer = Answer(False, None, f"failed: {type(exc).__name__}: {exc}", asked_at)
+            # Only the class: an exception's text may quote the URL.
+            answer = Answer(False, None, f"failed: {type(exc).__name__}", asked_at)
         with self._lock:
             probe.answer = answer
             probe.thread = None
@@ -188,7 +181,7 @@ class GateChecker(_Poller):
         return self.check(gate, url, now).state
 
     def check(self, gate: str, url: str, now: float) -> GateStatus:
-        """:meth:`state` with its reason, e.g. ``waiting for gate confirm_step: http://... answered 403``."""
+        """:meth:`state` with its reason, e.g. ``waiting for gate confirm_step: https://ci.example:443 answered 403``."""
         with self._lock:
             probe = self._gates.get(gate)
             if probe is None or probe.url != url:
@@ -247,7 +240,8 @@ class HttpChecker(_Poller):
             raise ValueError("interval must be above 0")
         super().__init__(session_factory, "http check")
         self.interval = interval
-        self._checks: Tuple[_Probe, ...] = tuple(_Probe(c.url, c.timeout) for c in checks)
+        self._checks: Tuple[_Probe, ...] = tuple(_Probe(c.url, c.timeout, f"{HTTP_CHECK_NAME}[{i}]")
+                                                 for i, c in enumerate(checks))
 
     @property
     def urls(self) -> List[str]:

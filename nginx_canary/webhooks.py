@@ -50,11 +50,11 @@ from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
-from urllib.parse import urlsplit
 
 import requests
 
 from nginx_canary.settings import WebhookSettings
+from nginx_canary.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +146,8 @@ def slack_payload(rollout: str, public: str, record: Mapping[str, Any]) -> Dict[
 
 
 def webhook_label(index: int, url: str) -> str:
-    """How logs name a webhook: its position and host. The rest of the URL may hold a secret (Slack's does)."""
-    try:
-        host = urlsplit(url).hostname or "?"
-    except ValueError:
-        host = "?"
-    return f"webhook {index + 1} ({host})"
+    """How logs name a webhook: its position, scheme, host and port. The rest may hold a secret (Slack's does)."""
+    return f"webhook {index + 1} ({redact_url(url)})"
 
 
 @dataclass(frozen=True)

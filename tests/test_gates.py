@@ -22,10 +22,10 @@ from nginx_canary.gates import (
     GateChecker,
     HttpChecker,
     HttpCheckResult,
-    display_url,
     http_check_result,
 )
 from nginx_canary.settings import HttpCheckSettings
+from nginx_canary.urls import redact_url
 from tests.conftest import free_port
 from tests.test_rollout import make_stats
 from tests.test_webhooks import WAIT, Receiver
@@ -72,6 +72,11 @@ def http_checkers() -> Iterator[Any]:
         checker.close(0.5)
 
 
+def checked(url: str, index: int = 0) -> str:
+    """How an HTTP check's reasons name the check at ``index`` of the settings, with ``url``."""
+    return f"http_checks[{index}] ({redact_url(url)})"
+
+
 def settled(checker: Any) -> None:
     assert checker.wait_idle(WAIT), "a GET is still in flight"
 
@@ -84,11 +89,11 @@ def test_open_gate(receivers, gates):
     checker = gates()
     url = server.url("/gate")
     first = checker.check("confirm_step", url, T0)
-    assert first.state == PENDING and first.reason == f"waiting for gate confirm_step: asking {url}"
+    assert first.state == PENDING and first.reason == f"waiting for gate confirm_step: asking {redact_url(url)}"
     settled(checker)
     status = checker.check("confirm_step", url, T0 + 0.1)
     assert status.state == OPEN
-    assert status.reason == f"gate confirm_step is open: {url} answered 200"
+    assert status.reason == f"gate confirm_step is open: {redact_url(url)} answered 200"
     assert checker.reason("confirm_step") == status.reason
     (request,) = server.requests
     assert request["method"] == "GET" and request["path"] == "/gate"
@@ -103,7 +108,7 @@ def test_closed_gate(receivers, gates, status):
     assert checker.state("confirm_promotion", url, T0) == PENDING
     settled(checker)
     assert checker.state("confirm_promotion", url, T0 + 0.1) == CLOSED
-    assert checker.reason("confirm_promotion") == f"waiting for gate confirm_promotion: {url} answered {status}"
+    assert checker.reason("confirm_promotion") == f"waiting for gate confirm_promotion: {redact_url(url)} answered {status}"
 
 
 def test_a_redirect_does_not_open_a_gate(receivers, gates):
@@ -135,7 +140,7 @@ def test_gate_transitions_follow_the_url_polled_at_most_every_n_seconds(receiver
     assert checker.state("confirm_step", url, T0 + 10.1) == OPEN
     settled(checker)
     assert checker.state("confirm_step", url, T0 + 10.2) == CLOSED
-    assert checker.reason("confirm_step") == f"waiting for gate confirm_step: {url} answered 409"
+    assert checker.reason("confirm_step") == f"waiting for gate confirm_step: {redact_url(url)} answered 409"
     assert len(server.requests) == 3
 
 
@@ -148,7 +153,7 @@ def test_a_hanging_gate_is_pending_then_closed_after_its_timeout(receivers, gate
     settled(checker)  # the GET gave up after 0.2 s of real time
     assert server.answered == 0
     assert checker.state("confirm_step", url, T0 + 0.3) == CLOSED
-    assert checker.reason("confirm_step") == f"waiting for gate confirm_step: {url} did not answer within 0.2 s"
+    assert checker.reason("confirm_step") == f"waiting for gate confirm_step: {redact_url(url)} did not answer within 0.2 s"
 
 
 def test_a_gate_in_flight_longer_than_its_timeout_is_closed_at_once(receivers, gates):
@@ -160,7 +165,7 @@ def test_a_gate_in_flight_longer_than_its_timeout_is_closed_at_once(receivers, g
     server.wait_for(1)
     assert checker.state("confirm_step", url, T0 + 4) == PENDING
     assert checker.state("confirm_step", url, T0 + 5.5) == CLOSED
-    assert checker.reason("confirm_step") == f"waiting for gate confirm_step: {url} did not answer within 5 s"
+    assert checker.reason("confirm_step") == f"waiting for gate confirm_step: {redact_url(url)} did not answer within 5 s"
     # At most one GET per gate, however often it is asked.
     for n in range(10):
         checker.state("confirm_step", url, T0 + 6 + n)
@@ -173,7 +178,7 @@ def test_an_unreachable_gate_is_closed(gates):
     checker.state("pre_rollout", url, T0)
     settled(checker)
     assert checker.state("pre_rollout", url, T0 + 0.1) == CLOSED
-    assert checker.reason("pre_rollout") == f"waiting for gate pre_rollout: {url} cannot be reached: Connection refused"
+    assert checker.reason("pre_rollout") == f"waiting for gate pre_rollout: {redact_url(url)} cannot be reached: Connection refused"
 
 
 def test_an_old_answer_is_not_todays(receivers, gates):
@@ -213,19 +218,24 @@ def test_gate_reasons_hide_credentials_and_queries(receivers, gates):
     settled(checker)
     checker.state("confirm_promotion", url, T0 + 0.1)
     assert checker.reason("confirm_promotion") == (f"waiting for gate confirm_promotion: "
-                                                   f"http://127.0.0.1:{server.port}/gate?... answered 403")
+                                                   f"http://127.0.0.1:{server.port} answered 403")
     (request,) = server.requests
     assert request["path"] == "/gate?token=s3cr3t"
     assert request["headers"]["Authorization"] == "Basic " + base64.b64encode(b"ci:hunter2").decode()
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("http://a.example", "http://a.example"),
-    ("https://u:p@a.example:8443/x/y?q=1#f", "https://a.example:8443/x/y?..."),
-    ("http://[::1]:80/h", "http://[::1]:80/h"),
-])
-def test_display_url(url, shown):
-    assert display_url(url) == shown
+def test_http_check_reasons_show_neither_path_nor_query_and_name_the_check(receivers, http_checkers):
+    server = receivers(status=500)
+    secret = "/hooks/T0KEN-in-path?token=T0KEN-in-query#T0KEN-in-fragment"
+    checker = http_checkers(HttpCheckSettings(url=server.url("/ok")), HttpCheckSettings(url=server.url(secret)))
+    checker.results(T0)
+    settled(checker)
+    results = checker.results(T0 + 1)
+    assert [r.reason for r in results] == [f"http_checks[0] (http://127.0.0.1:{server.port}) answered 500",
+                                           f"http_checks[1] (http://127.0.0.1:{server.port}) answered 500"]
+    verdict = http_check_result(results, make_stats(1), make_stats(1))
+    assert "T0KEN" not in repr(verdict) and "/hooks" not in repr(verdict)
+    assert sorted(r["path"] for r in server.requests) == ["/hooks/T0KEN-in-path?token=T0KEN-in-query", "/ok"]
 
 
 def test_a_closed_checker_asks_nothing(receivers):
@@ -256,9 +266,9 @@ def test_http_check_2xx_is_ok(receivers, http_checkers):
     server = receivers(status=204)
     url = server.url("/health")
     checker = http_checkers(HttpCheckSettings(url=url))
-    assert checker.results(T0) == [HttpCheckResult(url, None, f"{url}: waiting for its first answer")]
+    assert checker.results(T0) == [HttpCheckResult(url, None, f"{checked(url)}: waiting for its first answer")]
     settled(checker)
-    assert checker.results(T0 + 1) == [HttpCheckResult(url, True, f"{url} answered 204")]
+    assert checker.results(T0 + 1) == [HttpCheckResult(url, True, f"{checked(url)} answered 204")]
     settled(checker)
     assert len(server.requests) == 2  # one GET per check
     assert all(r["method"] == "GET" and r["path"] == "/health" for r in server.requests)
@@ -272,7 +282,7 @@ def test_http_check_non_2xx_fails(receivers, http_checkers, status):
     checker.results(T0)
     settled(checker)
     (result,) = checker.results(T0 + 1)
-    assert result.ok is False and result.reason.startswith(f"{url} answered {status}")
+    assert result.ok is False and result.reason.startswith(f"{checked(url)} answered {status}")
 
 
 def test_http_check_timeout_fails(receivers, http_checkers):
@@ -281,7 +291,7 @@ def test_http_check_timeout_fails(receivers, http_checkers):
     checker = http_checkers(HttpCheckSettings(url=url, timeout=0.2))
     checker.results(T0)
     settled(checker)
-    assert checker.results(T0 + 1) == [HttpCheckResult(url, False, f"{url} did not answer within 0.2 s")]
+    assert checker.results(T0 + 1) == [HttpCheckResult(url, False, f"{checked(url)} did not answer within 0.2 s")]
 
 
 def test_http_check_unreachable_fails(http_checkers):
@@ -289,7 +299,7 @@ def test_http_check_unreachable_fails(http_checkers):
     checker = http_checkers(HttpCheckSettings(url=url))
     checker.results(T0)
     settled(checker)
-    assert checker.results(T0 + 1) == [HttpCheckResult(url, False, f"{url} cannot be reached: Connection refused")]
+    assert checker.results(T0 + 1) == [HttpCheckResult(url, False, f"{checked(url)} cannot be reached: Connection refused")]
 
 
 def test_http_check_overdue_fails(receivers, http_checkers):
@@ -300,7 +310,7 @@ def test_http_check_overdue_fails(receivers, http_checkers):
     checker.results(T0)
     server.wait_for(1)
     assert checker.results(T0 + 6)[0].ok is None  # still within 5 s + 1 s
-    assert checker.results(T0 + 6.5) == [HttpCheckResult(url, False, f"{url}: no answer within 6 s")]
+    assert checker.results(T0 + 6.5) == [HttpCheckResult(url, False, f"{checked(url)}: no answer within 6 s")]
     assert len(server.requests) == 1  # never a second GET while one is in flight
 
 
@@ -314,7 +324,7 @@ def test_http_check_stale_answer_fails(receivers):
     settled(checker)
     checker.close()  # no more GETs: the last answer (asked at T0 + 1) only ages
     assert checker.results(T0 + 5)[0].ok is True  # 4 s old: within 2 * 1 s + 2 s
-    assert checker.results(T0 + 5.5) == [HttpCheckResult(url, False, f"{url}: no answer within 4 s")]
+    assert checker.results(T0 + 5.5) == [HttpCheckResult(url, False, f"{checked(url)}: no answer within 4 s")]
 
 
 def test_an_old_answer_waits_for_a_new_one(receivers, http_checkers):
@@ -365,7 +375,7 @@ def test_http_checks_enter_the_verdict(receivers, http_checkers):
     healthy, stable, thresholds = make_stats(100), make_stats(400), Thresholds()
 
     first = evaluate(healthy, stable, thresholds, T0, CHECKS + (checker.check(T0),))
-    assert first.verdict == INCONCLUSIVE and first.reason == f"{url}: waiting for its first answer"
+    assert first.verdict == INCONCLUSIVE and first.reason == f"{checked(url)}: waiting for its first answer"
     settled(checker)
     passed = evaluate(healthy, stable, thresholds, T0 + 1, CHECKS + (checker.check(T0 + 1),))
     assert passed.verdict == PASS and passed.reason == "all 5 checks passed"
@@ -380,7 +390,7 @@ def test_http_checks_enter_the_verdict(receivers, http_checkers):
     failed = evaluate(make_stats(3), stable, thresholds, T0 + 3, CHECKS + (checker.check(T0 + 3),))
     # A failing health endpoint fails the verdict however little traffic the canary had.
     assert failed.verdict == FAIL
-    assert failed.reason == f"1 of 5 checks failed: http_checks: {url} answered 503"
+    assert failed.reason == f"1 of 5 checks failed: http_checks: {checked(url)} answered 503"
     assert failed.to_dict()["checks"][-1]["value"] == 1.0
 
 

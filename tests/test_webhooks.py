@@ -377,7 +377,7 @@ def test_a_hanging_receiver_never_holds_up_the_rollout(tmp_path, receivers, send
     assert [s.failed for s in sender.stats()] == [3, 0]
     assert [s.delivered for s in sender.stats()] == [0, 3]
     dropped = [m for m in warnings(caplog) if "dropped after" in m]
-    assert dropped == [f"rollout app: webhook 1 (127.0.0.1): {event} notification dropped after 2 attempt(s): "
+    assert dropped == [f"rollout app: webhook 1 (http://127.0.0.1:{hanging.port}): {event} notification dropped after 2 attempt(s): "
                        "no answer within 0.2 s" for event in ("started", "step", "paused")]
 
 
@@ -393,7 +393,8 @@ def test_a_receiver_answering_500_is_retried_with_backoff_then_dropped(tmp_path,
     # Every attempt is the same notification: same body, same delivery id.
     assert len({r["headers"][DELIVERY_HEADER] for r in attempts}) == 1
     assert len({r["body"] for r in attempts}) == 1
-    assert warnings(caplog) == ["rollout app: webhook 1 (127.0.0.1): started notification dropped after 4 attempt(s): "
+    assert warnings(caplog) == [f"rollout app: webhook 1 (http://127.0.0.1:{receiver.port}): started notification "
+                                "dropped after 4 attempt(s): "
                                 "answered 500"]
     assert sender.stats()[0].failed == 1
 
@@ -428,27 +429,30 @@ def test_other_answers_are_final(receiver, senders, caplog, status):
     assert sender.flush(WAIT)
     assert [r["path"] for r in receiver.requests] == ["/hook"]  # no retry, no redirect followed
     assert sleeps.delays == []
-    assert warnings(caplog) == [f"rollout app: webhook 1 (127.0.0.1): started notification dropped after 1 "
+    assert warnings(caplog) == [f"rollout app: webhook 1 (http://127.0.0.1:{receiver.port}): started notification "
+                                "dropped after 1 "
                                 f"attempt(s): answered {status}"]
 
 
 def test_a_receiver_that_is_not_there(senders, caplog):
     sleeps = Sleeps()
-    sender = senders([WebhookSettings(url=f"http://127.0.0.1:{free_port()}/hook", retries=2)], sleep=sleeps)
+    port = free_port()
+    sender = senders([WebhookSettings(url=f"http://127.0.0.1:{port}/hook", retries=2)], sleep=sleeps)
     sender.listener("start", {"time": T0, "detail": {}})
     assert sender.flush(WAIT)
     assert sleeps.delays == [1.0, 2.0]
-    assert warnings(caplog) == ["rollout app: webhook 1 (127.0.0.1): started notification dropped after 3 "
+    assert warnings(caplog) == [f"rollout app: webhook 1 (http://127.0.0.1:{port}): started notification dropped after 3 "
                                 "attempt(s): cannot reach it: Connection refused"]
 
 
 def test_logs_never_show_the_url_path_or_credentials(senders, caplog):
-    url = f"http://user:hunter2@127.0.0.1:{free_port()}/services/T0/B0/s3cr3t?token=abc"
+    port = free_port()
+    url = f"http://user:hunter2@127.0.0.1:{port}/services/T0/B0/s3cr3t?token=abc"
     sender = senders([WebhookSettings(url=url, retries=0)])
     sender.listener("start", {"time": T0, "detail": {}})
     assert sender.flush(WAIT)
     text = " ".join(warnings(caplog))
-    assert "webhook 1 (127.0.0.1)" in text
+    assert f"webhook 1 (http://127.0.0.1:{port})" in text
     for secret in ("hunter2", "s3cr3t", "abc", "services"):
         assert secret not in text
 
@@ -469,7 +473,8 @@ def test_a_full_queue_drops_the_oldest_with_a_warning(receiver, senders, caplog)
     for n in (2, 3, 4):
         sender.listener("step", record(n))
     assert sender.stats()[0].overflowed == 1 and sender.stats()[0].queued == 2
-    assert warnings(caplog) == ["rollout app: webhook 1 (127.0.0.1): queue full (2 waiting), dropped the oldest "
+    assert warnings(caplog) == [f"rollout app: webhook 1 (http://127.0.0.1:{receiver.port}): queue full (2 waiting), "
+                                "dropped the oldest "
                                 "notification (step)"]
     receiver.release.set()
     assert sender.flush(WAIT)
