@@ -17,6 +17,7 @@ from nginx_canary.cli_context import DEFAULT_CONFIG_PATH, CliContext
 from nginx_canary.errors import CanaryError, ExitCode
 from nginx_canary.inputs import parse_percent
 from nginx_canary.nginx.conf import NginxConfig, Upstream
+from nginx_canary.text import printable, printable_lines
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -143,7 +144,7 @@ def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequen
 
         guard_notes = guard_set_weight(obj, upstream, force)
         for note in guard_notes:
-            click.echo(f"nginx-canary: {note}", err=True)
+            click.echo(f"nginx-canary: {printable(note)}", err=True)
     result = operations.set_weight(settings, upstream, percent, canary, dry_run=dry_run, reload=not no_reload)
     plan = result.plan
     if as_json:
@@ -163,10 +164,10 @@ def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequen
         }, indent=2))
         return
     if result.recovered:
-        click.echo(result.recovered, err=True)
-    click.echo(plan.diff, nl=False)
+        click.echo(printable(result.recovered), err=True)
+    click.echo(printable_lines(plan.diff), nl=False)
     for note in result.notes:
-        click.echo(note)
+        click.echo(printable(note))
     share = _fraction_text(plan.split.canary_percent())
     if dry_run:
         click.echo(f"dry run: would give the canary {share} % of upstream {plan.upstream.name}; nothing changed")
@@ -312,7 +313,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             import traceback
 
             traceback.print_exc()
-        click.echo(f"nginx-canary: error: {exc}", err=True)
+        click.echo(f"nginx-canary: error: {printable(str(exc))}", err=True)
         sys.exit(int(exc.exit_code))
     except click.ClickException as exc:
         exc.show()

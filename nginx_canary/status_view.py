@@ -6,6 +6,8 @@ import textwrap
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from nginx_canary.text import printable, printable_lines
+
 
 def _percent(value: Any) -> str:
     if isinstance(value, float):
@@ -53,7 +55,7 @@ def format_status(status: Dict[str, Any]) -> str:
                      f"  (failures in a row {status.get('failure_streak', 0)}/{status.get('failure_threshold')})")
     if status.get("message"):
         lines.append(f"  {status['message']}")
-    return "\n".join(lines)
+    return printable_lines("\n".join(lines))
 
 
 def format_history(record: Dict[str, Any]) -> str:
@@ -66,8 +68,8 @@ def format_history(record: Dict[str, Any]) -> str:
     if isinstance(verdict, dict):
         text = f"{verdict.get('verdict')}: {verdict.get('reason')}"
     percent = record.get("canary_percent")
-    return (f"{when}  {record.get('rollout', '')}  {record.get('event')}  {record.get('state')}  "
-            f"{'-' if percent is None else _percent(percent) + ' %'}  {text}").rstrip()
+    return printable(f"{when}  {record.get('rollout', '')}  {record.get('event')}  {record.get('state')}  "
+                     f"{'-' if percent is None else _percent(percent) + ' %'}  {text}").rstrip()
 
 
 # -- the live view (`status NAME --watch`) ------------------------------------------------
@@ -208,7 +210,7 @@ def render_watch(status: Dict[str, Any], *, width: int = 80, now: Optional[float
         lines.extend(_wrap(str(status["message"]), width - 1, "  "))
     if error:
         lines.extend(_wrap(f"! {error}", width - 1, "  ", max_lines=2))
-    return [line[: width - 1] for line in lines]
+    return [printable(line)[: width - 1] for line in lines]
 
 
 def format_watch_line(status: Dict[str, Any], *, now: Optional[float] = None, error: Optional[str] = None) -> str:
@@ -236,4 +238,4 @@ def format_watch_line(status: Dict[str, Any], *, now: Optional[float] = None, er
         parts.append(f"| {check.get('verdict')}: {check.get('reason')}")
     if error:
         parts.append(f"| ! {error}")
-    return " ".join(p for p in parts if p)
+    return printable(" ".join(p for p in parts if p))

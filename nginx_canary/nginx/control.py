@@ -14,11 +14,14 @@ import psutil
 
 from nginx_canary.errors import ConfigError, NginxNotRunningError, NginxRejectedError
 from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.nginx.error_log import ReloadWitness, first_failure, size_of
+from nginx_canary.text import printable
 
 Runner = Callable[[Sequence[str], float], "subprocess.CompletedProcess[str]"]
 DEFAULT_RELOAD_TIMEOUT = 10.0
 _FIRST_POLL_SECONDS = 0.002
 _MAX_POLL_SECONDS = 0.025
+# `nginx -t` writes "nginx: [emerg] ..." to its own stderr, which no client reaches.
 _FAILURE_LEVELS = re.compile(r"\[(emerg|alert)\]")
 
 
@@ -43,8 +46,8 @@ def _nginx_message(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     for ln in lines:
         if _FAILURE_LEVELS.search(ln):
-            return ln
-    return lines[0] if lines else "no output"
+            return printable(ln)
+    return printable(lines[0]) if lines else "no output"
 
 
 def _cmdline(proc: psutil.Process) -> str:
@@ -186,8 +189,9 @@ class Nginx:
     def reload(self, master: psutil.Process, error_log: Optional[str], timeout: float = DEFAULT_RELOAD_TIMEOUT) -> ReloadResult:
         """Send SIGHUP to ``master`` and wait for a new generation of workers.
 
-        Success needs new worker processes within ``timeout`` and no
-        ``[emerg]``/``[alert]`` line logged since the signal. It returns once
+        Success needs new worker processes within ``timeout`` and no failure
+        logged since the signal by the master or a new process (see
+        :mod:`nginx_canary.nginx.error_log`; client text in the log is data). It returns once
         the old workers have stopped accepting (exited or shutting down; they
         are sent the graceful SIGQUIT as soon as the new generation is up), so
         that new connections meet the new config; if they linger past
@@ -204,7 +208,8 @@ class Nginx:
             old_children = set(self.children(master))
         except psutil.NoSuchProcess as exc:
             raise NginxNotRunningError(f"nginx master {master.pid} exited before the reload") from exc
-        log_offset = _size(error_log)
+        log_offset = size_of(error_log)
+        witness = ReloadWitness(master.pid, frozenset(old_children))
         started = self.clock()
         try:
             master.send_signal(signal.SIGHUP)
@@ -215,7 +220,7 @@ class Nginx:
         pause = _FIRST_POLL_SECONDS
         quit_sent = False
         while True:
-            problem = _new_failure_line(error_log, log_offset)
+            problem = first_failure(error_log, log_offset, witness)
             if problem:
                 raise NginxRejectedError(f"reload failed: {problem}")
             if not master.is_running():
@@ -241,33 +246,8 @@ class Nginx:
             self.sleep(pause)
             # Back off so that polling does not compete with a master busy re-reading a large config.
             pause = min(pause * 1.5, _MAX_POLL_SECONDS)
-        problem = _new_failure_line(error_log, log_offset)
+        problem = first_failure(error_log, log_offset, witness)
         if problem:
             raise NginxRejectedError(f"reload failed: {problem}")
         return ReloadResult(master.pid, old, new, self.clock() - started)
 
-
-def _size(path: Optional[str]) -> int:
-    if path is None:
-        return 0
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
-def _new_failure_line(path: Optional[str], offset: int) -> Optional[str]:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as fh:
-            if os.fstat(fh.fileno()).st_size < offset:
-                offset = 0
-            fh.seek(offset)
-            data = fh.read(1 << 20).decode("utf-8", "replace")
-    except OSError:
-        return None
-    for line in data.splitlines():
-        if _FAILURE_LEVELS.search(line):
-            return line.strip()
-    return None
