@@ -298,7 +298,8 @@ def fetch_report_data(obj: CliContext, name: str) -> Tuple[List[Dict[str, Any]],
 @click.command(epilog=ROLLOUT_EXIT_CODES_HELP)
 @click.argument("name")
 @click.option("--output", "-o", metavar="FILE.html",
-              help="Where to write the report (default ./nginx-canary-report-NAME-YYYYmmdd-HHMMSS.html).")
+              help="Where to write the report (default ./nginx-canary-report-NAME-YYYYmmdd-HHMMSS.html, "
+                   "or -2, -3 ... after it when that exists). An existing FILE is replaced; a symlink is refused.")
 @click.pass_obj
 def report(obj: CliContext, name: str, output: Optional[str]) -> None:
     """Write one self-contained HTML page on rollout NAME's last run and print its path.
@@ -308,16 +309,12 @@ def report(obj: CliContext, name: str, output: Optional[str]) -> None:
     is not running, from the state dir (the page and stderr say which).
     """
     from nginx_canary.report import render_report
+    from nginx_canary.report_file import write_report_file
 
     history, points, source = fetch_report_data(obj, name)
     generated_at = time.time()
-    path = output or default_report_path(name, generated_at)
     page = render_report(name, history, points, generated_at=generated_at, source=source)
-    try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(page)
-    except OSError as exc:
-        raise CanaryError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+    path = write_report_file(page, output or default_report_path(name, generated_at), chosen_by_user=bool(output))
     if not source.startswith("the daemon"):
         click.echo(f"nginx-canary: report from {source}", err=True)
     click.echo(os.path.abspath(path))

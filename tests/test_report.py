@@ -422,3 +422,76 @@ def test_report_renders_in_headless_chromium_with_charts_that_are_not_blank(scen
         for x in range(left, right + 1, 3):
             colours.add(row[x * bpp:x * bpp + 3])
     assert len(colours) > 20, f"the chart area holds {len(colours)} colours"
+
+
+# --- writing the file: never through a planted symlink ------------------------------------------------------
+
+
+def test_default_name_taken_by_a_planted_symlink_gets_the_next_free_name(tmp_path):
+    from nginx_canary.report_file import write_report_file
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    planted = tmp_path / "nginx-canary-report-app-20260101-000000.html"
+    planted.symlink_to(victim)
+    (tmp_path / "nginx-canary-report-app-20260101-000000-2.html").symlink_to(tmp_path / "dangling")
+    written = write_report_file("<p>page</p>", str(planted), chosen_by_user=False)
+    assert written == str(tmp_path / "nginx-canary-report-app-20260101-000000-3.html")
+    assert Path(written).read_text() == "<p>page</p>" and not Path(written).is_symlink()
+    assert victim.read_text() == "precious\n" and not (tmp_path / "dangling").exists()
+
+
+def test_no_free_default_name_is_a_one_line_error(tmp_path):
+    from nginx_canary.errors import CanaryError
+    from nginx_canary.report_file import MAX_TRIES, write_report_file
+
+    path = tmp_path / "r.html"
+    path.write_text("old")
+    for n in range(2, MAX_TRIES + 1):
+        (tmp_path / f"r-{n}.html").write_text("old")
+    with pytest.raises(CanaryError, match="exist \\(give --output\\)$"):
+        write_report_file("new", str(path), chosen_by_user=False)
+    assert path.read_text() == "old"
+
+
+def test_output_replaces_a_regular_file_keeping_its_mode_and_refuses_a_symlink(tmp_path):
+    from nginx_canary.errors import BadInputError
+    from nginx_canary.report_file import write_report_file
+
+    existing = tmp_path / "report.html"
+    existing.write_text("old")
+    existing.chmod(0o640)
+    assert write_report_file("new", str(existing), chosen_by_user=True) == str(existing)
+    assert existing.read_text() == "new" and existing.stat().st_mode & 0o777 == 0o640
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    link = tmp_path / "link.html"
+    link.symlink_to(victim)
+    with pytest.raises(BadInputError, match="is a symbolic link"):
+        write_report_file("new", str(link), chosen_by_user=True)
+    assert victim.read_text() == "precious\n" and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "report.html", "victim"]  # no temp left
+
+
+def test_report_command_never_follows_a_symlink_planted_at_its_default_name(scenario, tmp_path):
+    # The attack: the default name is predictable to the second; plant a link at the next few seconds' names.
+    state_dir = tmp_path / "state"
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    now = int(time.time())
+    for second in range(now, now + 30):
+        name = f"nginx-canary-report-app-{time.strftime('%Y%m%d-%H%M%S', time.localtime(second))}.html"
+        (out / name).symlink_to(victim)
+    result = cli("--state-dir", str(state_dir), "--socket", str(tmp_path / "none.sock"), "report", "app", cwd=out)
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.strip())
+    assert path.parent == out and path.name.endswith("-2.html") and not path.is_symlink()
+    assert "Outcome: rolled back" in path.read_text()
+    assert victim.read_text() == "precious\n"
+    refused = cli("--state-dir", str(state_dir), "--socket", str(tmp_path / "none.sock"), "report", "app",
+                  "--output", str(out / name))
+    assert refused.returncode == 2 and victim.read_text() == "precious\n"
+    assert refused.stderr.strip().splitlines() == [f"nginx-canary: error: {out / name} is a symbolic link: the report is "
+                                                   "not written through one (remove it or give another --output)"]
