@@ -236,7 +236,8 @@ def _print_report(report: Dict[str, Any]) -> None:
         click.echo(_figures_row(f"group {group}", fig))
     for address, sfig in servers.items():
         if sfig["upstream"] is None:
-            click.echo(_figures_row(f"{address} (not in config)", sfig))
+            # An address that is not in the config came from the log: show it as data.
+            click.echo(_figures_row(f"{printable(address)} (not in config)", sfig))
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

@@ -197,3 +197,16 @@ def test_help_documents_exit_codes():
     result = subprocess.run([sys.executable, "-m", "nginx_canary", "set-weight", "--help"], capture_output=True, text=True)
     for line in ("0  ok", "2  bad usage", "3  nginx is not running", "4  another nginx-canary holds the lock"):
         assert line in result.stdout
+
+
+def test_nginx_messages_reach_the_terminal_without_control_characters(nginx):
+    """A file name with an escape sequence, quoted by `nginx -t`, is shown escaped."""
+    before = nginx.config_files()
+    name = "x\x1b]0;owned\x07\x1b[2J.conf"
+    (nginx.prefix / "conf.d" / name).write_text("upstream broken {\n  server 127.0.0.1:1 weight=0;\n}\n")
+    result = run(nginx, "set-weight", "backend", "10", "--canary", nginx.v2)
+    (nginx.prefix / "conf.d" / name).unlink()
+    assert result.returncode != 0
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr, result.stderr
+    assert "x\\x1b]0;owned\\x07\\x1b[2J.conf" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert nginx.config_files() == before
