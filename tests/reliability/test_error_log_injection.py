@@ -34,7 +34,8 @@ class ErrorLogFlood:
         self.port, self.stop_event = port, threading.Event()
         self.sent: List[int] = [0] * threads
         self.answers_413: List[int] = [0] * threads
-        self._deadline = time.monotonic() + duration
+        self.started = time.monotonic()
+        self._deadline = self.started + duration
         self._per_thread = max_requests // threads
         self._gap = threads / rate
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
@@ -63,6 +64,8 @@ class ErrorLogFlood:
         self.stop_event.set()
         for t in self.threads:
             t.join(10)
+        print(f"flood: {sum(self.answers_413)} answered 413 of {sum(self.sent)} sent "
+              f"in {time.monotonic() - self.started:.1f} s")
         return sum(self.answers_413)
 
 
@@ -113,8 +116,9 @@ def test_a_rollback_under_the_flood_restores_the_files(rel_harness):
     finally:
         answered = flood.stop()
     assert final["state"] == "rolled_back", final["message"]
-    events = [r["event"] for r in history(h.site) if r["event"] != "check"]
-    assert events == ["start", "step", "rollback", "restored"], events
+    records = [r for r in history(h.site) if r["event"] != "check"]
+    assert [r["event"] for r in records] == ["start", "step", "rollback", "restored"], records
+    print(f"canary given traffic -> restored: {records[3]['time'] - records[1]['time']:.2f} s")
     assert steps.whole() == "snapshot" and h.site.config_files() == h.originals
     assert h.site.nginx_t().returncode == 0
     assert h.probe(50).versions == {"v1": 50}
