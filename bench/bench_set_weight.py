@@ -15,7 +15,7 @@ Configs:
          one server block per include file with 10 proxy_pass locations.
 
 The first set-weight run of each config starts with no parse cache
-(STATE/parse-cache.pickle deleted) and is reported apart from the warm runs.
+(STATE/parse-cache.json deleted) and is reported apart from the warm runs.
 
 It prints figures only; nothing is asserted about timing. Targets, for
 context: small set-weight <= 300 ms; large set-weight <= 2.5 x nginx -t.
@@ -577,7 +577,7 @@ def check_set_weight(res: Timed, site: Site, percent: int) -> float:
 
 def measure(nginx: str, canary: str, site: Site, warm_runs: int, percent_iter: List[int]) -> Result:
     result = Result(site)
-    cache = os.path.join(site.state_dir, "parse-cache.pickle")
+    cache = os.path.join(site.state_dir, "parse-cache.json")
     if os.path.exists(cache):
         os.unlink(cache)
     t_argv = [nginx, "-t", "-p", site.prefix, "-c", site.conf]
@@ -709,9 +709,9 @@ _PHASES = (
     # label, file suffix ("~" for builtins), function name
     ("total (profiled)", None, None),
     ("read_config", "nginx_canary/operations.py", "read_config"),
-    ("  pickle.load (parse cache)", "~", "<built-in method _pickle.load>"),
+    ("  json.loads (parse cache)", "json/__init__.py", "loads"),
     ("  crossplane.parse", "crossplane/parser.py", "parse"),
-    ("  pickle.dump (parse cache)", "~", "<built-in method _pickle.dump>"),
+    ("  json.dumps (parse cache)", "json/__init__.py", "dumps"),
     ("plan_split", "nginx_canary/operations.py", "plan_split"),
     ("find_master", "nginx_canary/nginx/control.py", "find_master"),
     ("snapshot", "nginx_canary/transaction.py", "_snapshot"),

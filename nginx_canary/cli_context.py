@@ -6,16 +6,22 @@ its own) is not asked for one. A config named with ``--config`` or
 ``$NGINX_CANARY_CONFIG`` must be readable; the default one is skipped when it
 is missing or not readable by the user running the command (a member of the
 control group talking to the daemon need not read the daemon's config).
+
+The state dir is checked when the settings are first resolved, before any
+command reads it (the parse cache, the journal, rollout state): one that
+others can write is refused (:mod:`nginx_canary.permissions`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 from nginx_canary import operations
+from nginx_canary.permissions import Finding, describe, insecure_state_dir
 
 if TYPE_CHECKING:
     from nginx_canary.settings import DaemonSettings
@@ -40,6 +46,9 @@ class CliContext:
     state_dir: Optional[str] = None
     default_config_path: str = DEFAULT_CONFIG_PATH
     can_read: Callable[[str], bool] = field(default=lambda path: os.access(path, os.R_OK), repr=False)
+    #: Who else can write the state dir or anything in it (see :mod:`nginx_canary.permissions`).
+    state_dir_writers: Callable[[str], List[Finding]] = field(default=insecure_state_dir, repr=False)
+    warn: Callable[[str], None] = field(default=lambda text: print(f"nginx-canary: {text}", file=sys.stderr), repr=False)
     _daemon: Optional["DaemonSettings"] = field(default=None, repr=False)
     _daemon_read: bool = field(default=False, repr=False)
     _settings: Optional[operations.Settings] = field(default=None, repr=False)
@@ -91,13 +100,42 @@ class CliContext:
             if prefix is None and self.nginx_conf is None and daemon is not None:
                 prefix = daemon.nginx.prefix
             state_dir = self.state_dir or (daemon.state_dir if daemon else DEFAULT_STATE_DIR)
-            self._settings = operations.Settings(
+            settings = operations.Settings(
                 nginx_conf=os.path.abspath(conf),
                 nginx_bin=shutil.which(binary) or binary,
                 nginx_prefix=os.path.abspath(prefix) if prefix else None,
                 state_dir=os.path.abspath(state_dir),
             )
+            self._check_state_dir(settings.state_dir)
+            self._settings = settings
         return self._settings
+
+    def _check_state_dir(self, path: str) -> None:
+        """Refuse a state dir that others can write, before anything in it is read.
+
+        The daemon's ``allow_insecure_permissions`` turns the refusal into a warning.
+
+        Raises:
+            BadInputError: someone other than root and the running user can write it.
+            SettingsError: the daemon's config had to be read for that setting and is invalid.
+        """
+        from nginx_canary.errors import BadInputError
+
+        try:
+            found = self.state_dir_writers(path)
+        except OSError as exc:
+            raise BadInputError(f"refusing to use state dir {path}: cannot tell who can write "
+                                f"{exc.filename}: {exc.strerror}") from exc
+        if not found:
+            return
+        daemon = self.daemon_settings()
+        if daemon is not None and daemon.allow_insecure_permissions:
+            for where, who in found:
+                self.warn(f"{where} is writable by {who} (allowed by allow_insecure_permissions)")
+            return
+        raise BadInputError(f"refusing to use state dir {path}: {describe(found)}; whoever can write it can change "
+                            "what nginx-canary does as this user. Fix the owner, mode or ACL (owned by root or by "
+                            "you, mode 0700), or set allow_insecure_permissions: true in the daemon's config")
 
     @property
     def socket(self) -> str:

@@ -58,7 +58,7 @@ from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_f
 from nginx_canary.nginx.conf import NginxConfig
 from nginx_canary.metrics import DaemonMetrics, MetricsServer
 from nginx_canary.gates import GateChecker, HttpChecker
-from nginx_canary.permissions import insecure_paths
+from nginx_canary.permissions import describe, insecure_paths, insecure_state_dir
 from nginx_canary.report import last_run
 from nginx_canary.rollout import ACTIVE, Rollout
 from nginx_canary.series import SeriesRecorder
@@ -263,6 +263,7 @@ class Daemon:
         Raises CanaryError (a rollout that does not fit the nginx config, a
         socket that cannot be set up, a state that cannot be read).
         """
+        self.check_permissions()  # before anything is read from the state dir (the parse cache)
         config = operations.read_config(self.ops)
         self.check_permissions(config)
         self._daemon_lock = daemon_lock(self.ops.state_dir)
@@ -312,26 +313,32 @@ class Daemon:
             parts.append(text)
         return "; ".join(parts) or "no rollouts configured"
 
-    def check_permissions(self, config: NginxConfig) -> None:
+    def check_permissions(self, config: Optional[NginxConfig] = None) -> None:
         """Refuse to run on files others can write (see :mod:`nginx_canary.permissions`).
 
-        Raises BadInputError naming the first such file, unless
-        ``allow_insecure_permissions`` (then each is logged as a warning).
+        Without ``config``: the daemon's config file and the state dir (and
+        all in it); with it: nginx's main file and every file it includes.
+
+        Raises BadInputError naming the first such file and who can write it,
+        unless ``allow_insecure_permissions`` (then each is logged as a warning).
         """
-        paths = [self.config_path, self.ops.state_dir]
-        for rollout in self.settings.rollouts.values():
-            paths.extend(upstream_files(config, rollout.upstream))
-        found = insecure_paths(paths)
+        try:
+            if config is None:
+                found = insecure_paths([self.config_path]) + insecure_state_dir(self.ops.state_dir)
+            else:
+                found = insecure_paths(list(config.files) + [path for r in self.settings.rollouts.values()
+                                                             for path in upstream_files(config, r.upstream)])
+        except OSError as exc:
+            raise BadInputError(f"refusing to start: cannot tell who can write {exc.filename}: {exc.strerror}") from exc
         if not found:
             return
         if self.settings.allow_insecure_permissions:
             for path, who in found:
                 log.warning("daemon: %s is writable by %s (allowed by allow_insecure_permissions)", path, who)
             return
-        path, who = found[0]
-        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise BadInputError(f"refusing to start: {path} is writable by {who}{more}; whoever can write it can steer "
-                            "nginx through this daemon. Fix the owner or mode, or set allow_insecure_permissions: true")
+        raise BadInputError(f"refusing to start: {describe(found)}; whoever can write it can steer nginx, or run code "
+                            "as root, through this daemon. Fix the owner, mode or ACL, or set "
+                            "allow_insecure_permissions: true")
 
     def _build(self, rollout_settings: RolloutSettings, config: NginxConfig) -> RolloutRuntime:
         check_rollout_against_config(rollout_settings, config)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
+import stat
 import tempfile
 from typing import Iterable, List, Optional
 
@@ -71,6 +73,24 @@ def atomic_write(path: str, data: bytes, *, mode: Optional[int] = None, uid: Opt
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def open_nofollow(path: str, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` for a file of the state directory: never through a symlink, and only a regular file.
+
+    A file that must be new is created with ``os.O_EXCL`` in ``flags`` (or
+    :func:`atomic_write`'s ``mkstemp``); one that lives on (a lock, a history)
+    is opened with ``O_NOFOLLOW``, so a planted symlink fails (ELOOP) instead
+    of making root write where it points.
+
+    Raises:
+        OSError: it cannot be opened, is a symlink, or is not a regular file.
+    """
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
 
 
 def cut_torn_tail(fd: int, size: int) -> None:

@@ -16,7 +16,7 @@ from nginx_canary.nginx.edit import ServerChange, edit_servers
 from nginx_canary.split import Split, compute_split
 from nginx_canary.transaction import FileChange, Outcome, Transaction, writer_lock
 
-PARSE_CACHE_FILE = "parse-cache.pickle"
+PARSE_CACHE_FILE = "parse-cache.json"
 # Config bytes that are not UTF-8 survive an edit unchanged.
 ENCODING = ("utf-8", "surrogateescape")
 

@@ -55,7 +55,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from nginx_canary.errors import StateError
-from nginx_canary.fsutil import atomic_write, cut_torn_tail, fsync_dir, write_all
+from nginx_canary.fsutil import atomic_write, cut_torn_tail, fsync_dir, open_nofollow, write_all
 from nginx_canary.state import validate_name
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,7 @@ class SeriesRecorder:
         pending = self._points[len(self._points) - self._unflushed:]
         data = "".join(_line(p) for p in pending).encode("utf-8")
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+            fd = open_nofollow(self.path, os.O_RDWR | os.O_APPEND)
         except FileNotFoundError:
             self._rewrite()  # removed under us: write it all again
             return

@@ -30,7 +30,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from nginx_canary import faults
 from nginx_canary.errors import BadInputError, StateError
-from nginx_canary.fsutil import atomic_write, cut_torn_tail, fsync_dir, write_all
+from nginx_canary.fsutil import atomic_write, cut_torn_tail, fsync_dir, open_nofollow, write_all
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +356,7 @@ class StateStore:
             raise ValueError(f"history record {event!r} of rollout {name!r} is not JSON-serialisable: {exc}") from exc
         self._ensure_dirs()
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+            fd = open_nofollow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, _FILE_MODE)
         except OSError as exc:
             raise StateError(f"cannot open history: {exc.strerror or exc}", file=path) from exc
         try:

@@ -26,7 +26,7 @@ import psutil
 
 from nginx_canary import faults
 from nginx_canary.errors import BusyError, CanaryError, ControlError, NginxNotRunningError, StateError
-from nginx_canary.fsutil import atomic_write
+from nginx_canary.fsutil import atomic_write, open_nofollow
 from nginx_canary.nginx.conf import NginxConfig, load_config
 from nginx_canary.nginx.control import Nginx, ReloadResult
 
@@ -81,7 +81,7 @@ def daemon_lock(state_dir: str) -> int:
     ensure_state_dir(state_dir)
     path = os.path.join(state_dir, "daemon.lock")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
     except OSError as exc:
         raise StateError(f"cannot open lock file {path}: {exc.strerror}") from exc
     try:
@@ -109,7 +109,7 @@ def writer_lock(state_dir: str) -> Iterator[None]:
     ensure_state_dir(state_dir)
     path = os.path.join(state_dir, "lock")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
     except OSError as exc:
         raise StateError(f"cannot open lock file {path}: {exc.strerror}") from exc
     try:

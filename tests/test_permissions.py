@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import stat
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 
 from nginx_canary.demo.site import DemoSite
-from nginx_canary.permissions import insecure_paths
+from nginx_canary.permissions import acl_writers, insecure_paths, insecure_state_dir
 
 OTHER = 12345
 
@@ -28,8 +31,8 @@ def make(tmp_path: Path, mode: int, uid: int = 0, gid: int = 0) -> Path:
 @pytest.mark.parametrize("mode, uid, gid, who", [
     (0o644, 0, 0, None),
     (0o664, 0, 0, None),            # root's group
-    (0o600, OTHER, 0, f"user {OTHER}"),
-    (0o400, OTHER, 0, None),        # owned by another user, but not writable by them
+    (0o600, OTHER, 0, f"user {OTHER} (its owner)"),
+    (0o444, OTHER, 0, f"user {OTHER} (its owner)"),  # read-only, but its owner may chmod it
     (0o664, 0, OTHER, f"group {OTHER}"),
     (0o646, 0, 0, "everyone"),
 ])
@@ -44,6 +47,48 @@ def test_the_daemons_own_user_and_group_are_trusted(tmp_path):
     assert insecure_paths([str(path)], uid=OTHER, gid=OTHER) == []
 
 
+def acl(*entries: Tuple[int, int, int]) -> bytes:
+    """A ``system.posix_acl_access`` value: (tag, perm, id) entries after the version header, in the kernel's order."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, ident)
+                                           for tag, perm, ident in sorted(entries, key=lambda e: (e[0], e[2])))
+
+
+ANY = 0xFFFFFFFF
+USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER_ENTRY = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+
+@pytest.mark.parametrize("entries, who", [
+    ([(USER, 6, OTHER), (MASK, 6, ANY)], f"user {OTHER} (ACL)"),         # u:OTHER:rw
+    ([(USER, 6, OTHER), (MASK, 4, ANY)], None),                          # ... but the mask takes write away
+    ([(GROUP, 7, OTHER), (MASK, 7, ANY)], f"group {OTHER} (ACL)"),
+    ([(USER, 6, 0), (MASK, 6, ANY)], None),                              # root named: trusted
+])
+def test_posix_acls_count(tmp_path, entries, who):
+    path = make(tmp_path, 0o644)
+    value = acl((USER_OBJ, 6, ANY), (GROUP_OBJ, 4, ANY), (OTHER_ENTRY, 4, ANY), *entries)
+    os.setxattr(path, "system.posix_acl_access", value)
+    assert insecure_paths([str(path)], uid=0, gid=0) == ([] if who is None else [(str(path), who)])
+
+
+def test_an_acl_mask_hides_the_owning_groups_own_permissions(tmp_path):
+    path = make(tmp_path, 0o644, 0, OTHER)
+    # g::r-- with mask rw- (so the mode shows g+w) and u:0:rw: the owning group cannot write.
+    os.setxattr(path, "system.posix_acl_access",
+                acl((USER_OBJ, 6, ANY), (USER, 6, 0), (GROUP_OBJ, 4, ANY), (MASK, 6, ANY), (OTHER_ENTRY, 4, ANY)))
+    assert stat.S_IMODE(path.stat().st_mode) & stat.S_IWGRP
+    assert insecure_paths([str(path)], uid=0, gid=0) == []
+    os.setxattr(path, "system.posix_acl_access",
+                acl((USER_OBJ, 6, ANY), (USER, 6, 0), (GROUP_OBJ, 6, ANY), (MASK, 6, ANY), (OTHER_ENTRY, 4, ANY)))
+    assert insecure_paths([str(path)], uid=0, gid=0) == [(str(path), f"group {OTHER} (ACL)")]
+
+
+def test_acl_writers_rejects_what_is_not_an_acl():
+    with pytest.raises(ValueError):
+        acl_writers(b"\x01\x00\x00\x00", 0)
+    with pytest.raises(ValueError):
+        acl_writers(acl((USER, 6, 1))[:-1], 0)
+
+
 def test_a_directory_others_can_write_lets_them_replace_the_file(tmp_path):
     directory = tmp_path / "shared"
     directory.mkdir()
@@ -54,13 +99,71 @@ def test_a_directory_others_can_write_lets_them_replace_the_file(tmp_path):
     assert insecure_paths([str(path)], uid=0, gid=0) == [(str(directory), "everyone")]
     directory.chmod(0o1777)  # sticky, like /tmp: others cannot replace root's file
     assert insecure_paths([str(path)], uid=0, gid=0) == []
+    os.chown(path, OTHER, -1)  # ... but its owner can, and so can everyone else then
+    assert insecure_paths([str(path)], uid=0, gid=0) == [(str(directory), "everyone"),
+                                                         (str(path), f"user {OTHER} (its owner)")]
 
 
-def test_symlinks_are_judged_by_their_target(tmp_path):
+def test_a_missing_file_in_a_sticky_directory_could_be_created_by_anyone(tmp_path):
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    directory.chmod(0o1777)
+    missing = directory / "state"
+    assert insecure_paths([str(missing)], uid=0, gid=0) == [
+        (str(directory), f"everyone, who could create {missing} first")]
+    missing.mkdir(mode=0o700)
+    assert insecure_paths([str(missing)], uid=0, gid=0) == []
+
+
+def test_every_parent_directory_counts(tmp_path):
+    grandparent = tmp_path / "a"
+    (grandparent / "b").mkdir(parents=True)
+    path = grandparent / "b" / "upstream.conf"
+    path.write_text("x")
+    os.chown(grandparent, OTHER, -1)
+    grandparent.chmod(0o555)  # read-only, but its owner may chmod it and rename b away
+    assert insecure_paths([str(path)], uid=0, gid=0) == [(str(grandparent), f"user {OTHER} (its owner)")]
+
+
+def test_symlinks_count_with_the_directory_of_the_link_and_of_the_target(tmp_path):
     target = make(tmp_path, 0o666)
     link = tmp_path / "link.conf"
     link.symlink_to(target)
     assert insecure_paths([str(link)], uid=0, gid=0) == [(str(target), "everyone")]
+    target.chmod(0o644)
+    enabled = tmp_path / "sites-enabled"
+    enabled.mkdir()
+    os.chown(enabled, -1, OTHER)
+    enabled.chmod(0o775)
+    (enabled / "site.conf").symlink_to(target)
+    assert insecure_paths([str(enabled / "site.conf")], uid=0, gid=0) == [(str(enabled), f"group {OTHER}")]
+
+
+def test_relative_symlinks_and_dot_dot_resolve_as_the_kernel_does(tmp_path):
+    real = tmp_path / "real"
+    (real / "conf.d").mkdir(parents=True)
+    (real / "conf.d" / "u.conf").write_text("x")
+    (tmp_path / "alias").symlink_to("real")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    bad.chmod(0o777)
+    assert insecure_paths([str(tmp_path / "alias" / "conf.d" / ".." / "conf.d" / "u.conf")], uid=0, gid=0) == []
+    (real / "conf.d" / "v.conf").symlink_to("../../bad/v.conf")
+    (bad / "v.conf").write_text("x")
+    assert insecure_paths([str(tmp_path / "alias" / "conf.d" / "v.conf")], uid=0, gid=0) == [(str(bad), "everyone")]
+
+
+def test_the_state_dir_and_everything_in_it(tmp_path):
+    state = tmp_path / "state"
+    (state / "rollouts").mkdir(parents=True)
+    (state / "rollouts" / "app.json").write_text("{}")
+    assert insecure_state_dir(str(state), uid=0, gid=0) == []
+    os.chown(state / "rollouts" / "app.json", OTHER, -1)
+    assert insecure_state_dir(str(state), uid=0, gid=0) == [
+        (str(state / "rollouts" / "app.json"), f"user {OTHER} (its owner)")]
+    os.chown(state / "rollouts" / "app.json", 0, -1)
+    state.chmod(0o1777)  # a sticky state dir still lets anyone add files to it
+    assert insecure_state_dir(str(state), uid=0, gid=0) == [(str(state), "everyone")]
 
 
 def run_daemon(site: DemoSite) -> subprocess.CompletedProcess:

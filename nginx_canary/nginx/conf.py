@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
-import pickle
+import stat
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -21,11 +23,11 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import crossplane
 
 from nginx_canary.errors import BadInputError, ConfigError
+from nginx_canary.fsutil import TEMP_SUFFIX
 from nginx_canary.nginx.lexer import unescape
 
 Tree = List[Dict[str, Any]]
 _GLOB_CHARS = "*?["
-_CACHE_VERSION = 2  # bump when what _prune keeps changes
 _BLOCK_CONTEXTS = {"http", "stream", "mail", "events"}
 _PASS_DIRECTIVES = {"proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass", "memcached_pass"}
 _KEPT_DIRECTIVES = {"include", "server", "pid", "error_log", "log_format", "access_log"} | _PASS_DIRECTIVES
@@ -160,9 +162,30 @@ class NginxConfig:
         return found[0]
 
 
+def _valid_tree(tree: Any) -> bool:
+    """Whether ``tree`` has the shape :func:`_prune` gives (a cache file is data from disk, checked before use)."""
+    pending = [tree]
+    while pending:
+        block = pending.pop()
+        if type(block) is not list:
+            return False
+        for stmt in block:
+            if type(stmt) is not dict:
+                return False
+            args = stmt.get("args")
+            if type(stmt.get("directive")) is not str or type(stmt.get("line")) is not int or type(args) is not list:
+                return False
+            for arg in args:
+                if type(arg) is not str:
+                    return False
+            if "block" in stmt:
+                pending.append(stmt["block"])
+    return True
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    # (Un)pickling many small dicts triggers the cyclic GC over and over; they hold no cycles.
+    # Decoding many small dicts triggers the cyclic GC over and over; they hold no cycles.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -175,21 +198,44 @@ def _gc_paused() -> Iterator[None]:
 class ParseCache:
     """crossplane trees of single files, reused while a file's inode, size and mtime stay the same.
 
-    A cache that cannot be read or written is ignored: it only saves time.
+    Kept as JSON, which is data only: a cache file is never code. A cache that
+    cannot be read, is not valid, or cannot be written is ignored: it only
+    saves time. The file is created under a random temporary name (``mkstemp``:
+    ``O_EXCL|O_NOFOLLOW``; a leftover one is swept like :func:`~nginx_canary.fsutil.atomic_write`'s) and renamed into place; it is read without
+    following a symlink.
     """
+
+    #: The ``version`` key of the file; bump it when what :func:`_prune` keeps changes.
+    VERSION = 3
 
     def __init__(self, path: Optional[str]) -> None:
         self.path = path
         self._entries: Dict[str, Tuple[Tuple[int, int, int, int], Tree]] = {}
         self._dirty = False
         if path:
-            try:
-                with open(path, "rb") as fh, _gc_paused():
-                    loaded = pickle.load(fh)
-                if isinstance(loaded, dict) and loaded.get("version") == _CACHE_VERSION:
-                    self._entries = loaded["entries"]
-            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError):
-                self._entries = {}
+            self._entries = self._load(path)
+
+    @staticmethod
+    def _load(path: str) -> Dict[str, Tuple[Tuple[int, int, int, int], Tree]]:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    return {}
+                with _gc_paused():
+                    loaded = json.loads(fh.read())
+        except (OSError, ValueError, RecursionError):
+            return {}
+        if not isinstance(loaded, dict) or loaded.get("version") != ParseCache.VERSION \
+                or not isinstance(loaded.get("entries"), dict):
+            return {}
+        entries: Dict[str, Tuple[Tuple[int, int, int, int], Tree]] = {}
+        for file, entry in loaded["entries"].items():
+            # A file's tree is checked when it is used (get), so a large cache is not walked twice.
+            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], list) and len(entry[0]) == 4 \
+                    and all(type(n) is int for n in entry[0]):
+                entries[file] = (tuple(entry[0]), entry[1])  # type: ignore[assignment]
+        return entries
 
     @staticmethod
     def _key(path: str) -> Tuple[int, int, int, int]:
@@ -201,9 +247,14 @@ class ParseCache:
         if entry is None:
             return None
         try:
-            return entry[1] if entry[0] == self._key(path) else None
+            if entry[0] != self._key(path):
+                return None
         except OSError:
             return None
+        if not _valid_tree(entry[1]):
+            del self._entries[path]
+            return None
+        return entry[1]
 
     def put(self, path: str, key: Tuple[int, int, int, int], tree: Tree) -> None:
         self._entries[path] = (key, tree)
@@ -221,17 +272,24 @@ class ParseCache:
 
     def _write(self) -> None:
         assert self.path is not None
-        tmp = f"{self.path}.{os.getpid()}.tmp"
+        data = json.dumps({"version": self.VERSION, "entries": self._entries}, separators=(",", ":")).encode()
+        tmp = None
         try:
-            with open(tmp, "wb") as fh, _gc_paused():
-                pickle.dump({"version": _CACHE_VERSION, "entries": self._entries}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix="." + os.path.basename(self.path) + ".",
+                                       suffix=TEMP_SUFFIX)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
             os.replace(tmp, self.path)
+            tmp = None
             self._dirty = False
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            pass
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
 
 
 def _prune(tree: Tree) -> Tree:
