@@ -12,9 +12,11 @@ checked with ``SO_PEERCRED``: root, the daemon's own user, or a member of the
 control group (primary or supplementary), nobody else. File modes alone would
 let anyone in once an operator loosened them by hand.
 
-The server thread only reads requests and writes answers; what a request does
-is decided by the ``handle`` callable it is given, which the daemon runs on its
-main loop (see :mod:`nginx_canary.daemon`).
+The server's threads only read requests and write answers, within fixed
+limits (:data:`LIMITS`, :mod:`nginx_canary.bounded_server`); what a request
+does is decided by the ``handle`` callable it is given, which the daemon runs
+on its main loop (see :mod:`nginx_canary.daemon`). A request nested deeper
+than :data:`MAX_JSON_DEPTH` is answered as a bad request.
 """
 
 from __future__ import annotations
@@ -24,22 +26,31 @@ import grp
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import struct
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
 
+from nginx_canary.bounded_server import BoundedServer, Limits, Refusal
 from nginx_canary.errors import BadInputError, CanaryError, ControlError, DaemonNotRunningError, ExitCode
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
-#: A peer gets this long to send its request; a silent one must not hold a server thread.
+#: Deepest nesting of arrays and objects a request may have (the CLI's requests have 2 or 3 levels).
+MAX_JSON_DEPTH = 32
+#: A peer gets this long, in total, to send its request.
 REQUEST_TIMEOUT = 5.0
+#: What the server may hold (see :mod:`nginx_canary.bounded_server`): 4 workers (a command may wait for
+#: the main loop, e.g. behind a step change), 64 connections being read, 32 requests waiting for a worker.
+LIMITS = Limits(workers=4, max_pending=64, queue=32, request_deadline=REQUEST_TIMEOUT, answer_deadline=10.0,
+                max_request_bytes=MAX_REQUEST_BYTES)
+#: How long the CLI retries a connect refused for a full listen backlog (many clients at once).
+CONNECT_TIMEOUT = 10.0
 #: How long the CLI waits for an answer: a command may wait for the writer lock and an nginx reload.
 DEFAULT_CLIENT_TIMEOUT = 120.0
 
@@ -155,29 +166,31 @@ def _clear_stale_socket(path: str) -> None:
 
 
 class ControlServer:
-    """Accepts connections on the control socket in a thread; ``handle(command, args)`` makes the answer.
+    """Serves the control socket; ``handle(command, args)`` makes each answer.
 
     ``handle`` returns JSON data or raises a CanaryError (answered as an error
     with its exit code); anything else it raises is answered as an internal
-    error and logged.
+    error and logged. Requests are read and answered by a
+    :class:`~nginx_canary.bounded_server.BoundedServer` within :data:`LIMITS`
+    (fitted to the open-file limit), ``request_timeout`` being the total time
+    a peer has to send its request.
     """
 
     def __init__(self, path: str, handle: Handler, *, control_group: Optional[str] = None,
-                 request_timeout: float = REQUEST_TIMEOUT) -> None:
+                 request_timeout: float = REQUEST_TIMEOUT, limits: Optional[Limits] = None) -> None:
         """Raises ControlError for an unknown group."""
         self.path = path
         self.handle = handle
         self.control_gid = group_id(control_group)
-        self.request_timeout = request_timeout
-        self._listener: Optional[socket.socket] = None
-        self._thread: Optional[threading.Thread] = None
-        self._closing = threading.Event()
+        self.limits = replace(limits or LIMITS, request_deadline=request_timeout).fit()
+        self._server: Optional[BoundedServer] = None
         self._inode: Optional[Tuple[int, int]] = None
 
     def start(self) -> None:
-        """Bind the socket (directory and modes as documented) and start accepting.
+        """Bind the socket (directory and modes as documented) and start serving.
 
-        Raises ControlError: the directory is unsuitable, or another daemon is listening.
+        Raises ControlError: the directory is unsuitable, another daemon is
+        listening, or the server's threads cannot be started.
         """
         _prepare_directory(os.path.dirname(self.path) or ".", self.control_gid)
         _clear_stale_socket(self.path)
@@ -196,23 +209,26 @@ class ControlServer:
                 os.chmod(self.path, 0o660)
             info = os.stat(self.path)
             self._inode = (info.st_dev, info.st_ino)
-            listener.listen(16)
+            listener.listen(socket.SOMAXCONN)
         except OSError as exc:
             listener.close()
             raise ControlError(f"cannot set up the control socket {self.path}: {exc.strerror}") from exc
-        listener.settimeout(0.5)
-        self._listener = listener
-        self._thread = threading.Thread(target=self._serve, name="control-socket", daemon=True)
-        self._thread.start()
+        self._server = BoundedServer(listener, _ControlProtocol(self), self.limits, name="control socket")
+        try:
+            self._server.start()
+        except RuntimeError as exc:
+            self._server = None
+            self._unlink()
+            raise ControlError(f"cannot serve the control socket {self.path}: {exc}") from None
 
     def close(self) -> None:
-        """Stop accepting and remove the socket file (only if it is still ours)."""
-        self._closing.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        """Stop serving and remove the socket file (only if it is still ours)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._unlink()
+
+    def _unlink(self) -> None:
         try:
             info = os.stat(self.path)
             if (info.st_dev, info.st_ino) == self._inode:
@@ -220,59 +236,62 @@ class ControlServer:
         except OSError:
             pass
 
-    def _serve(self) -> None:
-        assert self._listener is not None
-        while not self._closing.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError as exc:
-                if self._closing.is_set():
-                    return
-                log.warning("control socket: accept failed: %s", exc)
-                time.sleep(0.1)
-                continue
-            threading.Thread(target=self._serve_one, args=(conn,), name="control-conn", daemon=True).start()
 
-    def _serve_one(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                peer = peer_of(conn)
-            except OSError as exc:
-                log.warning("control socket: cannot read the peer's credentials: %s", exc)
-                return
-            if not is_allowed(peer, os.geteuid(), self.control_gid):
-                log.warning("control socket: refused pid %d uid %d gid %d (not root, the daemon's user or in "
-                            "control_group)", peer.pid, peer.uid, peer.gid)
-                # Take its request (never acted on) first: closing on an unread request resets the
-                # connection, and the client would see "Broken pipe" instead of the refusal.
-                conn.settimeout(min(self.request_timeout, 1.0))
-                try:
-                    _read_line(conn, MAX_REQUEST_BYTES)
-                except (OSError, ControlError):
-                    pass
-                _send(conn, {"ok": False, "exit_code": int(ExitCode.BAD_INPUT),
-                             "error": "permission denied: the control socket takes root, the daemon's user "
-                                      "and members of control_group only"})
-                return
-            conn.settimeout(self.request_timeout)
-            try:
-                request = _read_line(conn, MAX_REQUEST_BYTES)
-                command, args = _parse_request(request)
-            except (OSError, ControlError) as exc:
-                _send(conn, {"ok": False, "exit_code": int(ExitCode.BAD_INPUT), "error": f"bad request: {exc}"})
-                return
-            try:
-                answer: Dict[str, Any] = {"ok": True, "result": self.handle(command, args)}
-            except CanaryError as exc:
-                answer = {"ok": False, "error": str(exc), "exit_code": int(exc.exit_code)}
-            except Exception as exc:  # noqa: BLE001 - a bug must reach the client as one line, not kill the thread
-                log.exception("control socket: %s failed", command)
-                answer = {"ok": False, "error": f"internal error in the daemon: {exc!r}",
-                          "exit_code": int(ExitCode.NGINX_REJECTED)}
-            conn.settimeout(self.request_timeout)
-            _send(conn, answer)
+class _ControlProtocol:
+    """One JSON line in, one JSON line out, for :class:`BoundedServer`; the peer is checked at accept."""
+
+    def __init__(self, server: ControlServer) -> None:
+        self._server = server
+
+    def accepted(self, conn: socket.socket) -> Peer:
+        return peer_of(conn)
+
+    def request_end(self, data: bytes) -> int:
+        end = data.find(b"\n")
+        return end + 1 if end >= 0 else -1
+
+    def refusal(self, why: Refusal, context: Any) -> bytes:
+        if not self._allowed(context):
+            return _encode(_PERMISSION_DENIED)
+        if why is Refusal.BUSY:
+            return _encode({"ok": False, "exit_code": int(ExitCode.BUSY),
+                            "error": "the daemon is busy: too many requests on the control socket; try again"})
+        reason = {Refusal.SLOW: f"no complete request within {self._server.limits.request_deadline:g} s",
+                  Refusal.TOO_LONG: f"line longer than {MAX_REQUEST_BYTES} bytes",
+                  Refusal.CLOSED_EARLY: "connection closed before a complete line"}.get(why, why.value)
+        return _encode({"ok": False, "exit_code": int(ExitCode.BAD_INPUT), "error": f"bad request: {reason}"})
+
+    def _allowed(self, peer: Peer) -> bool:
+        return is_allowed(peer, os.geteuid(), self._server.control_gid)
+
+    def serve(self, conn: socket.socket, request: bytes, context: Any) -> None:
+        peer: Peer = context
+        if not self._allowed(peer):
+            # The request was read (never acted on) before this answer: closing on an unread request
+            # resets the connection, and the client would see "Broken pipe" instead of the refusal.
+            log.warning("control socket: refused pid %d uid %d gid %d (not root, the daemon's user or in "
+                        "control_group)", peer.pid, peer.uid, peer.gid)
+            _send(conn, _PERMISSION_DENIED)
+            return
+        try:
+            command, args = _parse_request(request.rstrip(b"\n"))
+        except ControlError as exc:
+            _send(conn, {"ok": False, "exit_code": int(ExitCode.BAD_INPUT), "error": f"bad request: {exc}"})
+            return
+        try:
+            answer: Dict[str, Any] = {"ok": True, "result": self._server.handle(command, args)}
+        except CanaryError as exc:
+            answer = {"ok": False, "error": str(exc), "exit_code": int(exc.exit_code)}
+        except Exception as exc:  # noqa: BLE001 - a bug must reach the client as one line, not kill the thread
+            log.exception("control socket: %s failed", command)
+            answer = {"ok": False, "error": f"internal error in the daemon: {exc!r}",
+                      "exit_code": int(ExitCode.NGINX_REJECTED)}
+        _send(conn, answer)
+
+
+_PERMISSION_DENIED = {"ok": False, "exit_code": int(ExitCode.BAD_INPUT),
+                      "error": "permission denied: the control socket takes root, the daemon's user "
+                               "and members of control_group only"}
 
 
 def _read_line(conn: socket.socket, limit: int) -> bytes:
@@ -291,9 +310,17 @@ def _read_line(conn: socket.socket, limit: int) -> bytes:
 
 
 def _parse_request(raw: bytes) -> Tuple[str, Dict[str, Any]]:
+    """The command and args of a request line. Raises ControlError, one line, for anything else."""
     try:
-        request = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ControlError(f"not JSON: {exc}") from None
+    if _nesting(text) > MAX_JSON_DEPTH:
+        # json.loads recurses once per level: 30,000 levels raise RecursionError, not ValueError.
+        raise ControlError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        request = json.loads(text)
+    except ValueError as exc:
         raise ControlError(f"not JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("command"), str):
         raise ControlError('expected {"command": NAME, "args": {...}}')
@@ -303,9 +330,30 @@ def _parse_request(raw: bytes) -> Tuple[str, Dict[str, Any]]:
     return request["command"], args
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _nesting(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _encode(answer: Dict[str, Any]) -> bytes:
+    """One answer line. Raises ValueError for data JSON cannot carry (NaN)."""
+    return json.dumps(answer, sort_keys=True, allow_nan=False).encode("utf-8") + b"\n"
+
+
 def _send(conn: socket.socket, answer: Dict[str, Any]) -> None:
     try:
-        conn.sendall(json.dumps(answer, sort_keys=True, allow_nan=False).encode("utf-8") + b"\n")
+        conn.sendall(_encode(answer))
     except (OSError, ValueError) as exc:
         log.warning("control socket: cannot send the answer: %s", exc)
 
@@ -323,7 +371,7 @@ def call(path: str, command: str, args: Optional[Dict[str, Any]] = None, *,
     conn.settimeout(timeout)
     try:
         try:
-            conn.connect(path)
+            _connect(conn, path, time.monotonic() + min(timeout, CONNECT_TIMEOUT))
         except (FileNotFoundError, ConnectionRefusedError):
             raise DaemonNotRunningError(f"the nginx-canary daemon is not running (nothing listens on {path}); "
                                         "start it with `nginx-canary daemon` or `systemctl start nginx-canary`") from None
@@ -356,6 +404,19 @@ def call(path: str, command: str, args: Optional[Dict[str, Any]] = None, *,
     if answer["ok"]:
         return answer.get("result")
     raise _remote_error(str(answer.get("error", "unknown error")), answer.get("exit_code"))
+
+
+def _connect(conn: socket.socket, path: str, deadline: float) -> None:
+    """Connect, retrying while the listen backlog is full (EAGAIN) until ``deadline``. Raises OSError."""
+    while True:
+        try:
+            conn.connect(path)
+            return
+        except BlockingIOError:
+            # A unix socket does not queue a connect beyond the backlog: EAGAIN, even with a timeout set.
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _remote_error(message: str, code: Any) -> CanaryError:
