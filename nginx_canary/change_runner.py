@@ -12,6 +12,10 @@ step change, not in the middle of its transaction).
 
 One change at a time: the runner has one worker, and a call made while one
 is under way (from ``pump``) runs inline rather than waiting for itself.
+
+A restore is ``urgent``: the rollback is decided and nothing the checks find
+can change it, so ``pump`` reads no logs meanwhile (it would only compete for
+the GIL with the restore on a flooded host).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class ChangeRunner:
         self._next_wait = next_wait
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.busy = False
+        self.urgent = False  # the call under way is a restore: pump only what keeps the daemon alive
 
     def enable(self) -> None:
         """From now on, run calls on the worker thread."""
@@ -56,13 +61,17 @@ class ChangeRunner:
         if executor is not None:
             executor.shutdown(wait=True)
 
-    def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the worker thread, pumping until it returns; its result, or its exception raised."""
+    def run(self, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
+        """``fn(*args)`` on the worker thread, pumping until it returns; its result, or its exception raised.
+
+        ``urgent`` (a restore) is :attr:`urgent` while the call is under way.
+        """
         if self._executor is None or self.busy:
             return fn(*args)
         future = self._executor.submit(fn, *args)
         future.add_done_callback(lambda _: self._wake())
         self.busy = True
+        self.urgent = urgent
         try:
             while not future.done():
                 self._wait(self._next_wait())
@@ -75,7 +84,7 @@ class ChangeRunner:
         finally:
             if not future.done():
                 concurrent.futures.wait([future])
-            self.busy = False
+            self.busy = self.urgent = False
         return future.result()
 
 
@@ -97,10 +106,10 @@ class OffLoopApplier:
         return self.runner.run(self.inner.apply, percent)
 
     def restore(self, snapshot_id: str) -> Dict[str, str]:
-        return self.runner.run(self.inner.restore, snapshot_id)
+        return self.runner.run(self.inner.restore, snapshot_id, urgent=True)
 
     def restore_weights(self, snapshot_id: str) -> Dict[str, str]:
-        return self.runner.run(self.inner.restore_weights, snapshot_id)
+        return self.runner.run(self.inner.restore_weights, snapshot_id, urgent=True)
 
     def plan(self, percent: Any) -> Dict[str, str]:
         return self.inner.plan(percent)

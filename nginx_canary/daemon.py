@@ -452,14 +452,18 @@ class Daemon:
 
         Reads the logs and judges the checks that fall due (counted, acted on
         by the next :meth:`turn`), keeps systemd's watchdog and the metrics
-        fed. Nothing here changes nginx or answers a command.
+        fed. Nothing here changes nginx or answers a command. During a
+        restore (``changes.urgent``) the logs are left unread and no check
+        runs: the rollback is decided, and parsing a flood of log lines on
+        this thread would hold the GIL the restore's thread needs.
         """
         now = self.clock()
-        self._poll_logs(now)
         mono = self.monotonic()
-        for name, runtime in self.runtimes.items():
-            if self._due(runtime, mono):
-                self._observe(name, runtime, now)
+        if not self.changes.urgent:
+            self._poll_logs(now)
+            for name, runtime in self.runtimes.items():
+                if self._due(runtime, mono):
+                    self._observe(name, runtime, now)
         self._record_all_series(now)
         self._notify(mono)
         self._publish_metrics_when_due(mono)
@@ -580,6 +584,8 @@ class Daemon:
         if not pumping and (not self._commands.empty() or self._reload_wanted
                             or any(r.observed is not None for r in self.runtimes.values())):
             return 0.0
+        if not (pumping and self.changes.urgent) and any(r.traffic.traffic.behind for r in self.runtimes.values()):
+            return 0.0  # a log has more to read: read it now (in bounded bites, checks in between), not in 250 ms
         mono = self.monotonic()
         due = min((r.next_check for r in self.runtimes.values()), default=mono + POLL_EVERY)
         if self.notifier.watchdog_seconds is not None:
@@ -685,6 +691,7 @@ class Daemon:
 
     def _status_of(self, runtime: RolloutRuntime, now: float) -> Dict[str, Any]:
         status = runtime.rollout.status(now)
+        status["access_log"] = runtime.traffic.traffic.reading()
         status["window_seconds"] = runtime.rollout.settings.analysis.window
         status["canary_servers"] = list(runtime.rollout.settings.canary)
         return status

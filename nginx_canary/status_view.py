@@ -53,9 +53,23 @@ def format_status(status: Dict[str, Any]) -> str:
     if check:
         lines.append(f"  last check: {check.get('verdict')}: {check.get('reason')}"
                      f"  (failures in a row {status.get('failure_streak', 0)}/{status.get('failure_threshold')})")
+    reading = _reading(status.get("access_log"))
+    if reading:
+        lines.append(f"  {reading}")
     if status.get("message"):
         lines.append(f"  {status['message']}")
     return printable_lines("\n".join(lines))
+
+
+def _reading(figures: Any) -> str:
+    """A line when the access log reader is or was behind (1 MiB or more unread, or a skip), else ""."""
+    if not isinstance(figures, dict):
+        return ""
+    backlog, skipped, skips = (figures.get(k) for k in ("backlog_bytes", "skipped_bytes", "skips"))
+    if not all(isinstance(v, int) for v in (backlog, skipped, skips)) or (backlog < 1 << 20 and not skips):
+        return ""
+    return (f"access log: {backlog / 2**20:.1f} MiB unread; {skipped / 2**20:.1f} MiB skipped in {skips} skip(s) "
+            "because the reader fell behind")
 
 
 def format_history(record: Dict[str, Any]) -> str:

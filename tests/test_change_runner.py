@@ -143,3 +143,22 @@ def test_off_loop_applier_sends_only_the_writing_calls_to_the_worker(loop):
                      "plan": "caller", "plan_restore_weights": "caller", "snapshot_files": "caller",
                      "files_now": "caller", "hashes_of": "caller"}
     assert [args for _, args, _ in inner.calls][:2] == [("app",), (10,)]
+
+
+def test_a_restore_is_urgent_while_it_runs_and_a_step_change_is_not(loop):
+    loop.runner.enable()
+
+    class Inner:
+        def apply(self, percent: Any) -> Dict[str, Any]:
+            return {"urgent": loop.runner.urgent}
+
+        def restore(self, snapshot_id: str) -> Dict[str, Any]:
+            return {"urgent": loop.runner.urgent}
+
+        def restore_weights(self, snapshot_id: str) -> Dict[str, Any]:
+            return {"urgent": loop.runner.urgent}
+
+    applier = OffLoopApplier(Inner(), loop.runner)
+    assert applier.apply(10) == {"urgent": False}
+    assert applier.restore("s") == {"urgent": True} and loop.runner.urgent is False
+    assert applier.restore_weights("s") == {"urgent": True} and loop.runner.urgent is False

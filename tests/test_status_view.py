@@ -27,6 +27,15 @@ def test_status_shows_steps_figures_and_the_last_check():
     assert "last check: fail: error_rate: 0.8 % exceeds 0.5 %  (failures in a row 1/2)" in text
 
 
+def test_status_says_when_the_access_log_reader_is_or_was_behind():
+    keeping_up = {"backlog_bytes": 4096, "skipped_bytes": 0, "skips": 0}
+    assert "access log" not in format_status({**STATUS, "access_log": keeping_up})
+    skipped = {"backlog_bytes": 0, "skipped_bytes": 80 << 20, "skips": 2}
+    assert ("  access log: 0.0 MiB unread; 80.0 MiB skipped in 2 skip(s) because the reader fell behind"
+            in format_status({**STATUS, "access_log": skipped}).splitlines())
+    assert "access log" not in format_status({**STATUS, "access_log": {"skips": "x"}})
+
+
 def test_status_of_an_idle_rollout_has_no_figures_and_no_marked_step():
     text = format_status({"name": "app", "upstream": "backend", "state": "idle", "step": 0, "steps": [12.5, 100],
                           "canary_percent": 0, "time_left_in_step": None, "canary": None, "stable": None,

@@ -108,7 +108,8 @@ class LogTailer:
     ``unterminated`` (partial last lines of a rotated or deleted file that
     never got their newline before the file went quiet; discarded),
     ``bytes_read``, ``peak_buffered`` (largest partial line held, for memory
-    checks). ``position`` is the offset in the current file just past the last
+    checks), ``skipped_bytes`` and ``skips`` (:meth:`skip_to_end`).
+    ``position`` is the offset in the current file just past the last
     line returned or discarded: a tailer started with ``offset=position`` on
     the same file neither loses nor repeats a line. ``error`` says why the
     path cannot be followed right now (None when it can); it is retried at
@@ -175,6 +176,8 @@ class LogTailer:
         self.unterminated = 0
         self.bytes_read = 0
         self.peak_buffered = 0
+        self.skipped_bytes = 0
+        self.skips = 0
         self.error: Optional[str] = None
 
         try:
@@ -197,6 +200,54 @@ class LogTailer:
     def position(self) -> int:
         """Offset in the current file just past the last line returned or discarded (0 without a file)."""
         return self._current.line_start if self._current is not None else 0
+
+    @property
+    def more_pending(self) -> bool:
+        """Whether the last :meth:`read_lines` stopped at ``max_read_bytes`` with bytes left to read."""
+        return self._more_pending
+
+    def backlog(self) -> int:
+        """Bytes written to the files followed (current and draining) and not read yet. Never raises."""
+        total = 0
+        for log in self._open_logs():
+            try:
+                total += max(0, os.fstat(log.fd).st_size - log.read_pos)
+            except OSError:
+                pass
+        return total
+
+    def skip_to_end(self) -> int:
+        """Give up on everything written and not read yet: go on from the end of each file. Returns the bytes skipped.
+
+        For a reader that fell too far behind (the lines read late are
+        stamped late, so figures built from them describe the past). The line
+        in progress at the old position is lost; reading resumes at the first
+        line that starts after the new one. Raises ValueError when closed.
+        """
+        if self._closed:
+            raise ValueError("skip_to_end() on a closed LogTailer")
+        skipped = 0
+        for log in self._open_logs():
+            try:
+                size = os.fstat(log.fd).st_size
+                if size <= log.read_pos:
+                    continue
+                last = os.pread(log.fd, 1, size - 1)[0]
+            except OSError:
+                continue
+            skipped += size - log.read_pos
+            log.partial.clear()
+            log.read_pos = log.line_start = size
+            log.last_byte = last
+            log.skipping = last != _NEWLINE
+        if skipped:
+            self.skipped_bytes += skipped
+            self.skips += 1
+        self._more_pending = False
+        return skipped
+
+    def _open_logs(self) -> List[_OpenLog]:
+        return self._draining + ([self._current] if self._current is not None else [])
 
     def read_lines(self) -> List[bytes]:
         """Every complete line available now, in file order, without its ``b"\\n"``; never blocks.

@@ -331,6 +331,36 @@ def test_max_read_bytes_splits_a_backlog_and_wait_does_not_block_meanwhile(log: 
         assert time.monotonic() - started >= 0.15
 
 
+def test_backlog_and_skip_to_end_resume_at_the_next_whole_line(log: Path, clock: FakeClock) -> None:
+    log.write_bytes(b"".join(b"old %04d\n" % i for i in range(100)))
+    with tailer_for(log, clock, from_end=False, chunk_bytes=64, max_read_bytes=128) as t:
+        first = t.read_lines()
+        assert first[0] == b"old 0000" and t.more_pending
+        assert t.backlog() == log.stat().st_size - 128
+        append(log, b"half of a line")  # the writer is in the middle of a line when we skip
+        skipped = t.skip_to_end()
+        assert skipped == log.stat().st_size - 128 and (t.skipped_bytes, t.skips) == (skipped, 1)
+        assert t.backlog() == 0 and not t.more_pending
+        append(log, b" that ends here\nnew 1\nnew 2\n")
+        assert t.read_lines() == [b"new 1", b"new 2"]  # the line cut by the skip is not read as a whole line
+        assert t.skip_to_end() == 0 and t.skips == 1  # nothing to skip: not counted
+        assert t.position == log.stat().st_size
+
+
+def test_skip_to_end_also_skips_a_rotated_file_being_drained(log: Path, clock: FakeClock) -> None:
+    log.write_bytes(b"a\n")
+    with tailer_for(log, clock, from_end=False) as t:
+        assert t.read_lines() == [b"a"]
+        append(log, b"b\n" * 10)
+        log.rename(log.with_name("access.log.1"))
+        append(log, b"c\n" * 5)
+        append(log.with_name("access.log.1"), b"d\n")
+        assert t.backlog() == 22  # the renamed file, still followed: the new one is noticed at the next read
+        assert t.skip_to_end() == 22
+        assert t.read_lines() == [b"c"] * 5  # the new file is read from its first byte
+        assert t.backlog() == 0
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=40),
