@@ -264,7 +264,7 @@ class Daemon:
         socket that cannot be set up, a state that cannot be read).
         """
         self.check_permissions()  # before anything is read from the state dir (the parse cache)
-        config = operations.read_config(self.ops)
+        config = operations.read_config(self.ops, save_cache=False)
         self.check_permissions(config)
         self._daemon_lock = daemon_lock(self.ops.state_dir)
         if self.metrics is not None and self.settings.metrics_listen:

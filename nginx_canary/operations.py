@@ -34,10 +34,11 @@ class Settings:
         return Nginx(binary=self.nginx_bin, conf_path=self.nginx_conf, prefix=self.nginx_prefix)
 
 
-def read_config(settings: Settings, *, logs: bool = True) -> NginxConfig:
+def read_config(settings: Settings, *, logs: bool = True, save_cache: bool = True) -> NginxConfig:
     """Parse the nginx config, reusing cached per-file parses when the state dir exists.
 
     ``logs=False`` skips access logs and proxy targets, which weight changes do not need.
+    ``save_cache=False`` writes nothing (the daemon, before it has checked who can write the files).
 
     Raises:
         ConfigError: the config cannot be read or parsed.
@@ -45,7 +46,7 @@ def read_config(settings: Settings, *, logs: bool = True) -> NginxConfig:
     cache = None
     if os.path.isdir(settings.state_dir) and os.access(settings.state_dir, os.W_OK):
         cache = ParseCache(os.path.join(settings.state_dir, PARSE_CACHE_FILE))
-    return load_config(settings.nginx_conf, cache, background_save=True, logs=logs)
+    return load_config(settings.nginx_conf, cache, background_save=True, logs=logs, save_cache=save_cache)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""A real peer of the control socket: a forked child dropped to another uid/gid (for the access-control tests)."""
+"""Real unprivileged peers: a forked child dropped to another uid/gid (access control and file-trust tests)."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 
 def call_as(uid: int, gid: int, path: str, request: dict, groups: Optional[List[int]] = None) -> Tuple[int, bytes]:
@@ -52,3 +52,38 @@ def call_as(uid: int, gid: int, path: str, request: dict, groups: Optional[List[
     os.close(read_end)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), data
+
+
+def run_as(uid: int, gid: int, action: Callable[[], object], groups: Optional[List[int]] = None) -> Tuple[int, str]:
+    """Fork, drop to uid/gid (and supplementary groups), run ``action``; the child's exit status and error text.
+
+    Exit 0: ``action`` returned. Exit 13: it raised PermissionError. Exit 1: anything else (its repr is the text).
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups(groups or [])
+            os.setgid(gid)
+            os.setuid(uid)
+            action()
+            code = 0
+        except PermissionError as exc:
+            os.write(write_end, repr(exc).encode())
+            code = 13
+        except BaseException as exc:
+            os.write(write_end, repr(exc).encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    data = b""
+    while True:
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), data.decode(errors="replace")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from nginx_canary import cli_context, settings
 from nginx_canary.cli_context import CliContext
-from nginx_canary.errors import SettingsError
+from nginx_canary.errors import BadInputError, ExitCode, SettingsError
 
 CONFIG = """\
 nginx:
@@ -81,3 +82,31 @@ def test_an_unreadable_default_config_is_skipped_but_required_by_the_daemon(tmp_
     assert ctx.socket == "/run/nginx-canary/control.sock"
     required = ctx.daemon_settings(required=True)
     assert required is not None and required.state_dir == "/srv/state"
+
+
+def test_a_state_dir_others_can_write_is_refused_before_any_command_uses_it(tmp_path: Path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    ctx = CliContext(default_config_path=str(tmp_path / "absent.yaml"), state_dir=str(state))
+    assert ctx.settings.state_dir == str(state)  # root's own 0700 directory under pytest's 0700 base: fine
+    os.chown(state, 12345, -1)
+    ctx = CliContext(default_config_path=str(tmp_path / "absent.yaml"), state_dir=str(state))
+    with pytest.raises(BadInputError) as err:
+        ctx.settings
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+    assert f"refusing to use state dir {state}: {state} is writable by user 12345 (its owner)" in str(err.value)
+
+
+def test_allow_insecure_permissions_of_the_daemon_config_makes_it_a_warning(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG + "allow_insecure_permissions: true\n")
+    warnings = []
+    ctx = CliContext(default_config_path=str(path), state_dir=str(tmp_path / "s"), warn=warnings.append,
+                     state_dir_writers=lambda p: [(p, "everyone")])
+    assert ctx.settings.state_dir == str(tmp_path / "s")
+    assert warnings == [f"{tmp_path / 's'} is writable by everyone (allowed by allow_insecure_permissions)"]
+    path.write_text(CONFIG)
+    ctx = CliContext(default_config_path=str(path), state_dir=str(tmp_path / "s"), warn=warnings.append,
+                     state_dir_writers=lambda p: [(p, "everyone")])
+    with pytest.raises(BadInputError, match="allow_insecure_permissions: true in the daemon's config"):
+        ctx.settings

@@ -416,11 +416,12 @@ class _Reader:
 
 
 def load_config(conf_path: str, cache: Optional[ParseCache] = None, *, background_save: bool = False,
-                logs: bool = True) -> NginxConfig:
+                logs: bool = True, save_cache: bool = True) -> NginxConfig:
     """Parse ``conf_path`` (absolute) and every file it includes.
 
     With a ``cache``, files unchanged since they were cached are not parsed
-    again, and the cache is saved afterwards (in a thread with ``background_save``).
+    again, and the cache is saved afterwards (in a thread with
+    ``background_save``; not at all without ``save_cache``).
     ``logs=False`` leaves out access logs and proxy_pass targets (empty in the
     result), which changing weights does not need.
 
@@ -431,7 +432,7 @@ def load_config(conf_path: str, cache: Optional[ParseCache] = None, *, backgroun
         raise ConfigError("nginx config file not found", file=conf_path)
     reader = _Reader(conf_path, cache, logs)
     reader.walk(reader.read(conf_path, ()), (), ())
-    if cache is not None:
+    if cache is not None and save_cache:
         cache.save(background=background_save)
     return NginxConfig(
         conf_path=conf_path,
