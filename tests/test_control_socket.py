@@ -8,14 +8,16 @@ import socket
 import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
 from nginx_canary import control_socket
+from nginx_canary.bounded_server import Limits
 from nginx_canary.control_socket import ControlServer, Peer, call, is_allowed
-from nginx_canary.errors import BadInputError, ControlError, DaemonNotRunningError, ExitCode, UnknownRolloutError
+from nginx_canary.errors import BadInputError, CanaryError, ControlError, DaemonNotRunningError, ExitCode, UnknownRolloutError
 from tests.peers import call_as
 
 NOBODY = 65534
@@ -235,3 +237,95 @@ def test_concurrent_clients_all_get_their_own_answers(server):
     for thread in threads:
         thread.join(30)
     assert results == {i: {"echo": {"i": i}} for i in range(20)}
+
+
+# --- bounds (issue #14): JSON depth, slow peers, a full queue -------------------------------------------------
+
+
+def test_a_request_nested_30000_deep_gets_a_one_line_error_and_the_server_goes_on(server):
+    srv, recorder = server
+    answer = raw_exchange(srv.path, b'{"command": "x", "args": {"a": ' + b"[" * 30000 + b"]" * 30000 + b"}}\n")
+    assert answer == {"ok": False, "exit_code": ExitCode.BAD_INPUT,
+                      "error": f"bad request: JSON nested deeper than {control_socket.MAX_JSON_DEPTH} levels"}
+    assert recorder.calls == []
+    assert call(srv.path, "status") == {"echo": {}}
+
+
+def test_nesting_up_to_the_limit_and_brackets_inside_strings_are_fine(server):
+    srv, recorder = server
+    deep = 1
+    for _ in range(control_socket.MAX_JSON_DEPTH - 2):  # the request object and args are two levels
+        deep = [deep]
+    brackets = "[{" * 1000
+    assert call(srv.path, "x", {"deep": deep, "text": brackets}) == {"echo": {"deep": deep, "text": brackets}}
+
+
+def test_a_trickling_peer_is_cut_off_at_the_total_deadline(short_dir):
+    srv = ControlServer(str(short_dir / "run" / "control.sock"), Recorder(), request_timeout=0.5)
+    srv.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as slow:
+            slow.connect(srv.path)
+            slow.settimeout(0.1)
+            reply = b""
+            for byte in b'{"command": "status", "args": {"x": "' + b"a" * 100:  # a byte every 0.1 s, at most 14 s
+                try:
+                    slow.send(bytes([byte]))
+                    reply += slow.recv(4096)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                if reply.endswith(b"\n"):
+                    break
+        assert json.loads(reply) == {"ok": False, "exit_code": ExitCode.BAD_INPUT,
+                                     "error": "bad request: no complete request within 0.5 s"}
+    finally:
+        srv.close()
+
+
+def test_many_silent_peers_hold_no_thread_and_do_not_lock_a_client_out(server):
+    srv, _ = server
+    threads = threading.active_count()
+    silent = []
+    try:
+        for _ in range(3 * srv.limits.max_pending):
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            silent.append(conn)
+            conn.connect(srv.path)
+        assert call(srv.path, "status", {"n": 1}) == {"echo": {"n": 1}}
+        assert threading.active_count() == threads
+    finally:
+        for conn in silent:
+            conn.close()
+
+
+def test_requests_beyond_the_queue_are_answered_busy(short_dir):
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow(command: str, args: Dict[str, Any]) -> Any:
+        entered.set()
+        release.wait(10)
+        return "done"
+
+    srv = ControlServer(str(short_dir / "run" / "control.sock"), slow,
+                        limits=Limits(workers=1, max_pending=8, queue=1))
+    srv.start()
+    results: List[Any] = []
+    first = threading.Thread(target=lambda: results.append(call(srv.path, "a")))
+    second = threading.Thread(target=lambda: results.append(call(srv.path, "b")))
+    try:
+        first.start()
+        assert entered.wait(10)
+        second.start()  # queued behind the first
+        time.sleep(0.2)
+        with pytest.raises(CanaryError) as busy:
+            call(srv.path, "c")
+        assert busy.value.exit_code == ExitCode.BUSY and "busy" in str(busy.value)
+    finally:
+        release.set()
+        first.join(10)
+        second.join(10)
+        srv.close()
+    assert results == ["done", "done"]

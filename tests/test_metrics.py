@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import random
 import socket
 import threading
@@ -14,9 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from nginx_canary.analysis import CHECKS, FAIL, PASS
+from nginx_canary.bounded_server import Limits
 from nginx_canary.errors import CanaryError, NginxRejectedError, StateError
 from nginx_canary.logs.window import Stats
-from nginx_canary.metrics import CODES, LATENCY_BUCKETS, RELOAD_BUCKETS, DaemonMetrics, MetricsError, split_listen
+from nginx_canary.metrics import (CODES, LATENCY_BUCKETS, RELOAD_BUCKETS, DaemonMetrics, MetricsError, MetricsServer,
+                                  split_listen)
 from nginx_canary.state import STATES
 from tests.test_rollout import T0, Env
 
@@ -389,6 +392,65 @@ def test_close_frees_the_port_and_is_idempotent(metrics):
         urllib.request.urlopen(server.url, timeout=5)
     again = metrics.serve(f"127.0.0.1:{port}")  # the port can be bound again at once
     again.close()
+
+
+def raw_http(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(data)
+        reply = b""
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return reply
+            reply += chunk
+
+
+def test_content_negotiation_and_compression_are_prometheus_client_s(metrics, served):
+    request = urllib.request.Request(served.url, headers={"Accept": "application/openmetrics-text; version=1.0.0",
+                                                          "Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert response.headers["Content-Encoding"] == "gzip"
+        body = gzip.decompress(response.read())
+    assert body.rstrip().endswith(b"# EOF")
+
+
+def test_bad_requests_get_an_http_error(metrics, served):
+    assert raw_http(served.port, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    assert raw_http(served.port, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 405 ")
+    assert raw_http(served.port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000).startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_trickling_client_is_cut_off_at_the_total_deadline(metrics):
+    with MetricsServer("127.0.0.1:0", metrics.registry, limits=Limits(request_deadline=0.5)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+            slow.settimeout(0.1)
+            reply = b""
+            for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 100:  # a byte every 0.1 s, at most 14 s
+                try:
+                    slow.send(bytes([byte]))
+                    reply += slow.recv(4096)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                if b"\r\n\r\n" in reply:
+                    break
+        assert reply.startswith(b"HTTP/1.1 408 ")
+        scrape(server.url)
+
+
+def test_many_silent_clients_hold_no_thread_and_do_not_stop_a_scrape(metrics, served):
+    threads = threading.active_count()
+    silent = []
+    try:
+        for _ in range(3 * served.limits.max_pending):
+            silent.append(socket.create_connection(("127.0.0.1", served.port), timeout=10))
+        scrape(served.url)
+        assert threading.active_count() == threads
+    finally:
+        for conn in silent:
+            conn.close()
 
 
 def test_split_listen():

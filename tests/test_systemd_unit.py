@@ -1,4 +1,4 @@
-"""systemd/nginx-canary.service: verify clean, exposure <= 3.0, and the settings the daemon relies on."""
+"""systemd/nginx-canary.service: verify clean, exposure <= 2.5, and the settings the daemon relies on."""
 
 from __future__ import annotations
 
@@ -46,12 +46,12 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path):
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
 
 
-def test_exposure_is_at_most_3(tmp_path: Path):
+def test_exposure_is_at_most_2_5(tmp_path: Path):
     result = subprocess.run([systemd_analyze(), "security", "--offline=true", "--no-pager", str(UNIT)],
                             capture_output=True, text=True, timeout=60)
     match = re.search(r"Overall exposure level for nginx-canary\.service: ([0-9.]+)", result.stdout)
     assert match, result.stdout + result.stderr
-    assert float(match.group(1)) <= 3.0
+    assert float(match.group(1)) <= 2.5
 
 
 def test_the_unit_runs_the_daemon_as_a_notify_service():
@@ -71,3 +71,18 @@ def test_the_unit_runs_the_daemon_as_a_notify_service():
     assert defaults.control_socket.startswith("/run/nginx-canary/")
     assert defaults.state_dir == "/var/lib/nginx-canary"
     assert "/etc/nginx" in service["ReadWritePaths"].split()
+
+
+def test_the_limits_leave_room_for_a_rollback_whatever_clients_do():
+    """LimitNOFILE= and TasksMax= are set, and the servers' fixed bounds fit well inside them."""
+    from nginx_canary import control_socket, metrics
+    from nginx_canary.bounded_server import NOFILE_SHARE
+
+    service = unit_sections()["Service"]
+    nofile, tasks_max = int(service["LimitNOFILE"]), int(service["TasksMax"])
+    servers = (metrics.LIMITS, control_socket.LIMITS)
+    # Each server holds at most an eighth of the open-file limit: a quarter for both, the rest for restores.
+    assert all(limits.fit(nofile) == limits for limits in servers)
+    assert sum(limits.descriptors() for limits in servers) <= nofile // (NOFILE_SHARE // 2)
+    # Fixed threads of both servers (workers and one I/O thread each), beside the daemon's own ~10 and nginx -t.
+    assert sum(limits.workers + 1 for limits in servers) + 64 <= tasks_max
