@@ -8,13 +8,16 @@
 * The example daemon config loads with the daemon's own loader, and passes the
   checks the daemon makes at start (its rollout's upstream and canary exist, its
   access log and format are found) against the example site.
-* On a real nginx with real backends, requests with ``canary: true`` always
-  reach the canary, other requests follow the weights nginx-canary writes.
+* On a real nginx with real backends, requests with ``canary: true`` from a
+  tester's address always reach the canary, and the daemon's analysis counts
+  them apart ("forced"), never as canary traffic; from any other address the
+  header is ignored. Other requests follow the weights nginx-canary writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import os
 import re
 import subprocess
@@ -29,7 +32,7 @@ import pytest
 
 from nginx_canary import daemon, operations
 from nginx_canary.errors import BadInputError
-from nginx_canary.logs.analyze import GROUP
+from nginx_canary.logs.analyze import FORCED, GROUP
 from nginx_canary.nginx.conf import load_config
 from nginx_canary.settings import DaemonSettings, load_settings
 
@@ -171,16 +174,25 @@ class ExampleSite:
                 raise RuntimeError(f"nginx did not answer on port {self.ports['front']}")
             time.sleep(0.02)
 
-    def get(self, headers: Optional[Dict[str, str]] = None) -> str:
+    def get(self, headers: Optional[Dict[str, str]] = None, source: Optional[str] = None) -> str:
+        """One GET of the site, from loopback address ``source`` (127.0.0.1 when None)."""
         assert self.ports is not None
-        request = urllib.request.Request(f"http://127.0.0.1:{self.ports['front']}/", headers=headers or {})
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            return resp.read().decode()
+        if source is None:
+            request = urllib.request.Request(f"http://127.0.0.1:{self.ports['front']}/", headers=headers or {})
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return resp.read().decode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports["front"], timeout=5, source_address=(source, 0))
+        try:
+            conn.request("GET", "/", headers=headers or {})
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
 
-    def count(self, requests: int, headers: Optional[Dict[str, str]] = None) -> Dict[str, int]:
+    def count(self, requests: int, headers: Optional[Dict[str, str]] = None,
+              source: Optional[str] = None) -> Dict[str, int]:
         counts: Dict[str, int] = {}
         for _ in range(requests):
-            body = self.get(headers)
+            body = self.get(headers, source)
             counts[body] = counts.get(body, 0) + 1
         return counts
 
@@ -287,8 +299,12 @@ def test_the_example_site_has_the_upstreams_and_the_header_override(site: Exampl
     # The proxy_pass goes through the map's variable, which is why the YAML names the log.
     assert [p.target for p in config.proxies] == ["$backend_pool"]
     text = (CONF_D / SITE).read_text()
-    assert re.search(r"map \$http_canary \$backend_pool \{\s*default\s+backend;\s*\"true\"\s+backend_canary;\s*\}",
-                     text)
+    # Only a tester (an address of the geo allow-list) can force the canary with the header.
+    assert re.search(r"geo \$canary_tester \{\s*default\s+0;\s*127\.0\.0\.1\s+1;", text)
+    assert re.search(r'map "\$canary_tester:\$http_canary" \$backend_pool \{\s*default\s+backend;\s*'
+                     r'"1:true"\s+backend_canary;\s*\}', text)
+    # The trade-off of the restriction is written down next to it.
+    assert "Trade-off." in text and "set_real_ip_from" in text and "secret header value" in text
 
 
 # -- the daemon config --------------------------------------------------------------------
@@ -365,9 +381,11 @@ def cli(inst: ExampleSite, *args: str) -> subprocess.CompletedProcess:
 
 
 CANARY = {"canary": "true"}
+#: A loopback address that is not in the example's allow-list (Linux answers on all of 127/8).
+STRANGER = "127.0.0.2"
 
 
-def test_canary_header_always_reaches_the_canary(live_site: ExampleSite):
+def test_canary_header_from_a_tester_reaches_the_canary_and_counts_apart(live_site: ExampleSite):
     settings = live_site.settings()
     rollout = settings.rollouts[ROLLOUT]
     v2 = f"127.0.0.1:{live_site.ports['v2']}"
@@ -385,11 +403,14 @@ def test_canary_header_always_reaches_the_canary(live_site: ExampleSite):
         assert live_site.count(5, {"canary": "yes"}) == {"v1": 5}
         assert live_site.count(5, {"canary": "TRUE"}) == {"v2": 5}
         assert live_site.count(5, {"Canary": "true"}) == {"v2": 5}  # header names are case-insensitive
+        # From an address that is not in the allow-list the header does nothing.
+        assert live_site.count(10, CANARY, source=STRANGER) == {"v1": 10}
 
         # A rollout step written by nginx-canary into the shipped site file.
         cli(live_site, "set-weight", UPSTREAM, "25", "--canary", v2)
         assert live_site.count(40) == {"v1": 30, "v2": 10}  # one worker: weighted round robin is exact
         assert live_site.count(20, CANARY) == {"v2": 20}
+        assert live_site.count(20, CANARY, source=STRANGER) == {"v1": 15, "v2": 5}  # the weights, not the header
 
         # All of it on the canary (stable down): both ways reach v2.
         cli(live_site, "set-weight", UPSTREAM, "100", "--canary", v2)
@@ -401,15 +422,17 @@ def test_canary_header_always_reaches_the_canary(live_site: ExampleSite):
         assert live_site.count(10) == {"v1": 10}
         assert live_site.count(10, CANARY) == {"v2": 10}
 
-        # The daemon's eyes on the site's log: requests forced by the header count as canary requests.
+        # The daemon's eyes on the site's log: requests forced by the header are counted apart, in
+        # neither group; the stranger's requests followed the weights and count as any others.
         deadline = time.monotonic() + 10
-        expected = {"canary": 20 + 5 + 5 + 10 + 20 + 10 + 10 + 10, "stable": 20 + 5 + 5 + 30 + 10}
+        expected = {"canary": 10 + 5 + 10, "stable": 20 + 5 + 5 + 10 + 30 + 15 + 10, "forced": 20 + 5 + 5 + 20 + 10 + 10}
         seen: Dict[str, int] = {}
         while time.monotonic() < deadline:
             now = time.time()
             traffic.poll(now)
             canary, stable = traffic.groups(300, now)
-            seen = {"canary": canary.requests, "stable": stable.requests}
+            forced = traffic.windows.window(FORCED + v2, 300, now)
+            seen = {"canary": canary.requests, "stable": stable.requests, "forced": forced.requests}
             if seen == expected:
                 break
             time.sleep(0.05)

@@ -5,20 +5,29 @@ The hot path counts identical raw field tuples first (see
 ``CompiledFormat.extract`` plus a ``Counter``), then decodes and attributes
 each distinct tuple once, adding it with its count. Both counters give the
 same tuples in the same order, so the figures are identical either way.
+
+With one upstream in focus (``only_upstream``, as the daemon and ``analyze
+--upstream`` have it) and ``$proxy_host`` in the format, a request that reached
+one of that upstream's servers through another upstream (a tester's
+``canary: true`` header, a cookie: anything that bypasses the weights) counts
+under ``forced:ADDR`` only: apart, and never in the upstream's or a group's
+figures, which the rollout judges.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from nginx_canary.logs.attribution import Attributor, Keys
 from nginx_canary.logs.counting import field_counter
+from nginx_canary.logs.forgery import check_format
 from nginx_canary.logs.format import CompiledFormat, upstream_fields
 from nginx_canary.logs.window import Stats, WindowedStats
 from nginx_canary.nginx.addresses import Resolver, logged_forms, system_resolver
 from nginx_canary.nginx.conf import NginxConfig
 
-SERVER, UPSTREAM, GROUP = "server:", "upstream:", "group:"
+SERVER, UPSTREAM, GROUP, FORCED = "server:", "upstream:", "group:", "forced:"
+_NO_VIA = ("-", "")
 _MEMO_LIMIT = 100_000
 _PENDING_LIMIT = 200_000
 
@@ -58,14 +67,20 @@ class Analyzer:
     ``lines`` counts every line seen, ``unparsed`` those that did not fit the
     format or held values no nginx writes (binary junk, over-long lines).
     Requests answered by nginx itself (no upstream attempt) count as lines only.
+    ``warnings`` holds one line per variable of the format that may let a
+    client forge what the analysis reads (see :mod:`nginx_canary.logs.forgery`).
     """
 
     def __init__(self, compiled: CompiledFormat, book: AddressBook, windows: WindowedStats, *,
-                 only_upstream: Optional[str] = None, accelerated: Optional[bool] = None) -> None:
+                 only_upstream: Optional[str] = None, accelerated: Optional[bool] = None,
+                 refuse_forgeable: bool = True) -> None:
         """``accelerated``: see :func:`nginx_canary.logs.counting.field_counter`.
+        ``refuse_forgeable=False`` reads a format a client could forge (to test
+        the parser on any format; never for a user's log).
 
         Raises:
-            LogFormatError: the format lacks what per-upstream analysis needs.
+            LogFormatError: the format lacks what per-upstream analysis needs, or
+                a client can forge its fields.
             RuntimeError: ``accelerated=True`` and the C accelerator cannot serve.
         """
         self.compiled = compiled
@@ -73,9 +88,12 @@ class Analyzer:
         self.windows = windows
         self.only_upstream = only_upstream
         self.fields = upstream_fields(compiled)
+        self.warnings: List[str] = check_format(compiled, self.fields) if refuse_forgeable else []
         self._single_status = self.fields.status != "upstream_status"
         self._single_seconds = self.fields.latency != "upstream_response_time"
-        self._names = (self.fields.addr, self.fields.status, self.fields.latency)
+        self._names: Tuple[str, ...] = (self.fields.addr, self.fields.status, self.fields.latency)
+        if only_upstream is not None and self.fields.via is not None:
+            self._names += (self.fields.via,)
         self._attribute = Attributor(compiled.decode, self._targets, single_status=self._single_status,
                                      single_seconds=self._single_seconds, memo_limit=_MEMO_LIMIT)
         self._pending = field_counter(compiled, self._names, accelerated=accelerated)
@@ -87,10 +105,13 @@ class Analyzer:
         self.lines += n
         self.unparsed += n
 
-    def _targets(self, address: str) -> Keys:
+    def _targets(self, address: str, via: Optional[str]) -> Keys:
         upstream = self.book.upstream_of.get(address)
-        if self.only_upstream is not None and upstream != self.only_upstream:
-            return ()
+        if self.only_upstream is not None:
+            if upstream != self.only_upstream:
+                return ()
+            if via is not None and via not in _NO_VIA and via != self.only_upstream:
+                return (FORCED + address,)
         keys = [SERVER + address]
         if upstream is not None:
             keys.append(UPSTREAM + upstream)
@@ -147,11 +168,12 @@ class Analyzer:
         return self.windows.window(key, window, now)
 
     def report(self, window: Optional[float] = None, now: Optional[float] = None) -> Dict[str, object]:
-        """The documented JSON shape: lines, unparsed, servers, upstreams (and groups when defined)."""
+        """The documented JSON shape: lines, unparsed, servers, upstreams (and groups when defined, forced when any)."""
         self.flush()
         servers: Dict[str, object] = {}
         upstreams: Dict[str, object] = {}
         groups: Dict[str, object] = {}
+        forced: Dict[str, object] = {}
         for key in sorted(self.windows.keys()):
             summary = self.stats(key, window, now).summary()
             if key.startswith(SERVER):
@@ -161,9 +183,13 @@ class Analyzer:
                 upstreams[key[len(UPSTREAM):]] = summary
             elif key.startswith(GROUP):
                 groups[key[len(GROUP):]] = summary
+            elif key.startswith(FORCED):
+                forced[key[len(FORCED):]] = summary
         out: Dict[str, object] = {"lines": self.lines, "unparsed": self.unparsed, "servers": servers, "upstreams": upstreams}
         if self.book.group_of:
             out["groups"] = groups
+        if forced:
+            out["forced"] = forced
         return out
 
 

@@ -15,8 +15,8 @@ from typing import List, Optional
 
 from nginx_canary.logs.records import Attempt
 
-_REDIRECT = " : "
-_RETRY = ", "
+REDIRECT = " : "
+RETRY = ", "
 _NO_VALUE = ("-", "")
 #: What a try that nginx moved on from counts as when only ``$status`` is logged.
 RETRIED_STATUS = 502
@@ -28,14 +28,14 @@ def entries(value: Optional[str]) -> List[str]:
     """The entries of an ``$upstream_*`` value, stripped, in order; none for ``""`` or None."""
     if not value:
         return []
-    return [entry.strip() for group in value.split(_REDIRECT) for entry in group.split(_RETRY)]
+    return [entry.strip() for group in value.split(REDIRECT) for entry in group.split(RETRY)]
 
 
 def group_ends(value: str) -> List[bool]:
     """For each entry of ``value``, whether it is the last try before a redirect (or the end)."""
     ends: List[bool] = []
-    for group in value.split(_REDIRECT):
-        tries = len(group.split(_RETRY))
+    for group in value.split(REDIRECT):
+        tries = len(group.split(RETRY))
         ends.extend([False] * (tries - 1) + [True])
     return ends
 

@@ -9,6 +9,12 @@ of them are attempts and their keys (and, with ``$status``, the 502 of each
 retried try); the status and latency fields give their entries. Putting them
 together is a short loop. :meth:`Attributor.full` is the reference: it runs
 ``split_attempts`` on the whole tuple, and the tests hold the two equal.
+
+A tuple may carry a fourth value, ``$proxy_host``: the upstream the request's
+last ``proxy_pass`` named. It says how the request reached its server (through
+the weights of the steered upstream, or forced through another), so the
+attempts of the last redirect group get it with their keys; earlier groups
+came from other locations, whose ``proxy_pass`` the log does not show.
 """
 
 from __future__ import annotations
@@ -16,7 +22,16 @@ from __future__ import annotations
 import re
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
-from nginx_canary.logs.attempts import RETRIED_STATUS, entries, group_ends, parse_seconds, parse_status, split_attempts
+from nginx_canary.logs.attempts import (
+    RETRIED_STATUS,
+    REDIRECT,
+    RETRY,
+    entries,
+    group_ends,
+    parse_seconds,
+    parse_status,
+    split_attempts,
+)
 
 # What $upstream_addr can hold for one attempt: IPv4:port, [IPv6]:port, a unix
 # socket, or an upstream's name when none of its servers was available.
@@ -45,27 +60,29 @@ class Attributor:
     """``attributor(raw)``: the attribution of one raw tuple, from values memoized per field.
 
     ``decode`` turns a raw value into text (the format's escape mode);
-    ``targets`` gives the keys of an address. Each memo holds at most
+    ``targets(address, via)`` gives the keys of an address reached through
+    ``via`` (the decoded ``$proxy_host``, or None). Each memo holds at most
     ``memo_limit`` values. Pure and total: never raises.
     """
 
-    def __init__(self, decode: Callable[[bytes], str], targets: Callable[[str], Keys], *,
+    def __init__(self, decode: Callable[[bytes], str], targets: Callable[[str, Optional[str]], Keys], *,
                  single_status: bool, single_seconds: bool, memo_limit: int = 100_000) -> None:
         self._decode = decode
         self._targets = targets
         self._single_status = single_status
         self._single_seconds = single_seconds
         self._limit = memo_limit
-        self._wheres: Dict[bytes, Optional[_Where]] = {}
+        self._wheres: Dict[Tuple[bytes, Optional[bytes]], Optional[_Where]] = {}
         self._codes: Dict[bytes, _Codes] = {}
         self._times: Dict[bytes, _Times] = {}
 
     def __call__(self, raw: Tuple[bytes, ...]) -> Attributed:
-        addr, status, seconds = raw
+        addr, status, seconds = raw[:3]
+        place = (addr, raw[3] if len(raw) > 3 else None)
         try:
-            where = self._wheres[addr]
+            where = self._wheres[place]
         except KeyError:
-            where = self._remember(self._wheres, addr, self._where(addr))
+            where = self._remember(self._wheres, place, self._where(*place))
         if where is None:
             return None
         count, attempts, retried = where
@@ -95,24 +112,31 @@ class Attributor:
 
     def full(self, raw: Tuple[bytes, ...]) -> Attributed:
         """The attribution of ``raw`` through :func:`split_attempts`, every attempt (the reference)."""
-        addr, status, seconds = (self._decode(value) for value in raw)
+        addr, status, seconds = (self._decode(value) for value in raw[:3])
+        via = self._decode(raw[3]) if len(raw) > 3 else None
         attempts = split_attempts(addr, status, seconds,
                                   single_status=self._single_status, single_seconds=self._single_seconds)
         if any(not ADDRESS.match(a.address) for a in attempts):
             return None
-        return [(self._targets(a.address), a.status, a.seconds) for a in attempts]
+        found = entries(addr)
+        last_group = _last_group_start(addr, len(found))
+        positions = [i for i, address in enumerate(found) if address not in _NO_VALUE]
+        return [(self._targets(a.address, via if i >= last_group else None), a.status, a.seconds)
+                for i, a in zip(positions, attempts)]
 
-    def _where(self, raw: bytes) -> Optional[_Where]:
+    def _where(self, raw: bytes, raw_via: Optional[bytes]) -> Optional[_Where]:
         """None when an attempt's address is none nginx writes."""
         addr = self._decode(raw)
+        via = self._decode(raw_via) if raw_via is not None else None
         found = entries(addr)
+        last_group = _last_group_start(addr, len(found))
         attempts = []
         for i, address in enumerate(found):
             if address in _NO_VALUE:
                 continue
             if not ADDRESS.match(address):
                 return None
-            attempts.append((i, self._targets(address)))
+            attempts.append((i, self._targets(address, via if i >= last_group else None)))
         retried: Tuple[Optional[int], ...] = ()
         if self._single_status and attempts:
             retried = tuple(None if end else RETRIED_STATUS for end in group_ends(addr))
@@ -135,3 +159,10 @@ class Attributor:
             memo.clear()
         memo[key] = value
         return value
+
+
+def _last_group_start(addr: str, count: int) -> int:
+    """The index of the first entry of ``addr``'s last redirect group (``count`` entries in all)."""
+    if not count:
+        return 0
+    return count - len(addr.rsplit(REDIRECT, 1)[-1].split(RETRY))

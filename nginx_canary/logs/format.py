@@ -61,6 +61,7 @@ CANARY_FORMAT = "\t".join(
         "$uri",
         "$upstream_connect_time",
         "$request_id",
+        "$proxy_host",
     ]
 )
 
@@ -144,6 +145,12 @@ class UpstreamFields:
     time: Optional[str]
     final_status: Optional[str]
     request_time: Optional[str]
+    via: Optional[str] = None
+
+    def read(self) -> Tuple[str, ...]:
+        """Every variable the analysis reads, each once."""
+        return _unique([n for n in (self.addr, self.status, self.latency, self.time, self.final_status,
+                                    self.request_time, self.via) if n is not None])
 
 
 @dataclass(frozen=True)
@@ -331,6 +338,7 @@ class CompiledFormat:
 
     def __init__(self, spec: FormatSpec, segments: List[Segment]) -> None:
         self.spec = spec
+        self.segments: Tuple[Segment, ...] = tuple(segments)
         self.variables: Tuple[str, ...] = _unique([s for s in segments if isinstance(s, str)])
         self._decode = _DECODERS[spec.escape]
         split = _split_layout(segments, spec.escape)
@@ -577,6 +585,7 @@ def upstream_fields(compiled: CompiledFormat) -> UpstreamFields:
         time=first("msec", "time_iso8601", "time_local"),
         final_status=first("status"),
         request_time=first("request_time"),
+        via=first("proxy_host"),
     )
 
 

@@ -62,6 +62,8 @@ def assert_same(fast: Analyzer, slow: Analyzer) -> None:
 
 # --- lines nginx could write, and some it could not ---
 
+# $proxy_host: through the upstream itself, forced through another, nothing proxied, junk.
+VIA = st.sampled_from(["app", "app", "app", "other", "-", "", "\\x09x"])
 ENTRY_STATUS = st.sampled_from(["200", "204", "404", "499", "502", "503", "504", "-", "20", "2000", "abc"])
 ENTRY_SECONDS = st.one_of(st.sampled_from(["0.000", "-", "1.", ".5", "1e3", "5.001"]),
                           st.integers(0, 30_000).map(lambda ms: f"{ms / 1000:.3f}"),
@@ -91,7 +93,7 @@ def canary_lines(draw: st.DrawFn) -> List[bytes]:
         addr, status, seconds = draw(request())
         final = draw(ENTRY_STATUS)
         fields = ["1732764000.123", addr, final, status, draw(ENTRY_SECONDS), seconds, "192.0.2.1", "GET",
-                  "example.com", "/p\\x22", "0.000", "ab12"]
+                  "example.com", "/p\\x22", "0.000", "ab12", draw(VIA)]
         if kind == 1:
             fields.pop(draw(st.integers(0, len(fields) - 1)))
         elif kind == 2:
@@ -184,7 +186,7 @@ def test_a_generated_file_same_figures(tmp_path: Any) -> None:
             addr, status = first, rng.choice(["200"] * 20 + ["304", "404", "500", "502", "-"])
             seconds = f"{rng.lognormvariate(-3.7, 0.9):.3f}"
         rows.append(f"{1732764000 + i / 1000:.3f}\t{addr}\t{status}\t{status}\t{seconds}\t{seconds}\t192.0.2.1\tGET\t"
-                    f"h\t/\t0.000\t{i:x}")
+                    f"h\t/\t0.000\t{i:x}\t{'app_canary' if i % 50 == 0 else 'app'}")
         if rng.random() < 0.001:
             rows.append("\x00junk\tjunk")
     path = tmp_path / "access.log"

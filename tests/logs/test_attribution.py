@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -12,10 +12,12 @@ from nginx_canary.logs.format import FormatSpec, compile_format
 DECODERS = {escape: compile_format(FormatSpec("t", "$a\t$b", escape)).decode for escape in ("default", "json", "none")}
 
 
-def targets(address: str) -> Keys:
+def targets(address: str, via: Optional[str]) -> Keys:
     # an address of upstream "other" is filtered out (no keys), as --upstream does
     if address.startswith("9."):
         return ()
+    if via not in (None, "-", "", "app"):
+        return ("forced:" + address,)
     return ("server:" + address, "upstream:app") if address[0].isdigit() else ("server:" + address,)
 
 
@@ -51,17 +53,36 @@ def test_retries_and_redirects() -> None:
     ]
 
 
+def test_proxy_host_applies_to_the_last_redirect_group_only() -> None:
+    a = attributor()
+    # a request forced through another upstream: its attempts count apart
+    assert a((b"10.0.0.1:80, 10.0.0.2:80", b"502, 200", b"0.001, 0.002", b"app_canary")) == [
+        (("forced:10.0.0.1:80",), 502, 0.001), (("forced:10.0.0.2:80",), 200, 0.002)]
+    assert a((b"10.0.0.1:80", b"200", b"0.001", b"app")) == [(("server:10.0.0.1:80", "upstream:app"), 200, 0.001)]
+    assert a((b"10.0.0.1:80", b"200", b"0.001", b"-")) == [(("server:10.0.0.1:80", "upstream:app"), 200, 0.001)]
+    # $proxy_host names the last proxy_pass: an error_page redirect's earlier group keeps its own attribution
+    assert a((b"10.0.0.1:80 : 10.0.0.2:80", b"500 : 200", b"0.001 : 0.002", b"app_canary")) == [
+        (("server:10.0.0.1:80", "upstream:app"), 500, 0.001), (("forced:10.0.0.2:80",), 200, 0.002)]
+
+
 RAW_PARTS = st.sampled_from([b"10.0.0.1:80", b"10.0.0.2:80", b"9.1.1.1:80", b"[::1]:8080", b"unix:/s", b"app", b"-",
                              b"", b" ", b", ", b" : ", b",", b":", b"200", b"502", b"0.012", b"1.5", b"007", b"x y",
                              b"\\x22", b"\\u00e9", b"\\\\", b'\\"', b"\xc3\xa9", b"\xff", b"\t", b"12e3", b".5"])
 RAW_VALUE = st.lists(RAW_PARTS, max_size=7).map(b"".join)
 
 
+VIA = st.sampled_from([b"app", b"app_canary", b"-", b"", b"\\x09"])
+
+
 @given(st.lists(st.tuples(RAW_VALUE, RAW_VALUE, RAW_VALUE), min_size=1, max_size=30),
-       st.sampled_from(["default", "json", "none"]), st.booleans(), st.booleans(), st.integers(1, 5))
+       st.sampled_from(["default", "json", "none"]), st.booleans(), st.booleans(), st.integers(1, 5),
+       st.one_of(st.none(), st.lists(VIA, min_size=30, max_size=30)))
 @settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow])
 def test_per_field_attribution_matches_split_attempts(raws: Tuple[Tuple[bytes, bytes, bytes], ...], escape: str,
-                                                      single_status: bool, single_seconds: bool, limit: int) -> None:
+                                                      single_status: bool, single_seconds: bool, limit: int,
+                                                      vias: Optional[List[bytes]]) -> None:
     a = attributor(escape, single_status, single_seconds, memo_limit=limit)
+    if vias is not None:
+        raws = tuple(raw + (via,) for raw, via in zip(raws, vias))
     for raw in [*raws, *raws]:  # the second time from the memos (those a small limit kept)
         assert a(raw) == a.full(raw), raw

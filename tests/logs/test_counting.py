@@ -52,7 +52,7 @@ def both(compiled: CompiledFormat, names: Sequence[str]) -> Tuple[Any, PyFieldCo
 
 def canary_line(addr: bytes = b"10.0.0.1:80", status: bytes = b"200", seconds: bytes = b"0.012") -> bytes:
     return b"\t".join([b"1732764000.123", addr, status, status, seconds, seconds, b"192.0.2.1", b"GET",
-                       b"example.com", b"/", b"0.000", b"ab12"])
+                       b"example.com", b"/", b"0.000", b"ab12", b"app"])
 
 
 # --- the accelerator is there, and is what the analyzer uses ---

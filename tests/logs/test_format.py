@@ -279,19 +279,19 @@ def test_extract_counts_lines_that_do_not_fit() -> None:
 
 def canary_line(addr: bytes = b"10.0.0.11:8080", status: bytes = b"200", request_id: bytes = b"ab12") -> bytes:
     return b"\t".join([b"1732764000.123", addr, status, status, b"0.010", b"0.009", b"192.0.2.7", b"GET",
-                       b"example.com", b"/x", b"0.001", request_id])
+                       b"example.com", b"/x", b"0.001", request_id, b"backend"])
 
 
 def test_canary_extract() -> None:
     fmt = compiled(CANARY_FORMAT)
     good = canary_line()
-    lines = [good + b"\n", good, good + b"\r\n", good + b"\textra", good.replace(b"\t", b" ", 1), b"", b"\t" * 11]
+    lines = [good + b"\n", good, good + b"\r\n", good + b"\textra", good.replace(b"\t", b" ", 1), b"", b"\t" * 12]
     rows, bad = fmt.extract(lines, ["upstream_addr", "status"])
     assert rows == [(b"10.0.0.11:8080", b"200")] * 3 + [(b"", b"")]
     assert bad == 3
     # the last field collects the line ending unless it is stripped
-    rows, bad = fmt.extract(lines, ["request_id", "msec"])
-    assert rows[:3] == [(b"ab12", b"1732764000.123")] * 3
+    rows, bad = fmt.extract(lines, ["proxy_host", "msec"])
+    assert rows[:3] == [(b"backend", b"1732764000.123")] * 3
     assert fmt.extract(lines[:3], ["request_id"]) == ([(b"ab12",)] * 3, 0)
     assert fmt.extract(tuple(lines[:1]), ["status"]) == ([(b"200",)], 0)
 
