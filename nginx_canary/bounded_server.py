@@ -147,7 +147,9 @@ class BoundedServer:
         self._protocol = protocol
         self._clock = clock
         self._pending: "OrderedDict[int, _Pending]" = OrderedDict()
-        self._queue: "queue.Queue[Optional[Tuple[socket.socket, bytes, Any]]]" = queue.Queue(limits.queue)
+        # Unbounded as a Queue: only the I/O thread puts requests, and it keeps to limits.queue itself,
+        # so that close() can always add the workers' stop marks.
+        self._queue: "queue.Queue[Optional[Tuple[socket.socket, bytes, Any]]]" = queue.Queue()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._closing = False
@@ -180,19 +182,27 @@ class BoundedServer:
         self._threads.append(thread)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop accepting, drop pending connections, let the workers finish (up to ``timeout``). Idempotent."""
+        """Stop accepting, drop pending and queued connections, let the workers finish what they serve
+        (up to ``timeout`` in all). Idempotent."""
         if self._closing:
             return
         self._closing = True
         self._wake()
-        workers = [t for t in self._threads if not t.name.endswith(" I/O")]
-        for _ in workers:
-            try:
-                self._queue.put(None, timeout=timeout)
-            except queue.Full:
-                break
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        io_threads = [t for t in self._threads if t.name.endswith(" I/O")]
+        for thread in io_threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].close()
+        workers = [t for t in self._threads if t not in io_threads]
+        for _ in workers:
+            self._queue.put(None)
+        for thread in workers:
             thread.join(max(0.0, deadline - time.monotonic()))
         for pending in list(self._pending.values()):
             self._drop(pending)
@@ -276,7 +286,7 @@ class BoundedServer:
             conn.setblocking(False)
             context = self._protocol.accepted(conn)
         except OSError as exc:
-            log.warning("%s: dropped a new connection: %s", self.name, exc)
+            self._count("dropped at accept: " + (exc.strerror or str(exc)))
             conn.close()
             return
         if len(self._pending) >= self.limits.max_pending:
@@ -314,12 +324,11 @@ class BoundedServer:
             self._refuse(pending, Refusal.TOO_LONG, drain=True)
 
     def _dispatch(self, pending: _Pending, request: bytes) -> None:
-        try:
-            self._queue.put_nowait((pending.conn, request, pending.context))
-        except queue.Full:
+        if self._queue.qsize() >= self.limits.queue:
             self._refuse(pending, Refusal.BUSY, drain=True)
             return
         self._forget(pending)
+        self._queue.put((pending.conn, request, pending.context))
 
     def _refuse(self, pending: _Pending, why: Refusal, *, drain: bool) -> None:
         """Answer ``why`` without blocking; then drain the connection for :data:`DRAIN` s or close it at once."""

@@ -227,6 +227,10 @@ def test_accept_failing_for_want_of_descriptors_does_not_stop_the_server(path, s
     assert exchange(path, b"after\n") == b"ok:after\n"
     assert listener.failures == 0
     assert all(t.is_alive() for t in server._threads)
+    deadline = time.monotonic() + 10
+    while "accept failed: Too many open files" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "test: connections refused since the last report: accept failed: Too many open files" in caplog.text
 
 
 def test_failures_of_the_protocol_are_logged_and_the_server_goes_on(path, serve):
