@@ -163,12 +163,15 @@ def test_a_state_dir_others_can_write_is_refused_and_nothing_planted_in_it_runs(
     assert run_as(USER, USER, plant, groups) == (0, "")
     site.start_nginx()
     before = tree(site.root.parent)
-    message = refusal(run_daemon(site))
+    result = run_daemon(site)
+    assert not marker_of(site).exists(), "the daemon ran the user's pickle as root"
+    message = refusal(result)
     assert message.startswith(f"nginx-canary: error: refusing to start: {state} is writable by {who}"), message
     for args in cli_commands(site):
-        message = refusal(cli(site, *args))
+        result = cli(site, *args)
+        assert not marker_of(site).exists(), f"{args} ran the user's pickle as root"
+        message = refusal(result)
         assert f"refusing to use state dir {state}: {state} is writable by {who}" in message, (args, message)
-    assert not marker_of(site).exists()
     assert tree(site.root.parent) == before
     assert not os.path.exists(site.socket_path)
 
