@@ -774,16 +774,18 @@ def url_problem(text: str) -> Optional[str]:
     a host (IPv4 address, bracketed IPv6 address or DNS name), an optional
     port 1-65535, then any path, query and fragment; printable ASCII only (no
     spaces: percent-encode them), no backslash (parsers disagree on where a
-    host ends around one), at most :data:`MAX_URL_LENGTH` characters.
+    host ends around one), at most :data:`MAX_URL_LENGTH` characters. The
+    reasons quote the faulty part (host, port, character), not the URL: its
+    path and query may hold a token (the error names the key and line).
     """
     if len(text) > MAX_URL_LENGTH:
         return f"URL is {len(text)} characters long, more than the {MAX_URL_LENGTH} allowed"
     for char in text:
         if not char.isascii():
-            return (f"URL {_show(text)} contains the non-ASCII character {char!r} (write host names in punycode and "
+            return (f"URL contains the non-ASCII character {char!r} (write host names in punycode and "
                     "percent-encode the rest)")
         if not char.isprintable() or char in " \\":
-            return f"URL {_show(text)} contains the character {char!r}, which a URL cannot hold (percent-encode it)"
+            return f"URL contains the character {char!r}, which a URL cannot hold (percent-encode it)"
     scheme, colon_slashes, rest = text.partition("://")
     if not colon_slashes or scheme.lower() not in ("http", "https"):
         return f"expected an http:// or https:// URL, got {_show(text)}"
@@ -798,11 +800,11 @@ def url_problem(text: str) -> Optional[str]:
     elif ":" in hostport:
         host, _, port = hostport.partition(":")
     if not host:
-        return f"URL {_show(text)} has no host"
+        return "URL has no host"
     if not _is_host(host):
-        return f"URL {_show(text)} has an invalid host {_show(host)}"
+        return f"URL has an invalid host {_show(host)}"
     if port is not None and not (_PORT.match(port) and int(port) <= 65535):
-        return f"URL {_show(text)} has an invalid port {_show(port)} (1 to 65535)"
+        return f"URL has an invalid port {_show(port)} (1 to 65535)"
     return None
 
 

@@ -457,7 +457,7 @@ BAD = [
     ("webhook", "url", "ftp://files.example.com/", "expected an http:// or https:// URL"),
     ("webhook", "url", "'http://a b.example/'", "contains the character ' ', which a URL cannot hold"),
     ("webhook", "url", '"http://a.example/\\nx"', "contains the character '\\n'"),
-    ("webhook", "url", "http://", "URL 'http://' has no host"),
+    ("webhook", "url", "http://", "URL has no host"),
     ("webhook", "url", "'http://a.example:99999/'", "has an invalid port '99999' (1 to 65535)"),
     ("webhook", "url", "null", "expected an http or https URL like 'https://hooks.example.com/canary', got null"),
     ("webhook", "url", "[http://a.example]", "got a list"),
@@ -590,6 +590,14 @@ def test_bad_url(url, fragment):
     assert "\n" not in problem
     text = MINIMAL + f"    webhooks:\n      - {json.dumps(url)}\n"
     assert_refused(text, 6, "rollouts.app.webhooks[0]", fragment)
+
+
+@pytest.mark.parametrize("url", ["http://a.example/hooks/T0KEN x", "http://u:T0KEN@a.example:99999/x",
+                                 "http://a_b.example/T0KEN?k=T0KEN", "http://a.example/T0KEN\u00e9", "http:///T0KEN"])
+def test_a_refused_url_is_not_quoted_whole(url):
+    # Its path, query or password may be a secret; the error names the key and line instead.
+    problem = url_problem(url)
+    assert problem is not None and "T0KEN" not in problem, problem
 
 
 def test_webhook_entry_needs_a_url():
