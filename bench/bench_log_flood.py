@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         cpu = time.process_time() - cpu0
         lines, written, took = result if result is not None else (0, os.path.getsize(log_path), args.seconds)
         return {"written_mib": written / 2**20, "lines": lines, "rate_mb_s": written / took / 1e6,
-                "worst_lag_mib": worst / 2**20, "worst_lag_s": worst / rate, "caught_up_s": caught_up - took,
+                "worst_lag_mib": worst / 2**20, "worst_lag_s": worst / max(written / took, 1.0), "caught_up_s": caught_up - took,
                 "skipped_mib": traffic.skipped_bytes / 2**20, "skips": traffic.skips,
                 "counted": traffic.analyzer.lines, "cpu_s": cpu, "writer_s": took}
 
