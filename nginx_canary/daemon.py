@@ -316,18 +316,22 @@ class Daemon:
     def check_permissions(self, config: Optional[NginxConfig] = None) -> None:
         """Refuse to run on files others can write (see :mod:`nginx_canary.permissions`).
 
-        Without ``config``: the daemon's config file and the state dir (and
-        all in it); with it: nginx's main file and every file it includes.
+        Without ``config``: the daemon's config file, the state dir (and all
+        in it) and the nginx binary; with it: nginx's main file, every file it
+        includes and every module it loads.
 
         Raises BadInputError naming the first such file and who can write it,
         unless ``allow_insecure_permissions`` (then each is logged as a warning).
         """
         try:
             if config is None:
-                found = insecure_paths([self.config_path]) + insecure_state_dir(self.ops.state_dir)
+                binary = [self.ops.nginx_bin] if os.path.isabs(self.ops.nginx_bin) else []  # not in PATH: nginx -t says so
+                found = insecure_paths([self.config_path, *binary]) + insecure_state_dir(self.ops.state_dir)
             else:
-                found = insecure_paths(list(config.files) + [path for r in self.settings.rollouts.values()
-                                                             for path in upstream_files(config, r.upstream)])
+                nginx = self.ops.nginx()
+                found = insecure_paths(list(config.files) + [nginx.full_path(m) for m in config.modules]
+                                       + [path for r in self.settings.rollouts.values()
+                                          for path in upstream_files(config, r.upstream)])
         except OSError as exc:
             raise BadInputError(f"refusing to start: cannot tell who can write {exc.filename}: {exc.strerror}") from exc
         if not found:

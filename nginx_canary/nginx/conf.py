@@ -30,7 +30,8 @@ Tree = List[Dict[str, Any]]
 _GLOB_CHARS = "*?["
 _BLOCK_CONTEXTS = {"http", "stream", "mail", "events"}
 _PASS_DIRECTIVES = {"proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass", "memcached_pass"}
-_KEPT_DIRECTIVES = {"include", "server", "pid", "error_log", "log_format", "access_log"} | _PASS_DIRECTIVES
+_KEPT_DIRECTIVES = {"include", "server", "pid", "error_log", "log_format", "access_log",
+                    "load_module"} | _PASS_DIRECTIVES
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,8 @@ class NginxConfig:
     log_formats: Tuple[LogFormatDef, ...] = field(default_factory=tuple)
     access_logs: Tuple[AccessLog, ...] = field(default_factory=tuple)
     proxies: Tuple[ProxyPass, ...] = field(default_factory=tuple)
+    #: ``load_module`` paths as written (relative ones are relative to nginx's prefix).
+    modules: Tuple[str, ...] = field(default_factory=tuple)
 
     def log_format(self, name: str) -> Optional[LogFormatDef]:
         """The http ``log_format`` called ``name`` (None when the config has none by that name)."""
@@ -200,13 +203,14 @@ class ParseCache:
 
     Kept as JSON, which is data only: a cache file is never code. A cache that
     cannot be read, is not valid, or cannot be written is ignored: it only
-    saves time. The file is created under a random temporary name (``mkstemp``:
-    ``O_EXCL|O_NOFOLLOW``; a leftover one is swept like :func:`~nginx_canary.fsutil.atomic_write`'s) and renamed into place; it is read without
-    following a symlink.
+    saves time. The file is written under a random temporary name
+    (``mkstemp``: ``O_EXCL|O_NOFOLLOW``; named like
+    :func:`~nginx_canary.fsutil.atomic_write`'s, so a leftover one is swept)
+    and renamed into place; it is read without following a symlink.
     """
 
     #: The ``version`` key of the file; bump it when what :func:`_prune` keeps changes.
-    VERSION = 3
+    VERSION = 4
 
     def __init__(self, path: Optional[str]) -> None:
         self.path = path
@@ -347,6 +351,7 @@ class _Reader:
         self.log_formats: List[LogFormatDef] = []
         self.access_logs: List[AccessLog] = []
         self.proxies: List[ProxyPass] = []
+        self.modules: List[str] = []
 
     def include(self, pattern: str, file: str, line: int) -> List[str]:
         full = pattern if os.path.isabs(pattern) else os.path.join(self.conf_dir, pattern)
@@ -398,6 +403,8 @@ class _Reader:
                 self.upstreams.append(Upstream(args[0], kind, file, line, tuple(servers)))
             elif name == "pid" and not context and args:
                 self.pid = args[0]
+            elif name == "load_module" and not context and args:
+                self.modules.append(args[0])
             elif name == "error_log" and not context and args:
                 self.error_logs.append(args[0])
             elif name == "log_format" and args:
@@ -443,6 +450,7 @@ def load_config(conf_path: str, cache: Optional[ParseCache] = None, *, backgroun
         log_formats=tuple(reader.log_formats),
         access_logs=tuple(reader.access_logs),
         proxies=tuple(reader.proxies),
+        modules=tuple(reader.modules),
     )
 
 

@@ -206,6 +206,16 @@ def test_the_cache_never_writes_through_a_planted_symlink(tmp_path):
     assert victim.read_bytes() == b"precious" and not cache_path.is_symlink()
 
 
+def test_modules_loaded_at_the_main_level_are_known(tmp_path):
+    conf = write(tmp_path, {
+        "nginx.conf": "load_module modules/a.so;\ninclude modules.d/*.conf;\nevents {}\nhttp {}\n",
+        "modules.d/b.conf": "load_module /usr/lib/nginx/modules/b.so;\n",
+    })
+    config = load_config(str(conf))
+    assert config.modules == ("modules/a.so", "/usr/lib/nginx/modules/b.so")
+    assert load_config(str(conf), ParseCache(str(tmp_path / "cache.json"))).modules == config.modules
+
+
 def test_log_formats_access_logs_and_where_upstreams_are_proxied(tmp_path):
     conf = write(tmp_path, {
         "nginx.conf": (

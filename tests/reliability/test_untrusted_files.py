@@ -17,10 +17,11 @@ needs one, and the real daemon or CLI as a subprocess (as root):
 * **nginx's files** (item 4): a file owned by the user with mode 0444, a
   directory owned by them with mode 0555, an ACL ``u:USER:rw``, a
   ``sites-enabled``-style directory of symlinks writable by their group, a
-  grandparent directory they own, a world-writable ``nginx.conf``, and a
+  grandparent directory they own, a world-writable ``nginx.conf``, a
   main-level include they own (where ``load_module`` would run their code in
-  ``nginx -t``): the daemon refuses to start, naming the file and the reason;
-  then the user really does write through that hole, so each case is a real one.
+  ``nginx -t``), and a world-writable module named by ``load_module``: the
+  daemon refuses to start, naming the file and the reason; then the user
+  really does write through that hole, so each case is a real one.
 """
 
 from __future__ import annotations
@@ -296,15 +297,26 @@ def owned_main_level_include(site: RelSite) -> Tuple[Path, str, Callable[[], Non
     return module, f"user {USER} (its owner)", _append(module, "load_module /nonexistent/evil.so;\n")
 
 
+def world_writable_module(site: RelSite) -> Tuple[Path, str, Callable[[], None]]:
+    """A module nginx -t would load: whoever can write it runs code as root (not a real module: refused first)."""
+    module = site.prefix / "modules" / "ngx_evil.so"
+    module.parent.mkdir()
+    module.write_bytes(b"")
+    module.chmod(0o666)
+    site.conf.write_text("load_module modules/ngx_evil.so;\n" + site.conf.read_text())
+    return module, "everyone", _append(module, "ELF")
+
+
 NGINX_ATTACKS = [owned_read_only_file, owned_read_only_directory, acl_on_the_file,
                  group_writable_directory_of_symlinks, owned_grandparent, world_writable_main_file,
-                 owned_main_level_include]
+                 owned_main_level_include, world_writable_module]
 
 
 @pytest.mark.parametrize("setup", NGINX_ATTACKS, ids=[f.__name__ for f in NGINX_ATTACKS])
 def test_the_daemon_refuses_nginx_files_another_user_can_write(site, setup):
     named, who, attack = setup(site)
-    assert site.nginx_t().returncode == 0, site.nginx_t().stderr  # a valid config: only the permissions are wrong
+    if setup is not world_writable_module:
+        assert site.nginx_t().returncode == 0, site.nginx_t().stderr  # a valid config: only the permissions are wrong
     before = tree(site.root.parent)
     message = refusal(run_daemon(site))
     assert message.startswith(f"nginx-canary: error: refusing to start: {named} is writable by {who}"), message
