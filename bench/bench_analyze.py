@@ -389,7 +389,7 @@ class Traffic:
                 exp.final_4xx += 1
             ip = ips[i]
             out_a.append(f"{now:.3f}\t{u_addr}\t{status}\t{u_status}\t{request_time}\t{u_time}\t{ip}\t{method}\t"
-                         f"{host}\t{uri}\t{u_connect}\t{getrandbits(128):032x}\n")
+                         f"{host}\t{uri}\t{u_connect}\t{getrandbits(128):032x}\tbackend\n")
             if want_b or want_c:
                 c = (f'{ip} - - [{self.time_local(int(now))}] "{method} {target} HTTP/1.1" {status} {sent} '
                      f'"{refs[i]}" "{uas[i]}"')

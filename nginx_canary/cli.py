@@ -234,6 +234,9 @@ def _print_report(report: Dict[str, Any]) -> None:
                 click.echo(_figures_row(f"  {address}", sfig))
     for group, fig in report.get("groups", {}).items():
         click.echo(_figures_row(f"group {group}", fig))
+    for address, fig in report.get("forced", {}).items():
+        # Reached through another upstream than --upstream (a tester's override): not in the figures above.
+        click.echo(_figures_row(f"forced {address}", fig))
     for address, sfig in servers.items():
         if sfig["upstream"] is None:
             # An address that is not in the config came from the log: show it as data.

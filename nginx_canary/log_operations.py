@@ -93,7 +93,7 @@ def prepare(settings: Settings, query: LogQuery, logfile: Optional[str], *,
             raise BadInputError(f"{missing[0]!r} is not a server of upstream {query.upstream!r}")
     analyzer = Analyzer(compiled, book, WindowedStats(horizon_seconds=horizon_seconds, clock=clock),
                         only_upstream=query.upstream)
-    return Prepared(analyzer, spec, warnings)
+    return Prepared(analyzer, spec, warnings + analyzer.warnings)
 
 
 def analyze_files(settings: Settings, files: Sequence[str], query: LogQuery) -> Prepared:

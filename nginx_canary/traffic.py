@@ -54,6 +54,8 @@ class LogTraffic:
         self._clock_now = 0.0
         self.windows = WindowedStats(horizon_seconds=horizon_seconds, clock=lambda: self._clock_now)
         self.analyzer = Analyzer(compile_format(spec), book, self.windows, only_upstream=upstream)
+        for warning in self.analyzer.warnings:
+            log.warning("upstream %s: %s", upstream, warning)
         self.tailer = LogTailer(log_path, from_end=from_end, watch=watch, watch_writes=watch_writes,
                                 max_read_bytes=read_per_poll, chunk_bytes=min(1 << 20, read_per_poll))
         self.path = log_path

@@ -44,7 +44,8 @@ from nginx_canary.cli import main as cli_main
 from nginx_canary.errors import ExitCode, LogFormatError, SettingsError
 from nginx_canary.logs.analyze import AddressBook, Analyzer
 from nginx_canary.logs.counting import accelerator_available
-from nginx_canary.logs.format import FormatSpec, compile_format
+from nginx_canary.logs.forgery import check_format
+from nginx_canary.logs.format import FormatSpec, compile_format, upstream_fields
 from nginx_canary.logs.window import WindowedStats
 from nginx_canary.settings import parse_settings
 from tests.reliability.conftest import history, run_cli, saved_state, try_call
@@ -123,8 +124,9 @@ def pattern_of(parts: List[Any]) -> str:
 
 
 def run_analyzer(compiled: Any, lines: List[bytes], accelerated: bool) -> Dict[str, Any]:
+    # Formats a client could forge are refused for users' logs; the parser must still be sound on them.
     analyzer = Analyzer(compiled, BOOK, WindowedStats(horizon_seconds=30, clock=lambda: 1000.0),
-                        accelerated=accelerated)
+                        accelerated=accelerated, refuse_forgeable=False)
     half = len(lines) // 2
     analyzer.feed(lines[:half], at=999.5)
     analyzer.feed_block(b"".join(line + b"\n" for line in lines[half:]))
@@ -150,6 +152,10 @@ def test_fuzz_log_formats_and_lines_through_the_analyzer(fmt, data):
             pure = run_analyzer(compiled, lines, accelerated=False)
         except LogFormatError:
             return  # the format lacks what per-upstream analysis needs: refused, documented
+        try:
+            check_format(compiled, upstream_fields(compiled))
+        except LogFormatError as exc:
+            assert "\n" not in str(exc) and "$" in str(exc)  # one line naming the variable
         try:
             fast = run_analyzer(compiled, lines, accelerated=True)
         except RuntimeError:
