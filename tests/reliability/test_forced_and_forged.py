@@ -25,11 +25,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import psutil
 import pytest
 
+from nginx_canary.logs.format import FormatSpec, compile_format
 from tests.daemon.conftest import Harness, make_harness  # noqa: F401 - the fixture
 from tests.reliability.conftest import run_cli
 
@@ -216,7 +217,6 @@ def test_a_forgeable_format_is_refused_by_the_daemon_and_analyze(make_harness): 
         assert time.monotonic() < deadline
         time.sleep(0.05)
     # The attack is real: the parser reads the forged 500s as the canary's (20 of 20).
-    from nginx_canary.logs.format import FormatSpec, compile_format
     fmt = compile_format(FormatSpec("forge", FORGEABLE))
     parsed = [fmt.parse(line.encode()) for line in forge_log.read_text().splitlines() if "500 0.100" in line]
     assert len(parsed) == 20 and all(p and p["upstream_addr"] == h.site.v2 and p["upstream_status"] == "500"
