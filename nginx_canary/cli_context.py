@@ -134,8 +134,9 @@ class CliContext:
                 self.warn(f"{where} is writable by {who} (allowed by allow_insecure_permissions)")
             return
         raise BadInputError(f"refusing to use state dir {path}: {describe(found)}; whoever can write it can change "
-                            "what nginx-canary does as this user. Fix the owner, mode or ACL (owned by root or by "
-                            "you, mode 0700), or set allow_insecure_permissions: true in the daemon's config")
+                            "what nginx-canary does as this user. The state dir and every directory above it must "
+                            "belong to root or you and be writable by no one else (install -d -m 0700 DIR makes "
+                            "one); or set allow_insecure_permissions: true in the daemon's config")
 
     @property
     def socket(self) -> str:

@@ -19,9 +19,9 @@ of the running process. Anyone else who can write a file can change it:
 Every directory a path is looked up through counts, up to ``/``, and both the
 directory holding a symlink and the one holding its target. A directory with
 the sticky bit (``/tmp``) only lets others replace their own entries, so it
-does not count for an entry that root or the running user owns; it does count
-for an entry that does not exist yet (anyone could create it first) and for a
-directory whose whole content is trusted (the state dir).
+does not count for an entry that exists (whose owner is judged on its own); it
+does count for an entry that does not exist yet (anyone could create it first)
+and for a directory whose whole content is trusted (the state dir).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class _Judge:
         """Who untrusted can write ``path`` (lstat ``info``), or None.
 
         ``sticky_protects``: ``path`` is a directory looked up for an entry that
-        a trusted user owns, so a sticky bit keeps other writers off it.
+        exists, so a sticky bit keeps writers other than the entry's owner off it.
         Raises OSError when the ACL cannot be read.
         """
         if not self.trusted_owner(info):
@@ -171,8 +171,8 @@ def _check(paths: Iterable[str], judge: _Judge, found: List[Finding], seen: set)
         steps, target = _lookups(path)
         for directory, entry, info in steps:
             dir_info = os.lstat(directory)
-            protected = info is not None and judge.trusted_owner(info)
-            who = judge.writers(directory, dir_info, sticky_protects=protected)
+            # In a sticky directory only an entry's owner may replace it, and an untrusted owner is reported on its own.
+            who = judge.writers(directory, dir_info, sticky_protects=info is not None)
             if who is not None and info is None:
                 who += f", who could create {entry} first"
             add(directory, who)

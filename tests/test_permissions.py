@@ -99,9 +99,8 @@ def test_a_directory_others_can_write_lets_them_replace_the_file(tmp_path):
     assert insecure_paths([str(path)], uid=0, gid=0) == [(str(directory), "everyone")]
     directory.chmod(0o1777)  # sticky, like /tmp: others cannot replace root's file
     assert insecure_paths([str(path)], uid=0, gid=0) == []
-    os.chown(path, OTHER, -1)  # ... but its owner can, and so can everyone else then
-    assert insecure_paths([str(path)], uid=0, gid=0) == [(str(directory), "everyone"),
-                                                         (str(path), f"user {OTHER} (its owner)")]
+    os.chown(path, OTHER, -1)  # ... but its owner can (reported as the file's owner, not as the directory's writers)
+    assert insecure_paths([str(path)], uid=0, gid=0) == [(str(path), f"user {OTHER} (its owner)")]
 
 
 def test_a_missing_file_in_a_sticky_directory_could_be_created_by_anyone(tmp_path):

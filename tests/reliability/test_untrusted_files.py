@@ -70,9 +70,11 @@ def env() -> Dict[str, str]:
 
 
 def tree(root: Path) -> Dict[str, Tuple[int, int, int, bytes]]:
-    """Every entry under ``root``: mode, owner, group, and bytes (a symlink's target)."""
+    """Every entry under ``root`` but nginx's own logs: mode, owner, group, and bytes (a symlink's target)."""
     out = {}
     for path in sorted(root.rglob("*")):
+        if "logs" in path.relative_to(root).parts[:-1]:
+            continue  # a freshly started nginx may still be writing its error log
         st = path.lstat()
         if path.is_symlink():
             data = os.readlink(path).encode()
