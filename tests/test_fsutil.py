@@ -78,3 +78,24 @@ def test_leftover_temps_finds_only_the_temporaries_of_the_files_and_directories_
     (conf / f".upstream.conf.dir{TEMP_SUFFIX}").mkdir()  # a directory is never removed
     assert leftover_temps([str(upstream)], [str(state)]) == sorted([str(for_upstream), str(for_state)])
     assert leftover_temps([], []) == []
+
+
+def test_open_nofollow_refuses_a_planted_symlink_or_fifo(tmp_path):
+    from nginx_canary.fsutil import open_nofollow
+    from nginx_canary.transaction import writer_lock
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"root's file")
+    (tmp_path / "lock").symlink_to(victim)
+    with pytest.raises(OSError):
+        open_nofollow(str(tmp_path / "lock"), os.O_RDWR | os.O_CREAT)
+    with pytest.raises(StateError, match="cannot open lock file"):
+        with writer_lock(str(tmp_path)):
+            pass
+    assert victim.read_bytes() == b"root's file"
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(OSError, match="not a regular file"):
+        open_nofollow(str(tmp_path / "fifo"), os.O_RDWR)
+    fd = open_nofollow(str(tmp_path / "new"), os.O_RDWR | os.O_CREAT)
+    os.close(fd)
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o600
