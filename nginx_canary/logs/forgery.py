@@ -67,6 +67,7 @@ _TRUSTED = frozenset({
 _TRUSTED_PREFIXES = ("upstream_http_", "upstream_cookie_", "upstream_trailer_", "sent_http_", "sent_trailer_",
                      "tcpinfo_")
 
+_ATTEMPT_SEPARATOR_BYTES = frozenset(b", :")
 _DEFAULT_PLAIN = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
 _DEFAULT_ESCAPES = frozenset(b"\\x0123456789ABCDEF")
 _JSON_PLAIN = _ALL - frozenset(range(0x20)) - {ord('"'), ord("\\")}
@@ -127,13 +128,13 @@ def _possible(name: str, escape: str) -> Tuple[FrozenSet[int], bool]:
 
 
 def _absorbs(segments: Tuple[Segment, ...], w: int, escape: str) -> FrozenSet[int]:
-    """The bytes the parser lets the value at ``segments[w]`` span (none when it is read entry by entry)."""
+    """The bytes the parser lets the value at ``segments[w]`` span (an entry's, when it is read entry by entry)."""
     name = segments[w]
     assert isinstance(name, str)
     syntax = _value_syntax(name, escape)
     nxt = segments[w + 1] if w + 1 < len(segments) else None
     if syntax.structure is not None and isinstance(nxt, bytes) and nxt[0] not in _ENTRY_BYTES[name]:
-        return frozenset()
+        return _ENTRY_BYTES[name] | _ATTEMPT_SEPARATOR_BYTES
     return _ALL - syntax.stops
 
 
@@ -144,20 +145,35 @@ def _literal_bytes(segments: Tuple[Segment, ...], start: int, end: int) -> Froze
 def _forges(segments: Tuple[Segment, ...], k: int, at: int, possible: FrozenSet[int], escape: str) -> bool:
     """Whether the value at ``k`` can forge the one at ``at`` (> k).
 
-    The client writes every literal up to the forged value, so it must be able
-    to; after it, the line must still parse: the client's text ends and the
-    real text (from the literal after ``k`` on) follows, and some value after
-    ``at`` and before the first literal the client cannot write (or the end)
-    has to span that real text, its literals included. (When only the forged
-    value itself can span it, it takes the real text too: an address no nginx
-    writes, a status or time that does not parse, never a forged figure.)
+    The client writes the literals after ``k`` and fake values up to some value
+    ``w`` after ``at``, and starts ``w``'s; the real text then follows (the
+    literal after ``k`` on), and ``w`` has to span it up to the real ``w``'s
+    end, after which the real line fits the rest of the format as it is. So
+    the literals between ``k`` and ``w`` must be text the client can write and
+    text ``w`` can span (an upstream field read entry by entry spans only what
+    one entry may hold, and its separators). ``w`` may be the forged value
+    itself only when it keeps its forged part (:func:`_keeps_first_entries`):
+    a single value that takes the real text too is no forged figure.
     """
-    if not _literal_bytes(segments, k + 1, at) <= possible:
+    for w in range(at, len(segments)):
+        spanned = _literal_bytes(segments, k + 1, w)
+        if w == at and not _keeps_first_entries(str(segments[at]), spanned, escape):
+            continue
+        if isinstance(segments[w], str) and spanned <= possible & _absorbs(segments, w, escape):
+            return True
+    return False
+
+
+def _keeps_first_entries(name: str, spanned: FrozenSet[int], escape: str) -> bool:
+    """Whether a list of attempts that spans the real text after its forged entries keeps them.
+
+    Its later entries take the real text: a status or time that does not parse
+    leaves the forged ones standing, but an address no nginx writes (one made
+    of anything but entries and separators) drops the whole line.
+    """
+    if _value_syntax(name, escape).structure is None:
         return False
-    barrier = next((m for m in range(at + 1, len(segments))
-                    if isinstance(segments[m], bytes) and not set(segments[m]) <= possible), len(segments))
-    spanned = _literal_bytes(segments, k + 1, barrier)
-    return any(isinstance(segments[w], str) and spanned <= _absorbs(segments, w, escape) for w in range(at + 1, barrier))
+    return name != "upstream_addr" or spanned <= _ATTEMPT_SEPARATOR_BYTES
 
 
 def find_forgeries(compiled: CompiledFormat, fields: UpstreamFields) -> List[Forgery]:

@@ -166,7 +166,7 @@ def formats(draw: st.DrawFn) -> Tuple[str, str]:
 
 
 @given(formats())
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_format_that_passes_is_not_fooled(fmt_escape: Tuple[str, str]) -> None:
     pattern, escape = fmt_escape
     fmt = compiled(pattern, escape)
