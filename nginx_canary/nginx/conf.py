@@ -270,9 +270,14 @@ class ParseCache:
             return
         if background:
             # Overlaps with nginx -t and the reload, which leave this process waiting.
-            threading.Thread(target=self._write, name="parse-cache-save").start()
-        else:
-            self._write()
+            try:
+                threading.Thread(target=self._write, name="parse-cache-save").start()
+                return
+            except RuntimeError:
+                # "can't start new thread" (task limit reached): a cache is not
+                # worth failing a change or a rollback for; write it here instead.
+                pass
+        self._write()
 
     def _write(self) -> None:
         assert self.path is not None

@@ -31,8 +31,10 @@ from typing import Dict, List
 import psutil
 
 from nginx_canary.demo.site import free_port
+from nginx_canary.logs.format import CANARY_FORMAT
 from tests.reliability.conftest import metrics, wait_for
 
+FIELDS = CANARY_FORMAT.count("\t") + 1  # the fields of a line of the shipped format
 MAX_LINE = 65536  # the tailer's max_line_bytes: longer lines are dropped and counted unparsed
 ROTATE_EVERY = 0.1
 ROTATE_FOR = 3.0
@@ -63,7 +65,7 @@ def truth(logs: Path, site) -> Dict[str, int]:
             out["junk"] += 1  # the tailer drops it once it passes the limit
         for line in lines:
             fields = line.split(b"\t")
-            if len(line) <= MAX_LINE and len(fields) == 12 and re.fullmatch(rb"[0-9]+\.[0-9]{3}", fields[0]):
+            if len(line) <= MAX_LINE and len(fields) == FIELDS and re.fullmatch(rb"[0-9]+\.[0-9]{3}", fields[0]):
                 out["nginx"] += 1
                 for addr in fields[1].split(b", "):
                     group = groups.get(addr.decode())
@@ -72,7 +74,7 @@ def truth(logs: Path, site) -> Dict[str, int]:
             else:
                 out["junk"] += 1
                 glued = line.rsplit(b"J", 1)[-1].split(b"\t")
-                if len(line) > MAX_LINE and len(glued) == 12:
+                if len(line) > MAX_LINE and len(glued) == FIELDS:
                     out["glued"] += 1
     return out
 
