@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from nginx_canary.errors import BadInputError, ConfigError
 from nginx_canary.inputs import check_word
-from nginx_canary.logs.analyze import AddressBook, Analyzer, feed_blocks
+from nginx_canary.logs.analyze import AddressBook, Analyzer, feed_blocks, unmarked_forcing
 from nginx_canary.logs.format import FormatSpec, compile_format
 from nginx_canary.logs.reader import block_batches
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
@@ -93,6 +93,8 @@ def prepare(settings: Settings, query: LogQuery, logfile: Optional[str], *,
             raise BadInputError(f"{missing[0]!r} is not a server of upstream {query.upstream!r}")
     analyzer = Analyzer(compiled, book, WindowedStats(horizon_seconds=horizon_seconds, clock=clock),
                         only_upstream=query.upstream)
+    if query.upstream is not None and query.canary and config is not None:
+        warnings += unmarked_forcing(config, query.upstream, query.canary, analyzer)
     return Prepared(analyzer, spec, warnings + analyzer.warnings)
 
 

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-from nginx_canary.logs.analyze import GROUP, AddressBook, Analyzer
+from nginx_canary.logs.analyze import GROUP, AddressBook, Analyzer, unmarked_forcing
 from nginx_canary.logs.format import FormatSpec, compile_format
 from nginx_canary.logs.tail import LogTailer
 from nginx_canary.logs.window import Stats, WindowedStats
@@ -54,7 +54,7 @@ class LogTraffic:
         self._clock_now = 0.0
         self.windows = WindowedStats(horizon_seconds=horizon_seconds, clock=lambda: self._clock_now)
         self.analyzer = Analyzer(compile_format(spec), book, self.windows, only_upstream=upstream)
-        for warning in self.analyzer.warnings:
+        for warning in self.analyzer.warnings + unmarked_forcing(config, upstream, canary, self.analyzer):
             log.warning("upstream %s: %s", upstream, warning)
         self.tailer = LogTailer(log_path, from_end=from_end, watch=watch, watch_writes=watch_writes,
                                 max_read_bytes=read_per_poll, chunk_bytes=min(1 << 20, read_per_poll))
@@ -129,3 +129,4 @@ class LogTraffic:
 
     def __exit__(self, *exc: Optional[object]) -> None:
         self.close()
+

@@ -95,3 +95,38 @@ def test_a_reader_behind_for_longer_than_max_behind_skips_to_the_end_and_says_so
             fh.write(flood_line(1))
         clock.now += 5
         assert traffic.poll(1001.0) == 1 and not traffic.behind and traffic.skips == 1
+
+
+FORCING_CONF = """\
+events {}
+http {
+    upstream backend { server 127.0.0.1:8081; server 127.0.0.1:8082; }
+    upstream backend_canary { server 127.0.0.1:8082; }
+    upstream other { server 127.0.0.1:9000; }
+    server { listen 127.0.0.1:8080; location / { proxy_pass http://backend; } }
+}
+"""
+
+
+def test_a_format_that_cannot_tell_forced_requests_is_warned_about(tmp_path, caplog):
+    from nginx_canary.logs.format import CANARY_FORMAT, FormatSpec
+
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(FORCING_CONF)
+    log = tmp_path / "access.log"
+    log.write_text("")
+    config = load_config(str(conf), logs=False)
+    with caplog.at_level("WARNING", logger="nginx_canary"):
+        with LogTraffic(config, "backend", ["127.0.0.1:8082"], str(log), FormatSpec("old", FLOOD_FORMAT, "default"),
+                        watch=False):
+            pass
+    warned = [r.getMessage() for r in caplog.records if "$proxy_host" in r.getMessage()]
+    assert warned == ["upstream backend: upstream backend_canary also reaches canary 127.0.0.1:8082, and the log "
+                      "format has no $proxy_host: requests forced through it count as canary traffic (log "
+                      "$proxy_host, as the shipped canary format does)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="nginx_canary"):
+        with LogTraffic(config, "backend", ["127.0.0.1:8082"], str(log), FormatSpec("canary", CANARY_FORMAT, "default"),
+                        watch=False):
+            pass
+    assert not [r for r in caplog.records if "$proxy_host" in r.getMessage()]

@@ -201,3 +201,22 @@ def feed_blocks(analyzer: Analyzer, blocks: Iterable[Tuple[bytes, int]]) -> None
         if block:
             analyzer.feed_block(block)
     analyzer.flush()
+
+
+def unmarked_forcing(config: NginxConfig, upstream: str, canary: Sequence[str], analyzer: Analyzer) -> List[str]:
+    """One warning per other upstream that can reach a canary server while the format cannot tell (no ``$proxy_host``).
+
+    Such an upstream is how a header or cookie override forces the canary
+    (the shipped site example's ``backend_canary``); without ``$proxy_host``
+    in the log, its requests are counted as canary traffic and judged.
+    """
+    if analyzer.fields.via is not None:
+        return []
+    found = []
+    for block in config.upstreams:
+        shared = sorted({s.address for s in block.servers if s.address in canary})
+        if block.name != upstream and shared:
+            found.append(f"upstream {block.name} also reaches canary {', '.join(shared)}, and the log format has no "
+                         f"$proxy_host: requests forced through it count as canary traffic (log $proxy_host, "
+                         f"as the shipped canary format does)")
+    return found
