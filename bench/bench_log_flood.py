@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from nginx_canary.daemon import POLL_EVERY  # noqa: E402
 from nginx_canary.logs.format import CANARY_FORMAT, FormatSpec  # noqa: E402
 from nginx_canary.nginx.conf import load_config  # noqa: E402
-from nginx_canary.traffic import LogTraffic  # noqa: E402
+from nginx_canary.traffic import MAX_BEHIND, LogTraffic  # noqa: E402
 
 STABLE, CANARY = "127.0.0.1:8081", "127.0.0.1:8082"
 NGINX_CONF = f"""\
@@ -81,7 +81,8 @@ def writer(path: str, rate: float, size: int, seconds: float, ready: Any, done: 
     done.put((lines, written, time.monotonic() - start))
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
+def run(args: argparse.Namespace, baseline: bool = False) -> Dict[str, Any]:
+    """One flood; ``baseline`` reads as the daemon did before issue #14 (one bite per turn, never skipping)."""
     with tempfile.TemporaryDirectory(prefix="nc-flood-") as tmp:
         conf = os.path.join(tmp, "nginx.conf")
         with open(conf, "w") as fh:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         open(log_path, "wb").close()
         config = load_config(conf, logs=False)
         traffic = LogTraffic(config, "backend", [CANARY], log_path, FormatSpec("canary", CANARY_FORMAT, "default"),
-                             watch_writes=False)
+                             watch_writes=False, max_behind=1e9 if baseline else MAX_BEHIND)
         rate = args.mb_per_s * 1e6
         ctx = multiprocessing.get_context("fork")
         ready, done = ctx.Event(), ctx.Queue()
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 if time.monotonic() - start > args.seconds + 60:
                     print("  gave up: the reader is still behind 60 s after the writer stopped")
                     break
-                if not getattr(traffic, "behind", False):  # the daemon's loop reads again at once while behind
+                if baseline or not traffic.behind:  # the daemon's loop now reads again at once while behind
                     time.sleep(max(0.0, turn + POLL_EVERY - time.monotonic()))
         finally:
             proc.join(30)
@@ -143,7 +144,13 @@ def main() -> None:
     args = p.parse_args()
     print(f"log flood: {args.line_bytes} B lines at {args.mb_per_s:g} MB/s for {args.seconds:g} s; "
           f"reader polled every {POLL_EVERY * 1e3:.0f} ms as in the daemon")
-    r = run(args)
+    for label, baseline in (("baseline: one 16 MiB bite per 250 ms turn (before issue #14)", True),
+                            ("now: back-to-back bites while behind, skip after 1 s", False)):
+        print(label)
+        report(run(args, baseline))
+
+
+def report(r: Dict[str, Any]) -> None:
     print(f"written {r['written_mib']:.0f} MiB, {r['lines']} lines at {r['rate_mb_s']:.1f} MB/s over "
           f"{r['writer_s']:.1f} s")
     print(f"reader: worst lag {r['worst_lag_mib']:.1f} MiB = {r['worst_lag_s']:.2f} s of writing; caught up "

@@ -235,7 +235,8 @@ def test_http_check_reasons_show_neither_path_nor_query_and_name_the_check(recei
                                            f"http_checks[1] (http://127.0.0.1:{server.port}) answered 500"]
     verdict = http_check_result(results, make_stats(1), make_stats(1))
     assert "T0KEN" not in repr(verdict) and "/hooks" not in repr(verdict)
-    assert sorted(r["path"] for r in server.requests) == ["/hooks/T0KEN-in-path?token=T0KEN-in-query", "/ok"]
+    # The endpoints got the whole URLs (results at T0 + 1 may already have started the next round of probes).
+    assert {r["path"] for r in server.requests} == {"/hooks/T0KEN-in-path?token=T0KEN-in-query", "/ok"}
 
 
 def test_a_closed_checker_asks_nothing(receivers):

@@ -161,7 +161,7 @@ class DemoSite:
         self.daemon_config.write_text("\n".join(lines) + "\n")
 
     def start_nginx(self, timeout: float = 10.0) -> None:
-        """Start nginx and wait until it accepts connections. Raises RuntimeError."""
+        """Start nginx and wait until it accepts connections and all its workers run. Raises RuntimeError."""
         result = subprocess.run([self.nginx_bin, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr"],
                                 capture_output=True, text=True, timeout=30)
         if result.returncode != 0:
@@ -169,12 +169,41 @@ class DemoSite:
         self.started = True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # The master listens before it forks its workers: a connection alone
+            # does not prove them there, and whoever reloads next must find them
+            # (or it takes workers of the first generation for the new one's).
+            if self._listening() and len(self.worker_pids()) >= self.workers:
+                return
+            time.sleep(0.02)
+        raise RuntimeError("nginx did not start listening with all its workers")
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.ports["front"]), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def worker_pids(self) -> List[int]:
+        """PIDs of the running master's worker processes, as their titles say (none if nginx is not running)."""
+        pid = self.nginx_pid()
+        if pid is None:
+            return []
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+                children = [int(p) for p in fh.read().split()]
+        except (OSError, ValueError):
+            return []
+        found = []
+        for child in children:
             try:
-                with socket.create_connection(("127.0.0.1", self.ports["front"]), timeout=0.5):
-                    return
+                with open(f"/proc/{child}/cmdline", "rb") as fh:
+                    title = fh.read()
             except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("nginx did not start listening")
+                continue
+            if title.startswith(b"nginx: worker process"):
+                found.append(child)
+        return found
 
     def nginx_pid(self) -> Optional[int]:
         try:
