@@ -53,6 +53,7 @@ bench: venv nginx goaccess wrk
 	PATH="/usr/sbin:$$PATH" $(PY) bench/bench_set_weight.py
 	$(PY) bench/bench_analyze.py
 	PATH="/usr/sbin:$$PATH" $(PY) bench/bench_rollout.py
+	$(PY) bench/bench_log_flood.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
