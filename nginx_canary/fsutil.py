@@ -68,11 +68,16 @@ def atomic_write(path: str, data: bytes, *, mode: Optional[int] = None, uid: Opt
     except OSError as exc:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        discard(tmp)
+
+
+def discard(tmp: Optional[str]) -> None:
+    """Remove the temporary file ``tmp`` of a write that did not reach its rename (None: nothing to do). Never raises."""
+    if tmp is not None:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def open_nofollow(path: str, flags: int, mode: int = 0o600) -> int:

@@ -20,7 +20,7 @@ import tempfile
 from typing import Optional
 
 from nginx_canary.errors import BadInputError, CanaryError
-from nginx_canary.fsutil import write_all
+from nginx_canary.fsutil import discard, write_all
 
 #: Other names tried after the default one: NAME-2.html .. NAME-100.html.
 MAX_TRIES = 100
@@ -89,11 +89,7 @@ def _replace(data: bytes, path: str) -> str:
     except OSError as exc:
         raise CanaryError(f"cannot write the report to {path}: {_why(exc)}") from None
     finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        discard(tmp)
     return path
 
 

@@ -42,16 +42,7 @@ def call_as(uid: int, gid: int, path: str, request: dict, groups: Optional[List[
         except BaseException as exc:
             os.write(write_end, repr(exc).encode())
             os._exit(1)
-    os.close(write_end)
-    data = b""
-    while True:
-        chunk = os.read(read_end, 65536)
-        if not chunk:
-            break
-        data += chunk
-    os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), data
+    return _child_result(pid, read_end, write_end)
 
 
 def run_as(uid: int, gid: int, action: Callable[[], object], groups: Optional[List[int]] = None) -> Tuple[int, str]:
@@ -77,6 +68,12 @@ def run_as(uid: int, gid: int, action: Callable[[], object], groups: Optional[Li
             os.write(write_end, repr(exc).encode())
         finally:
             os._exit(code)
+    code, data = _child_result(pid, read_end, write_end)
+    return code, data.decode(errors="replace")
+
+
+def _child_result(pid: int, read_end: int, write_end: int) -> Tuple[int, bytes]:
+    """What a forked child wrote to its pipe, and its exit status, once it is gone."""
     os.close(write_end)
     data = b""
     while True:
@@ -86,4 +83,4 @@ def run_as(uid: int, gid: int, action: Callable[[], object], groups: Optional[Li
         data += chunk
     os.close(read_end)
     _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), data.decode(errors="replace")
+    return os.waitstatus_to_exitcode(status), data

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import crossplane
 
 from nginx_canary.errors import BadInputError, ConfigError
-from nginx_canary.fsutil import TEMP_SUFFIX
+from nginx_canary.fsutil import TEMP_SUFFIX, discard
 from nginx_canary.nginx.lexer import unescape
 
 Tree = List[Dict[str, Any]]
@@ -294,11 +294,7 @@ class ParseCache:
         except OSError:
             pass
         finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            discard(tmp)
 
 
 def _prune(tree: Tree) -> Tree:
