@@ -6,7 +6,7 @@ each about ``--line-bytes`` long (a long ``$uri``, as a client sending long
 request lines makes nginx write), at ``--mb-per-s`` for ``--seconds``, in
 bursts every 10 ms with one ``O_APPEND`` write per line (as nginx does).
 The reader is what the daemon runs, in this process's main thread: a
-:class:`nginx_canary.traffic.LogTraffic` on the file (its tailer and
+:class:`nginx_canary.logs.live.LogTraffic` on the file (its tailer and
 analyzer), polled as the daemon's loop polls it (``poll(now)``, then again at
 once while it is ``behind``, else a sleep until ``POLL_EVERY`` after the
 start of the turn).
@@ -31,10 +31,10 @@ from typing import Any, Dict
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from nginx_canary.daemon import POLL_EVERY  # noqa: E402
+from nginx_canary.daemon.service import POLL_EVERY  # noqa: E402
 from nginx_canary.logs.format import CANARY_FORMAT, FormatSpec  # noqa: E402
 from nginx_canary.nginx.conf import load_config  # noqa: E402
-from nginx_canary.traffic import MAX_BEHIND, LogTraffic  # noqa: E402
+from nginx_canary.logs.live import MAX_BEHIND, LogTraffic  # noqa: E402
 
 STABLE, CANARY = "127.0.0.1:8081", "127.0.0.1:8082"
 NGINX_CONF = f"""\

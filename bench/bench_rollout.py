@@ -89,7 +89,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import psutil
 
-from nginx_canary import control_socket
+from nginx_canary.daemon import control_socket
 from nginx_canary.demo.load import run_load
 from nginx_canary.demo.site import DemoSite
 

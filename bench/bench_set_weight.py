@@ -708,13 +708,13 @@ def _import_summary(log: str) -> Dict[str, float]:
 _PHASES = (
     # label, file suffix ("~" for builtins), function name
     ("total (profiled)", None, None),
-    ("read_config", "nginx_canary/operations.py", "read_config"),
+    ("read_config", "nginx_canary/nginx/operations.py", "read_config"),
     ("  json.loads (parse cache)", "json/__init__.py", "loads"),
     ("  crossplane.parse", "crossplane/parser.py", "parse"),
     ("  json.dumps (parse cache)", "json/__init__.py", "dumps"),
-    ("plan_split", "nginx_canary/operations.py", "plan_split"),
+    ("plan_split", "nginx_canary/nginx/operations.py", "plan_split"),
     ("find_master", "nginx_canary/nginx/control.py", "find_master"),
-    ("snapshot", "nginx_canary/transaction.py", "_snapshot"),
+    ("snapshot", "nginx_canary/nginx/transaction.py", "_snapshot"),
     ("atomic_write (fsync)", "nginx_canary/fsutil.py", "atomic_write"),
     ("nginx -t", "nginx_canary/nginx/control.py", "test"),
     ("nginx -V", "nginx_canary/nginx/control.py", "compiled_defaults"),

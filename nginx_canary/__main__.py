@@ -1,3 +1,3 @@
-from nginx_canary.cli import main
+from nginx_canary.cli.app import main
 
 main()

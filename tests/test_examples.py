@@ -30,11 +30,13 @@ from typing import Dict, Iterator, Optional
 import psutil
 import pytest
 
-from nginx_canary import daemon, operations
+from nginx_canary.daemon import service as daemon
+
+from nginx_canary.nginx import operations
 from nginx_canary.errors import BadInputError
 from nginx_canary.logs.analyze import FORCED, GROUP
 from nginx_canary.nginx.conf import load_config
-from nginx_canary.settings import DaemonSettings, load_settings
+from nginx_canary.config.settings import DaemonSettings, load_settings
 
 from tests.conftest import free_port
 

@@ -82,7 +82,7 @@ def test_leftover_temps_finds_only_the_temporaries_of_the_files_and_directories_
 
 def test_open_nofollow_refuses_a_planted_symlink_or_fifo(tmp_path):
     from nginx_canary.fsutil import open_nofollow
-    from nginx_canary.transaction import writer_lock
+    from nginx_canary.nginx.transaction import writer_lock
 
     victim = tmp_path / "victim"
     victim.write_bytes(b"root's file")

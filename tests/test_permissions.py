@@ -205,7 +205,7 @@ def test_allow_insecure_permissions_starts_with_a_warning(nginx_bin, tmp_path):
             seen.append(line)
             if "control socket" in line:
                 break
-        from nginx_canary.control_socket import call
+        from nginx_canary.daemon.control_socket import call
 
         assert call(site.socket_path, "ping")["pid"] == proc.pid
         proc.terminate()

@@ -11,9 +11,9 @@ from typing import Set
 import pytest
 import yaml
 
-from nginx_canary.analysis import FAIL
+from nginx_canary.rollout.analysis import FAIL
 from nginx_canary.logs.window import Stats
-from nginx_canary.metrics import DaemonMetrics
+from nginx_canary.integrations.metrics import DaemonMetrics
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "conf.d" / "prometheus"
 RULES = RULES_DIR / "nginx-canary-rules.yml"

@@ -65,7 +65,7 @@ def test_the_unit_runs_the_daemon_as_a_notify_service():
     assert service["NoNewPrivileges"] == "yes"
     # The daemon's default paths are the ones the unit makes and allows.
     assert service["RuntimeDirectory"] == "nginx-canary" and service["StateDirectory"] == "nginx-canary"
-    from nginx_canary.settings import DaemonSettings
+    from nginx_canary.config.settings import DaemonSettings
 
     defaults = DaemonSettings()
     assert defaults.control_socket.startswith("/run/nginx-canary/")
@@ -75,8 +75,9 @@ def test_the_unit_runs_the_daemon_as_a_notify_service():
 
 def test_the_limits_leave_room_for_a_rollback_whatever_clients_do():
     """LimitNOFILE= and TasksMax= are set, and the servers' fixed bounds fit well inside them."""
-    from nginx_canary import control_socket, metrics
-    from nginx_canary.bounded_server import NOFILE_SHARE
+    from nginx_canary.daemon import control_socket
+    from nginx_canary.integrations import metrics
+    from nginx_canary.daemon.bounded_server import NOFILE_SHARE
 
     service = unit_sections()["Service"]
     nofile, tasks_max = int(service["LimitNOFILE"]), int(service["TasksMax"])

@@ -29,7 +29,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TextIO
 
-from nginx_canary import control_socket, operations
+from nginx_canary.daemon import control_socket
+
+from nginx_canary.nginx import operations
 from nginx_canary.demo.app import DemoApp
 from nginx_canary.demo.load import LoadResult, run_load
 from nginx_canary.demo.site import DemoSite
@@ -256,7 +258,7 @@ class Demo:
 
     def _write_report(self, outcome: RunOutcome) -> Optional[str]:
         """The run's HTML report, outside the temp directory (it outlives the demo); None if it cannot be written."""
-        from nginx_canary.report import render_report
+        from nginx_canary.report.html import render_report
 
         time.sleep(1.5)  # the daemon records a few more seconds of the series after a run ends
         answer = self._call("report", name="app")

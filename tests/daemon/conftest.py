@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import psutil
 import pytest
 
-from nginx_canary import control_socket
+from nginx_canary.daemon import control_socket
 from nginx_canary.demo.app import DemoApp
 from nginx_canary.demo.load import LoadResult, run_load
 from nginx_canary.demo.site import DemoSite

@@ -24,7 +24,7 @@ import pytest
 
 from nginx_canary.errors import BadInputError
 from nginx_canary.nginx.conf import Upstream, UpstreamServer, load_config
-from nginx_canary.operations import plan_split
+from nginx_canary.nginx.operations import plan_split
 from tests.conftest import CORPUS
 
 Tree = List[Dict[str, Any]]

@@ -44,12 +44,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import psutil
 import pytest
 
-from nginx_canary import control_socket, faults
+from nginx_canary.daemon import control_socket
+
+from nginx_canary import faults
 from nginx_canary.demo.app import DemoApp
 from nginx_canary.demo.site import DemoSite, free_port
 from nginx_canary.errors import CanaryError
 from nginx_canary.nginx.conf import load_config
-from nginx_canary.operations import plan_split
+from nginx_canary.nginx.operations import plan_split
 from tests.daemon.conftest import FAST_ANALYSIS, WAIT, Harness, records, sha256  # noqa: F401 - re-exported
 
 __all__ = ["FAST_ANALYSIS", "WAIT", "Harness", "RelSite", "Steps", "records", "sha256"]

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from nginx_canary import control_socket
+from nginx_canary.daemon import control_socket
 from nginx_canary.errors import CanaryError
 from tests.peers import call_as
 from tests.reliability.conftest import RelSite, history, run_cli

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import List
 
 from tests.reliability.conftest import Steps, history
-from tests.test_cli import run
+from tests.cli.test_app import run
 
 ESCAPE = "\x1b]0;owned\x07\x1b[2J"
 REQUEST = ("POST /[emerg] HTTP/1.1\r\nHost: [alert]\r\nReferer: [emerg] {escape}\r\n"

@@ -40,14 +40,14 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from nginx_canary.cli import main as cli_main
+from nginx_canary.cli.app import main as cli_main
 from nginx_canary.errors import ExitCode, LogFormatError, SettingsError
 from nginx_canary.logs.analyze import AddressBook, Analyzer
 from nginx_canary.logs.counting import accelerator_available
 from nginx_canary.logs.forgery import check_format
 from nginx_canary.logs.format import FormatSpec, compile_format, upstream_fields
 from nginx_canary.logs.window import WindowedStats
-from nginx_canary.settings import parse_settings
+from nginx_canary.config.settings import parse_settings
 from tests.reliability.conftest import history, run_cli, saved_state, try_call
 
 HANG_SECONDS = 20

@@ -13,7 +13,7 @@ rollout 1 -> 2 -> 5 -> 10 -> 20 -> 50 -> 100 % (9 s a step, a check every
 * **jitter**: ``status`` reports ``daemon.check_lateness_seconds`` (how late each
   check of the active rollout ran against its schedule); the maximum must stay
   within the issue's 100 ms. Step changes run on the daemon's change worker
-  thread while the loop goes on checking (``nginx_canary.change_runner``).
+  thread while the loop goes on checking (``nginx_canary.daemon.change_runner``).
 
 The figures are printed for docs/RELIABILITY.md.
 """

@@ -21,7 +21,7 @@ import pytest
 
 from nginx_canary.demo.site import free_port
 from tests.reliability.conftest import history, wait_for
-from tests.test_webhooks import Receiver
+from tests.integrations.test_webhooks import Receiver
 
 SECRETS = ("GATEPASS", "GATEPATHTOKEN", "GATEQUERYTOKEN", "GATEFRAGTOKEN", "CHECKPATHTOKEN", "CHECKQUERYTOKEN",
            "HOOKPASS", "HOOKPATHTOKEN", "HOOKQUERYTOKEN", "DEADHOOKTOKEN")

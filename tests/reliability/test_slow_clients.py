@@ -40,7 +40,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import psutil
 import pytest
 
-from nginx_canary import control_socket, metrics
+from nginx_canary.daemon import control_socket
+
+from nginx_canary.integrations import metrics
 from nginx_canary.demo.site import free_port
 from nginx_canary.errors import CanaryError
 from tests.reliability.conftest import Steps, history, saved_state, wait_for

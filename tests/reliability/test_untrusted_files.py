@@ -39,7 +39,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from nginx_canary import control_socket
+from nginx_canary.daemon import control_socket
 from tests.peers import run_as
 from tests.reliability.conftest import RelSite, run_cli
 

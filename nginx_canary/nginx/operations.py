@@ -1,0 +1,186 @@
+"""What the CLI commands do: list upstreams, plan and apply a canary split, validate."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Dict, List, Optional, Sequence
+
+from nginx_canary.errors import BadInputError, ConfigError
+from nginx_canary.inputs import check_word
+from nginx_canary.nginx.conf import NginxConfig, ParseCache, Upstream, UpstreamServer, load_config, servers_named
+from nginx_canary.nginx.control import Nginx
+from nginx_canary.nginx.edit import ServerChange, edit_servers
+from nginx_canary.nginx.split import Split, compute_split
+from nginx_canary.nginx.transaction import FileChange, Outcome, Transaction, writer_lock
+
+PARSE_CACHE_FILE = "parse-cache.json"
+# Config bytes that are not UTF-8 survive an edit unchanged.
+ENCODING = ("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where nginx and nginx-canary's own state live."""
+
+    nginx_conf: str
+    nginx_bin: str
+    nginx_prefix: Optional[str]
+    state_dir: str
+
+    def nginx(self) -> Nginx:
+        return Nginx(binary=self.nginx_bin, conf_path=self.nginx_conf, prefix=self.nginx_prefix)
+
+
+def read_config(settings: Settings, *, logs: bool = True, save_cache: bool = True) -> NginxConfig:
+    """Parse the nginx config, reusing cached per-file parses when the state dir exists.
+
+    ``logs=False`` skips access logs and proxy targets, which weight changes do not need.
+    ``save_cache=False`` writes nothing (the daemon, before it has checked who can write the files).
+
+    Raises:
+        ConfigError: the config cannot be read or parsed.
+    """
+    cache = None
+    if os.path.isdir(settings.state_dir) and os.access(settings.state_dir, os.W_OK):
+        cache = ParseCache(os.path.join(settings.state_dir, PARSE_CACHE_FILE))
+    return load_config(settings.nginx_conf, cache, background_save=True, logs=logs, save_cache=save_cache)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A split worked out against the files as they are, not yet written."""
+
+    upstream: Upstream
+    canary: List[UpstreamServer]
+    stable: List[UpstreamServer]
+    split: Split
+    changes: List[FileChange]
+    diff: str
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(os.path.realpath(path), "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
+
+
+def plan_split(config: NginxConfig, upstream_name: str, canary_addresses: Sequence[str], percent: Fraction) -> Plan:
+    """Work out the edits that give ``canary_addresses`` ``percent`` of ``upstream_name``'s traffic.
+
+    Raises:
+        BadInputError: a name or address is unsafe or unknown, or the split is impossible.
+        ConfigError: the upstream is defined twice or a file cannot be edited safely.
+    """
+    check_word("UPSTREAM", upstream_name)
+    if not canary_addresses:
+        raise BadInputError("name at least one canary server with --canary ADDR")
+    for address in canary_addresses:
+        check_word("canary address", address)
+    upstream = config.upstream(upstream_name)
+    canary = servers_named(upstream, canary_addresses)
+    stable = [s for s in upstream.servers if s not in canary and not s.backup]
+    split = compute_split([s.weight for s in canary], [s.weight for s in stable], percent)
+    by_file: Dict[str, List[ServerChange]] = {}
+    for group, weights, down in (
+        (canary, split.canary_weights, split.canary_down),
+        (stable, split.stable_weights, split.stable_down),
+    ):
+        for server, weight in zip(group, weights):
+            by_file.setdefault(server.file, []).append(ServerChange(server.line, server.address, weight, down))
+    changes: List[FileChange] = []
+    diff_parts: List[str] = []
+    for path, server_changes in by_file.items():
+        old = _read_bytes(path)
+        old_text = old.decode(*ENCODING)
+        new_text = edit_servers(old_text, server_changes, filename=path)
+        if new_text == old_text:
+            continue
+        changes.append(FileChange(path, old, new_text.encode(*ENCODING)))
+        diff_parts.extend(difflib.unified_diff(
+            old_text.splitlines(keepends=True), new_text.splitlines(keepends=True), fromfile=path, tofile=path,
+        ))
+    diff = "".join(line if line.endswith("\n") else line + "\n" for line in diff_parts)
+    return Plan(upstream, canary, stable, split, changes, diff)
+
+
+@dataclass(frozen=True)
+class SetWeightResult:
+    """What ``set-weight`` did (or would do, on a dry run)."""
+
+    plan: Plan
+    outcome: Optional[Outcome] = None
+    recovered: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
+
+
+def set_weight(settings: Settings, upstream: str, percent: Fraction, canary: Sequence[str], *,
+               dry_run: bool = False, reload: bool = True) -> SetWeightResult:
+    """Apply a canary split: plan, then (unless ``dry_run``) write, test, reload and verify.
+
+    Raises:
+        BadInputError, ConfigError: bad input or config (nothing changed).
+        NginxNotRunningError: reload asked and nginx not running (nothing changed).
+        NginxRejectedError: nginx rejected the change (files restored).
+        BusyError: another writer holds the lock.
+    """
+    if dry_run:
+        return SetWeightResult(plan_split(read_config(settings, logs=False), upstream, canary, percent))
+    nginx = settings.nginx()
+    with writer_lock(settings.state_dir):
+        transaction = Transaction(settings.state_dir, nginx)
+        recovered = transaction.recover()
+        config = read_config(settings, logs=False)
+        plan = plan_split(config, upstream, canary, percent)
+        if not plan.changes:
+            if reload:
+                nginx.find_master(config)
+            return SetWeightResult(plan, None, recovered, ["already at this split; nothing to change"])
+        outcome = transaction.apply(plan.changes, config, reload=reload)
+        return SetWeightResult(plan, outcome, recovered)
+
+
+@dataclass(frozen=True)
+class ValidateResult:
+    """Findings of ``validate``."""
+
+    config: NginxConfig
+    master_pid: Optional[int]
+    workers: List[int]
+    plan: Optional[Plan]
+
+
+def validate(settings: Settings, *, offline: bool = False, upstream: Optional[str] = None,
+             percent: Optional[Fraction] = None, canary: Sequence[str] = ()) -> ValidateResult:
+    """Run set-weight's checks without changing anything.
+
+    Raises:
+        ConfigError, NginxRejectedError: the config is unreadable or nginx -t fails.
+        NginxNotRunningError: nginx is not running (unless ``offline``).
+        BadInputError: a split was given and is not acceptable.
+    """
+    config = read_config(settings, logs=False)
+    plan = None
+    if upstream is not None:
+        plan = plan_split(config, upstream, canary, percent if percent is not None else Fraction(0))
+    nginx = settings.nginx()
+    nginx.test()
+    master_pid, workers = None, []
+    if not offline:
+        master = nginx.find_master(config)
+        master_pid, workers = master.pid, list(nginx.workers(master))
+    return ValidateResult(config, master_pid, workers, plan)
+
+
+def list_upstreams(settings: Settings) -> NginxConfig:
+    """Parse the config for ``upstreams``.
+
+    Raises:
+        ConfigError: the config cannot be read or parsed.
+    """
+    return read_config(settings, logs=False)
+

@@ -1,0 +1,1 @@
+"""Each rollout run's time series and its one-page HTML report."""

@@ -1,0 +1,1 @@
+"""The rollout engine: the checks (analysis), the state machine, its store and its hands on nginx."""

@@ -1,0 +1,226 @@
+"""The rollout's hands on nginx: a :class:`nginx_canary.rollout.machine.SplitApplier` over the config engine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from fractions import Fraction
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from nginx_canary.errors import BusyError, ConfigError, StateError
+from nginx_canary.fsutil import atomic_write
+from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.nginx.edit import ServerChange, current_weight, edit_servers, server_statements
+from nginx_canary.nginx.operations import ENCODING, Settings, plan_split, read_config
+from nginx_canary.rollout.store import validate_name
+from nginx_canary.nginx.transaction import FileChange, Transaction, ensure_state_dir, writer_lock
+
+SNAPSHOT_DIR = "rollout-snapshots"
+_SNAPSHOT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9]{1,16}")
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(os.path.realpath(path), "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
+
+
+class NginxSplitApplier:
+    """Steps one upstream's canary share through plan / transaction, with a start snapshot to go back to.
+
+    Snapshots live in ``STATE_DIR/rollout-snapshots/ID/`` (a manifest of paths
+    and hashes plus a copy of each file), apart from the per-change snapshots
+    the transaction keeps and prunes.
+    """
+
+    def __init__(self, settings: Settings, upstream: str, canary: Sequence[str], *, lock_timeout: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 wall_clock: Callable[[], float] = time.time,
+                 on_reload: Optional[Callable[[float], None]] = None) -> None:
+        """``on_reload`` is told how long each verified nginx reload took (seconds), for metrics."""
+        self.settings = settings
+        self.upstream = upstream
+        self.canary = tuple(canary)
+        self.lock_timeout = lock_timeout
+        self.clock = clock
+        self.sleep = sleep
+        self.wall_clock = wall_clock
+        self.on_reload = on_reload
+
+    # -- helpers -------------------------------------------------------------
+
+    def _paths(self, config: NginxConfig) -> List[str]:
+        return list(dict.fromkeys(s.file for s in config.upstream(self.upstream).servers))
+
+    def _hashes(self, paths: Sequence[str]) -> Dict[str, str]:
+        return {path: _sha(_read(path)) for path in paths}
+
+    def _snapshot_dir(self, snapshot_id: str) -> str:
+        return os.path.join(self.settings.state_dir, SNAPSHOT_DIR, snapshot_id)
+
+    def _manifest(self, snapshot_id: str) -> List[dict]:
+        if not isinstance(snapshot_id, str) or _SNAPSHOT_ID.fullmatch(snapshot_id) is None:
+            raise StateError(f"invalid rollout snapshot id {snapshot_id!r}")
+        path = os.path.join(self._snapshot_dir(snapshot_id), "manifest.json")
+        try:
+            with open(path, "rb") as fh:
+                return list(json.load(fh)["files"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"rollout snapshot {snapshot_id!r} cannot be read: {exc}", file=path) from exc
+
+    def _transaction(self, changes: Sequence[FileChange], config: NginxConfig) -> None:
+        deadline = self.clock() + self.lock_timeout
+        while True:
+            try:
+                with writer_lock(self.settings.state_dir):
+                    transaction = Transaction(self.settings.state_dir, self.settings.nginx())
+                    transaction.recover()
+                    if changes:
+                        outcome = transaction.apply(changes, config, reload=True)
+                        if self.on_reload is not None and outcome.reload is not None:
+                            self.on_reload(outcome.reload.seconds)
+                    return
+            except BusyError:
+                if self.clock() >= deadline:
+                    raise
+                self.sleep(0.05)
+
+    # -- SplitApplier ----------------------------------------------------------
+
+    def begin(self, rollout_name: str) -> str:
+        """Copy the upstream's files into a new rollout snapshot; return its id.
+
+        Raises:
+            ConfigError, BadInputError: the config or the upstream cannot be read.
+            StateError: the snapshot cannot be written.
+        """
+        paths = self._paths(read_config(self.settings, logs=False))
+        snapshot_id = f"{validate_name(rollout_name)}-{int(self.wall_clock() * 1000)}"
+        directory = self._snapshot_dir(snapshot_id)
+        ensure_state_dir(self.settings.state_dir)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        entries = []
+        for n, path in enumerate(paths):
+            data = _read(path)
+            copy = os.path.join(directory, f"{n}.orig")
+            atomic_write(copy, data, mode=0o600, uid=os.geteuid(), gid=os.getegid(), purpose="snapshot")
+            entries.append({"path": path, "copy": copy, "sha256": _sha(data)})
+        manifest = json.dumps({"id": snapshot_id, "upstream": self.upstream, "files": entries}, indent=1).encode()
+        atomic_write(os.path.join(directory, "manifest.json"), manifest, mode=0o600)
+        return snapshot_id
+
+    def plan(self, percent: Fraction) -> Dict[str, str]:
+        """The hashes ``apply(percent)`` would leave; writes nothing."""
+        config = read_config(self.settings, logs=False)
+        hashes = self._hashes(self._paths(config))
+        for change in plan_split(config, self.upstream, self.canary, percent).changes:
+            hashes[change.path] = _sha(change.new)
+        return hashes
+
+    def apply(self, percent: Fraction) -> Dict[str, str]:
+        """Write, test, reload and verify the split (files restored on failure); return the hashes now."""
+        config = read_config(self.settings, logs=False)
+        plan = plan_split(config, self.upstream, self.canary, percent)
+        self._transaction(plan.changes, config)
+        return self._hashes(self._paths(config))
+
+    def restore(self, snapshot_id: str) -> Dict[str, str]:
+        """Put the snapshot's bytes back, test, reload and verify; return the hashes now."""
+        entries = self._manifest(snapshot_id)
+        config = read_config(self.settings, logs=False)
+        changes = []
+        for entry in entries:
+            with open(entry["copy"], "rb") as fh:
+                original = fh.read()
+            if _sha(original) != entry["sha256"]:
+                raise StateError(f"rollout snapshot copy {entry['copy']} is damaged; nothing restored")
+            current = _read(entry["path"])
+            if current != original:
+                changes.append(FileChange(entry["path"], current, original))
+        self._transaction(changes, config)
+        return self._hashes([entry["path"] for entry in entries])
+
+    def _weight_changes(self, snapshot_id: str) -> Tuple[List[FileChange], NginxConfig, List[str]]:
+        """Edits that give the upstream's servers the snapshot's ``weight=`` / ``down``, on the files as they are.
+
+        A server the snapshot does not know (added since) is left as it is.
+        Raises StateError (damaged snapshot), ConfigError (a server is ambiguous
+        in the snapshot, or a file cannot be edited).
+        """
+        entries = self._manifest(snapshot_id)
+        originals: Dict[str, str] = {}
+        for entry in entries:
+            with open(entry["copy"], "rb") as fh:
+                data = fh.read()
+            if _sha(data) != entry["sha256"]:
+                raise StateError(f"rollout snapshot copy {entry['copy']} is damaged; nothing restored")
+            originals[entry["path"]] = data.decode(*ENCODING)
+        config = read_config(self.settings, logs=False)
+        by_file: Dict[str, List[ServerChange]] = {}
+        for server in config.upstream(self.upstream).servers:
+            original = originals.get(server.file)
+            if original is None or server.backup:
+                continue
+            matches = [stmt for stmt in server_statements(original, server.file)
+                       if stmt.args[0].value == server.address]
+            if not matches:
+                continue
+            if len(matches) > 1:
+                raise ConfigError(f"server {server.address} appears {len(matches)} times in the snapshot of this "
+                                  "file: cannot tell which weights to restore", file=server.file)
+            down = any(tok.value == "down" for tok in matches[0].args[1:])
+            bare = not any(tok.value.startswith("weight=") for tok in matches[0].args[1:])
+            by_file.setdefault(server.file, []).append(
+                ServerChange(server.line, server.address, current_weight(matches[0], server.file), down, bare))
+        changes = []
+        for path, server_changes in by_file.items():
+            old = _read(path)
+            new = edit_servers(old.decode(*ENCODING), server_changes, filename=path).encode(*ENCODING)
+            if new != old:
+                changes.append(FileChange(path, old, new))
+        return changes, config, [entry["path"] for entry in entries]
+
+    def plan_restore_weights(self, snapshot_id: str) -> Dict[str, str]:
+        """The hashes :meth:`restore_weights` would leave; writes nothing."""
+        changes, _, paths = self._weight_changes(snapshot_id)
+        hashes = self._hashes(paths)
+        for change in changes:
+            hashes[change.path] = _sha(change.new)
+        return hashes
+
+    def restore_weights(self, snapshot_id: str) -> Dict[str, str]:
+        """Give the servers their snapshot weights, keeping every other byte as it is now; test, reload, verify.
+
+        For files someone else edited during the rollout: their edit stays,
+        the traffic split goes back to what it was at start. Returns the hashes now.
+        """
+        changes, config, paths = self._weight_changes(snapshot_id)
+        self._transaction(changes, config)
+        return self._hashes(paths)
+
+    def snapshot_files(self, snapshot_id: str) -> Dict[str, str]:
+        """The hashes the snapshot holds."""
+        return {entry["path"]: entry["sha256"] for entry in self._manifest(snapshot_id)}
+
+    def hashes_of(self, paths: Sequence[str]) -> Dict[str, str]:
+        """The hashes of ``paths`` now, "" for a file that cannot be read; no config parse."""
+        hashes = {}
+        for path in paths:
+            try:
+                hashes[path] = _sha(_read(path))
+            except ConfigError:
+                hashes[path] = ""
+        return hashes
+
+    def files_now(self) -> Dict[str, str]:
+        """The hashes of the upstream's files on disk now."""
+        return self._hashes(self._paths(read_config(self.settings, logs=False)))

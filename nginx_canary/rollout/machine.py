@@ -1,0 +1,1063 @@
+"""The per-rollout state machine: steps, checks, rollback, and the order of its side effects.
+
+One :class:`Rollout` per configured rollout. It holds a :class:`RolloutState`,
+persists it through a :class:`StateStore`, changes nginx only through a
+:class:`SplitApplier` and reads traffic only through a :class:`TrafficSource`.
+It has no clock, thread, socket or CLI: every method takes ``now`` (seconds
+since the epoch) from its caller, the daemon's main loop, which calls methods
+of one rollout one at a time.
+
+States::
+
+    idle ──start──► progressing ◄──pause/resume──► paused
+                         │                            │
+                         └──────────┬─────────────────┘
+                                    ▼
+                promoted | rolled_back | aborted      (failed: a restore failed)
+
+``start`` is also allowed from ``promoted``, ``rolled_back`` and ``aborted``
+(a new run, a new snapshot) once their restore is done; ``failed`` (a restore
+failed, or found files it would not overwrite) must first be cleared with
+``abort``, which retries the restore it still owes.
+
+What the daemon provides: a ``SplitApplier`` and a ``TrafficSource`` per
+rollout; the transaction journal's recovery, then :meth:`Rollout.recover`,
+once at start; :meth:`Rollout.tick` every ``analysis.interval`` for every
+rollout (a no-op when idle or finished); the operator's commands as method
+calls, mapping ``BadInputError`` to exit 2; :meth:`Rollout.status` for
+``status``; and logging configured (each event is one log line of this
+module's logger). The applier should wait a bounded time for the writer
+lock rather than fail at once with ``BusyError``.
+
+Decisions
+---------
+* **Checks.** :meth:`Rollout.tick` runs the checks while the rollout is
+  progressing *or paused*: pausing stops the stepping, never the
+  protection, so a paused canary that fails ``failure_threshold`` consecutive
+  checks is still rolled back. Consecutive failures count, a pass resets the
+  count, inconclusive does neither (:func:`analysis.next_failure_streak`). The
+  count survives a step change and a restart: failures are evidence until a
+  pass says otherwise.
+* **Bake time.** A step advances at the first *pass* once ``step_interval``
+  has passed since its bake time began with no failed check since. A failed
+  check below the threshold restarts the bake time (``step_started_at`` is the
+  start of the current bake period, not of the step; the history has the
+  step's real start). Inconclusive checks (too little canary traffic) neither
+  advance nor restart: the rollout waits at its step, however long, and moves
+  on at the first pass once traffic arrives. The last step (100 %) promotes
+  the same way, so a rollout is never promoted automatically without a
+  conclusive pass at 100 % after its bake time.
+* **Resume** restarts the bake time of the current step: the daemon did not
+  judge the canary on the way to the next step while it was paused. If the
+  config files no longer hold what this rollout wrote (a drift pause, an
+  operator's edit), resume re-applies the step on the files as they are now,
+  which accepts the foreign edit and puts the step's weights back.
+* **Promote** (manual) moves to the next step now, or completes the rollout
+  when already at the last step; ``--full`` completes it now (``keep``: apply
+  100 % then ``promoted``; ``restore``: restore the snapshot then
+  ``promoted``). A promote, from progressing or paused, leaves the rollout
+  progressing: an operator who promotes wants it to go on. Manual commands
+  skip the drift check: the operator is deciding.
+* **Gates** (``gates.pre_rollout`` / ``confirm_step`` / ``confirm_promotion``,
+  answered without blocking by the daemon's poller). ``start`` with a
+  ``pre_rollout`` gate takes the snapshot and waits at 0 % until the gate is
+  open, then applies the first step. A step whose bake time is over and whose
+  check passes waits for ``confirm_step`` (``confirm_promotion`` at the last
+  step) before moving on; the state's ``gate`` and message say which gate and
+  why, and the history gets a ``gate`` record each time its answer changes.
+  Checks, and the automatic rollback, go on while waiting. A manual
+  ``promote`` overrides any gate.
+* **Drift (foreign edits).** At every check of a progressing rollout (a cheap
+  hash of its files) and before every automatic step change (a full re-read)
+  the files on disk are compared with ``expected_files``; a difference pauses
+  the rollout with "config files changed outside nginx-canary: PATHS" instead
+  of building the next step on files nobody reviewed. Nothing overwrites such
+  an edit: a rollback, an abort or a restoring promotion over drifted files
+  gives the upstream's servers back their weights from the start snapshot
+  (``restore_weights``) and keeps every other byte as the editor left it; the
+  history's ``restored`` record says ``weights_only``. Only without drift are
+  the snapshot's bytes put back whole.
+* **Failed step change.** If planning or applying a step fails (nginx -t
+  rejects the config, the reload does not take, a full disk, nginx not
+  running), the applier has put that step's files back and nginx still
+  serves the previous step, whose checks passed. An automatic step change
+  then *pauses* the rollout with the error as its reason: a rollback would
+  meet the same nginx -t, disk or reload trouble, and checks (and rollback on
+  a failing canary) go on meanwhile; ``resume`` tries again, ``abort``
+  restores the snapshot. A manual ``promote`` or ``resume`` leaves the rollout
+  as it was and reports the error. The first step of a ``start`` ends the run
+  (``rolled_back``; nothing of it was ever applied). :class:`BusyError`
+  (another nginx-canary holds the writer lock) changed nothing: the rollout
+  stays at its step and retries at the next check. A restore that meets a
+  BusyError stays owed and is retried at every check; ``start`` and ``abort``
+  are refused until it is done.
+* **Bookkeeping never blocks a rollback.** If the state cannot be saved
+  before a restore (a full disk), the restore runs anyway; a history line
+  that cannot be written is logged and skipped (the state file is the truth).
+* **After a restore** ``canary_percent`` is ``"0"``: the original files are
+  back, in which the canary is normally staged ``down``.
+* **History** gets one line per transition, per failed check, per change of
+  the verdict (pass / fail / inconclusive), and a passing or inconclusive
+  check at most once per ``history_every`` seconds (60 s): at one check per
+  second a full line for every check would grow the file by megabytes a day
+  while saying nothing new. The state file is saved at the same moments, so
+  ``failure_streak`` and a bake-time restart are always on disk; a
+  ``last_verdict`` on disk may be up to ``history_every`` old (``status``
+  reads the in-memory one).
+
+Crash safety
+------------
+The applier's ``apply`` and ``restore`` are transactions (snapshot, write,
+test, reload, verify, or put the files back), and the daemon runs the
+transaction journal's recovery before :meth:`Rollout.recover`. So at recovery
+the files on disk hold, for each step change, either everything before it or
+everything after it, and nginx serves what is on disk. What a crash can lose
+is the rollout state's record of the change; the order of saves makes every
+crash window recognisable:
+
+1. **Step change** (start, advance, promote, resume after drift)::
+
+       plan = applier.plan(p)                 # hashes the files would have at p
+       save(progressing, step=i, expected_files=plan, step_started_at=None)   # intent
+       hashes = applier.apply(p)
+       save(expected_files=hashes, step_started_at=now)                      # done
+
+   ``progressing`` with ``step_started_at`` None marks a change in flight
+   (no other state ever has it). On recovery: files equal to ``expected_files``
+   → the apply finished, the step goes on (bake time restarted); files the
+   plan of step ``i`` would turn into ``expected_files`` → the apply did not
+   happen, it is redone; anything else → paused, files changed outside
+   nginx-canary. ``start`` saves nothing before ``applier.begin`` returns: a
+   crash there leaves the rollout idle and at worst an unused snapshot.
+2. **Restore** (rollback, abort, promote with ``on_success: restore``)::
+
+       save(rolled_back|aborted|promoted, expected_files=files_now(), snapshot_id=S)  # intent
+       hashes = applier.restore(S)
+       save(expected_files=hashes, snapshot_id=None)                                 # done
+
+   A terminal state that still holds a ``snapshot_id`` owes a restore. On
+   recovery: files equal to the snapshot's → the restore finished, recorded
+   now; files equal to ``expected_files`` (what was there before) → it did
+   not, it is redone; anything else → ``failed``, nothing overwritten. A
+   promotion with ``keep`` restores nothing and clears ``snapshot_id`` in its
+   single save.
+3. **Anything else** (pause, resume without drift, a recorded check) is one
+   save with no side effect: it happened or it did not.
+
+At recovery of a progressing or paused rollout with no change in flight:
+files equal to ``expected_files`` → it goes on (a progressing step restarts
+its bake time: the daemon saw none of the traffic while it was down); any
+other files, including the snapshot's (put back by someone, since our own
+restores carry the intent above), → paused with the paths that changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from fractions import Fraction
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+
+from nginx_canary.rollout.analysis import CHECKS, FAIL, PASS, Check, Thresholds, Verdict, evaluate, next_failure_streak
+from nginx_canary.errors import BadInputError, BusyError, CanaryError, StateError
+from nginx_canary.logs.window import Stats
+from nginx_canary.config.settings import RolloutSettings
+from nginx_canary.rollout.store import ACTIVE_STATES, RolloutState, StateStore
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ACTIVE_STATES
+TERMINAL = ("promoted", "rolled_back", "aborted")
+STARTABLE = ("idle",) + TERMINAL
+
+#: At most one history line per this many seconds for checks that neither fail nor change the verdict.
+CHECK_HISTORY_EVERY = 60.0
+
+_VERB = {"rolled_back": "rolled back", "aborted": "aborted", "promoted": "promoted"}
+# Ends the message of a terminal state that still owes its restore (see "Crash safety"):
+# the whole snapshot, or only its weights when the files were edited by someone else.
+_RESTORING = "; restoring the snapshot taken at start"
+_RESTORING_WEIGHTS = "; restoring the weights of the snapshot taken at start, keeping the edits made outside nginx-canary"
+
+
+class SplitApplier(Protocol):
+    """Changes one rollout's upstream through the config engine (the real one wraps operations/transaction).
+
+    Every method returning hashes maps the same set of paths (the files that
+    hold the upstream's ``server`` lines) to the lowercase hex sha256 of their
+    bytes. ``apply`` and ``restore`` must be transactions: on any failure they
+    leave the files as they were before the call, and nginx serving them.
+    """
+
+    def begin(self, rollout_name: str) -> str:
+        """Snapshot the upstream's files as they are now; return the snapshot id. Raises CanaryError."""
+
+    def plan(self, percent: Fraction) -> Dict[str, str]:
+        """The hashes ``apply(percent)`` would leave, from the files as they are now; writes nothing.
+
+        Must be deterministic (same bytes and percent, same result), and equal
+        to ``files_now()`` when the files already give the canary ``percent``.
+        Raises CanaryError (BadInputError, ConfigError) when no such split can be made.
+        """
+
+    def apply(self, percent: Fraction) -> Dict[str, str]:
+        """Give the canary ``percent`` % of the traffic: plan, write, nginx -t, reload, verify.
+
+        Returns the hashes of the files as now written (unchanged files
+        included). Raises a CanaryError (NginxRejectedError, ConfigError,
+        NginxNotRunningError, BusyError, ...) after putting the files back.
+        """
+
+    def restore(self, snapshot_id: str) -> Dict[str, str]:
+        """Put the snapshot back byte for byte, reload, verify; return the restored hashes. Raises CanaryError."""
+
+    def restore_weights(self, snapshot_id: str) -> Dict[str, str]:
+        """Give the upstream's servers the snapshot's weights on the files as they are now (other bytes kept).
+
+        Reload and verify like ``restore``; return the hashes. Raises CanaryError.
+        """
+
+    def plan_restore_weights(self, snapshot_id: str) -> Dict[str, str]:
+        """The hashes ``restore_weights`` would leave; writes nothing. Raises CanaryError."""
+
+    def snapshot_files(self, snapshot_id: str) -> Dict[str, str]:
+        """The hashes of the files held by the snapshot. Raises StateError for an unknown or damaged snapshot."""
+
+    def files_now(self) -> Dict[str, str]:
+        """The hashes of the files as they are on disk now. Raises CanaryError when one cannot be read."""
+
+    def hashes_of(self, paths: Sequence[str]) -> Dict[str, str]:
+        """The hashes of these files now, cheaply (no config parse); "" for one that cannot be read. Never raises."""
+
+
+class TrafficSource(Protocol):
+    """The in-memory log windows of one rollout's upstream."""
+
+    def groups(self, window_seconds: float, now: float) -> Tuple[Stats, Stats]:
+        """``(canary, stable)`` stats over the ``window_seconds`` ending at ``now``."""
+
+
+#: ``gates(name, now)`` -> ``(state, reason)`` or None (gate not configured); never blocks.
+GateSource = Callable[[str, float], Optional[Tuple[str, str]]]
+#: ``extra_checks(now)`` -> checks to run with the analysis ones; never blocks.
+ExtraChecks = Callable[[float], Tuple[Check, ...]]
+GATE_OPEN = "open"
+
+
+def format_percent(value: Fraction) -> str:
+    """``Fraction(25)`` -> ``"25"``, ``Fraction(25, 2)`` -> ``"12.5"`` (steps have at most two decimals)."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    return f"{float(value):.2f}".rstrip("0").rstrip(".")
+
+
+def check_steps(steps: Sequence[Any]) -> Tuple[Fraction, ...]:
+    """Validate a rollout's steps: increasing percents above 0 with at most two decimals, ending at 100.
+
+    Raises BadInputError naming the offending step.
+    """
+    result: List[Fraction] = []
+    if isinstance(steps, (str, bytes)) or not steps:
+        raise BadInputError("steps must be a non-empty list of percents like 10, 25, 50, 100")
+    for raw in steps:
+        try:
+            percent = Fraction(raw) if not isinstance(raw, bool) else None
+        except (TypeError, ValueError):
+            percent = None
+        if percent is None:
+            raise BadInputError(f"step {raw!r} is not a percent")
+        if not 0 < percent <= 100 or (percent * 100).denominator != 1:
+            raise BadInputError(f"step {raw} must be above 0 and at most 100, with at most two decimals")
+        if result and percent <= result[-1]:
+            raise BadInputError(f"steps must increase, but {format_percent(percent)} follows "
+                                f"{format_percent(result[-1])}")
+        result.append(percent)
+    if result[-1] != 100:
+        raise BadInputError(f"the last step must be 100 (a rollout ends with all traffic on the canary), "
+                            f"not {format_percent(result[-1])}")
+    return tuple(result)
+
+
+def _check_interval(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise BadInputError(f"step interval must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _changed(expected: Dict[str, str], actual: Dict[str, str]) -> List[str]:
+    return sorted(p for p in set(expected) | set(actual) if expected.get(p) != actual.get(p))
+
+
+def _copy(state: RolloutState) -> RolloutState:
+    return RolloutState.from_dict(state.to_dict())
+
+
+def _json_percent(text: str) -> Any:
+    value = Fraction(text)
+    return value.numerator if value.denominator == 1 else float(value)
+
+
+class Rollout:
+    """One rollout's state machine. Not thread-safe: one caller (the daemon's main loop) at a time.
+
+    The state is loaded from ``store`` (a fresh ``idle`` state if none is
+    saved). After a daemon start, call :meth:`recover` once before anything
+    else. Every public method takes ``now``; none reads a clock.
+    """
+
+    def __init__(self, settings: RolloutSettings, store: StateStore, applier: SplitApplier,
+                 traffic: TrafficSource, *, history_every: float = CHECK_HISTORY_EVERY,
+                 gates: Optional[GateSource] = None, extra_checks: Optional[ExtraChecks] = None,
+                 clock: Optional[Callable[[], float]] = None) -> None:
+        """Raises StateError when the saved state cannot be read.
+
+        ``gates(name, now)`` answers ``(state, reason)`` for a configured gate
+        (``open``, ``closed`` or ``pending``) or None for one that is not
+        configured; ``extra_checks(now)`` gives checks run with the analysis
+        ones (the HTTP checks). Both must answer at once (no blocking I/O).
+        ``clock``, when given, stamps the history records of finished step
+        changes and restores with the time they finished (so the history
+        shows how long a reload took); every decision still uses ``now``.
+        """
+        self.settings = settings
+        self.store = store
+        self.applier = applier
+        self.traffic = traffic
+        self.gates = gates
+        self.extra_checks = extra_checks
+        self.clock = clock
+        self.history_every = history_every
+        loaded = store.load(settings.name)
+        self.state: RolloutState = loaded if loaded is not None else RolloutState(name=settings.name)
+        # `start --step-interval` for this run; persisted in the "start" history record.
+        self._step_interval: Optional[float] = None
+        self._last_recorded: Optional[Tuple[str, float]] = None  # (verdict, at) of the last recorded check
+        self._now: Optional[float] = None
+        self._last_gate: Optional[Tuple[str, str, str]] = None  # (gate, state, reason) last recorded
+        self._failed_in_flight: Optional[float] = None  # when a check failed during the step change under way
+        #: Called as ``listener(event, record)`` after each history record (metrics, webhooks); ``record`` is
+        #: the history line's data. A listener must return quickly and its errors are logged, never raised.
+        self.listeners: List[Callable[[str, Dict[str, Any]], None]] = []
+
+    # -- read-only views ----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def step_interval(self) -> float:
+        """The bake time of each step of this run, in seconds."""
+        return self._step_interval if self._step_interval is not None else self.settings.step_interval
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds.from_settings(self.settings.analysis)
+
+    @property
+    def failure_threshold(self) -> int:
+        return self.settings.analysis.failure_threshold
+
+    def reconfigure(self, settings: RolloutSettings) -> None:
+        """Take new settings (SIGHUP). A run in progress keeps its steps and any ``--step-interval``.
+
+        Raises BadInputError when the rollout name differs.
+        """
+        if settings.name != self.name:
+            raise BadInputError(f"settings of rollout {settings.name!r} given to rollout {self.name!r}")
+        self.settings = settings
+
+    def status(self, now: Optional[float] = None) -> Dict[str, Any]:
+        """Plain JSON data for ``status``; ``now`` defaults to the latest time any method was given.
+
+        ``step`` is the index into ``steps``; percents are numbers;
+        ``time_left_in_step`` is the bake time left while progressing (0 when
+        it is over and the rollout waits for a conclusive pass), else None.
+        ``canary`` / ``stable`` are the group summaries of the last check.
+        """
+        now = self._now if now is None else now
+        st = self.state
+        steps = list(st.steps) if st.steps else [format_percent(s) for s in self.settings.steps]
+        verdict = st.last_verdict
+        time_left = None
+        if st.state == "progressing" and st.step_started_at is not None and now is not None:
+            time_left = max(0.0, self.step_interval - (now - st.step_started_at))
+        return {
+            "name": self.name,
+            "upstream": self.settings.upstream,
+            "state": st.state,
+            "step": st.step_index,
+            "steps": [_json_percent(s) for s in steps],
+            "canary_percent": _json_percent(st.canary_percent),
+            "started_at": st.started_at,
+            "step_started_at": st.step_started_at,
+            "step_interval": self.step_interval,
+            "time_left_in_step": time_left,
+            "failure_streak": st.failure_streak,
+            "failure_threshold": self.failure_threshold,
+            "on_success": self.settings.on_success,
+            "paused_reason": st.paused_reason,
+            "waiting_for_gate": st.gate,
+            "snapshot_id": st.snapshot_id,
+            "updated_at": st.updated_at,
+            "canary": None if verdict is None else verdict.get("canary"),
+            "stable": None if verdict is None else verdict.get("stable"),
+            "last_check": verdict,
+            "message": st.message,
+        }
+
+    # -- commands -------------------------------------------------------------------
+
+    def start(self, now: float, steps: Optional[Sequence[Fraction]] = None,
+              step_interval: Optional[float] = None) -> None:
+        """Snapshot the upstream's files and apply the first step.
+
+        Raises:
+            BadInputError: the rollout is active or failed, or steps / step_interval are invalid.
+            CanaryError: the snapshot failed (nothing changed), or the first
+                step could not be applied (the rollout is then rolled back, or
+                left as it was for a BusyError).
+            StateError: the state cannot be saved.
+        """
+        self._now = now
+        previous = _copy(self.state)
+        if previous.state in ACTIVE:
+            raise BadInputError(f"rollout {self.name!r} is already {previous.state} at {self._label()}; "
+                                "abort it (or let it finish) before starting again")
+        if previous.state not in STARTABLE:
+            raise BadInputError(f"rollout {self.name!r} failed and still owes a restore of snapshot "
+                                f"{previous.snapshot_id}: fix the cause and run abort to retry it")
+        if previous.snapshot_id is not None:
+            raise BadInputError(f"rollout {self.name!r} is {previous.state} but still restoring snapshot "
+                                f"{previous.snapshot_id} (retried at every check); start it again once restored")
+        chosen = check_steps(self.settings.steps if steps is None else steps)
+        interval = None if step_interval is None else _check_interval(step_interval)
+        snapshot_id = self.applier.begin(self.name)
+        try:
+            at_start = self.applier.snapshot_files(snapshot_id)
+        except CanaryError:
+            at_start = {}  # the restore will say what is wrong with the snapshot
+        self.state = RolloutState(
+            name=self.name, state="progressing", step_index=0,
+            steps=tuple(format_percent(s) for s in chosen), canary_percent="0",
+            snapshot_id=snapshot_id, started_at=now, message="starting", upstream=self.settings.upstream,
+            expected_files=dict(at_start),
+        )
+        self._step_interval = interval
+        self._last_recorded = None
+        self._last_gate = None
+        self._record("start", now, snapshot_id=snapshot_id, steps=list(self.state.steps), step_interval=interval,
+                     effective_step_interval=self.step_interval, on_success=self.settings.on_success)
+        if self._gate("pre_rollout", now) is not None:
+            # The first step waits for the gate; checks (and protection) run meanwhile.
+            self.state.step_started_at = now
+            self._save(now)
+            return
+        self._move_to_step(now, 0, manual=True, revert_to=previous)
+
+    def tick(self, now: float, verdict: Optional[Verdict] = None) -> Optional[Verdict]:
+        """Run the checks once and act on them. Call it every ``analysis.interval`` for every rollout:
+
+        it is a no-op returning None for an idle or finished rollout, and
+        retries a step change or restore that a BusyError left undone.
+        ``verdict``, when given, is one :meth:`observe` already judged (and
+        counted) while a step change was under way: it is acted on, not judged again.
+        Returns the verdict acted on, or None when none was. Never raises
+        a CanaryError from the applier: failures become transitions. Raises
+        StateError when the state cannot be saved.
+        """
+        self._now = now
+        st = self.state
+        if st.state in TERMINAL and st.snapshot_id is not None:
+            self._settle_restore(now)  # owed since a BusyError
+            return None
+        if st.state not in ACTIVE:
+            return None
+        if st.step_started_at is None:
+            # A step change left in flight by a BusyError during recovery: settle it first.
+            self._settle_step_change(now)
+            return None
+        # Between step changes too: someone's edit pauses the rollout at once, not at the next step.
+        self.check_drift(now)
+        if verdict is None:
+            verdict = self._judge(now)
+        if st.failure_streak >= self.failure_threshold:
+            self._restore_snapshot(now, "rolled_back", f"{st.failure_streak} consecutive failed checks "
+                                   f"(failure_threshold {self.failure_threshold}): {verdict.reason}", "rollback")
+            return verdict
+        if st.state == "progressing" and st.gate == "pre_rollout":
+            if self._gate("pre_rollout", now) is None:
+                st.gate = None  # opened (or no longer configured): the first step now
+                self._move_to_step(now, 0, manual=False, revert_to=_copy(st))
+        elif (st.state == "progressing" and verdict.verdict == PASS
+                and now - st.step_started_at >= self.step_interval):
+            self._advance(now, verdict)
+        return verdict
+
+    def check_drift(self, now: float) -> bool:
+        """Pause a progressing rollout (between step changes) whose files someone else changed; True if it paused.
+
+        Every :meth:`tick` does it; the daemon also calls it as soon as
+        watchdog reports an edit. Raises StateError when the pause cannot be saved.
+        """
+        self._now = now
+        st = self.state
+        if st.state != "progressing" or not st.expected_files or st.step_started_at is None:
+            return False
+        seen = self.applier.hashes_of(sorted(st.expected_files))
+        changed = _changed(st.expected_files, seen)
+        if not changed:
+            return False
+        self._pause(now, self._drift_reason(seen, changed), "drift")
+        return True
+
+    def observe(self, now: float) -> Optional[Verdict]:
+        """Run the checks and count their verdict, but change nothing on nginx (None when not active).
+
+        For the daemon to keep its check cadence while a step change of this
+        (or another) rollout is under way on its worker thread: the verdict
+        goes into the failure streak, the status and the history like a
+        :meth:`tick`'s, and the next ``tick(now, verdict)`` acts on it. A
+        failed check during a step change restarts the bake time of the step
+        being applied. Raises StateError when the state cannot be saved.
+        """
+        self._now = now
+        if self.state.state not in ACTIVE:
+            return None
+        return self._judge(now)
+
+    def _judge(self, now: float) -> Verdict:
+        """The checks' verdict on the window ending at ``now``, counted in the failure streak and recorded."""
+        st = self.state
+        canary, stable = self.traffic.groups(self.settings.analysis.window, now)
+        checks = CHECKS + (self.extra_checks(now) if self.extra_checks is not None else ())
+        verdict = evaluate(canary, stable, self.thresholds, now, checks)
+        st.last_verdict = verdict.to_dict()
+        st.failure_streak = next_failure_streak(st.failure_streak, verdict.verdict)
+        if verdict.verdict == FAIL:
+            if st.step_started_at is None:
+                self._failed_in_flight = now  # the step being applied restarts its bake time from here
+            else:
+                st.step_started_at = now
+        if self._should_record(verdict.verdict, now):
+            try:
+                self._save(now)
+            except StateError as exc:
+                # Never let bookkeeping stand between a failing canary and its rollback.
+                log.error("rollout %s: cannot save the check: %s", self.name, exc)
+            self._record("check", now, level=logging.WARNING if verdict.verdict == FAIL else logging.DEBUG,
+                         verdict=verdict, failure_streak=st.failure_streak, failure_threshold=self.failure_threshold)
+        return verdict
+
+    def pause(self, now: float, reason: Optional[str] = None) -> None:
+        """Stop stepping (checks and automatic rollback go on). Raises BadInputError unless progressing."""
+        self._now = now
+        if self.state.state != "progressing":
+            raise BadInputError(f"rollout {self.name!r} is {self.state.state}, "
+                                "only a progressing rollout can be paused")
+        self._pause(now, reason or "paused by the operator", "pause")
+
+    def resume(self, now: float) -> None:
+        """Go on stepping; the current step's bake time starts again.
+
+        If the files differ from what this rollout wrote, the step is applied
+        again on the files as they are now.
+
+        Raises:
+            BadInputError: the rollout is not paused.
+            CanaryError: the files cannot be read (still paused), or the step
+                could not be applied again (rolled back; still paused for a BusyError).
+        """
+        self._now = now
+        st = self.state
+        if st.state != "paused":
+            raise BadInputError(f"rollout {self.name!r} is {st.state}, only a paused rollout can be resumed")
+        files = self.applier.files_now()
+        changed = _changed(st.expected_files, files)
+        if changed and st.gate == "pre_rollout":
+            st.expected_files = files  # no step of ours is on them yet: the edit is simply taken
+        elif changed:
+            self._record("resume", now, changed_outside=changed)
+            self._move_to_step(now, st.step_index, manual=True, revert_to=_copy(st))
+            return
+        st.state = "progressing"
+        st.paused_reason = None
+        st.step_started_at = now
+        st.message = f"at {self._label()}: resumed, bake time restarted"
+        self._save(now)
+        self._record("resume", now, changed_outside=changed)
+
+    def promote(self, now: float, full: bool = False) -> None:
+        """Move to the next step now; at the last step, or with ``full``, complete the rollout now.
+
+        Raises:
+            BadInputError: the rollout is not progressing or paused.
+            CanaryError: a step could not be applied or the restore failed (the state says what followed).
+        """
+        self._now = now
+        st = self.state
+        if st.state not in ACTIVE:
+            raise BadInputError(f"rollout {self.name!r} is {st.state}, only a progressing or paused rollout "
+                                "can be promoted")
+        last = len(st.steps) - 1
+        self._record("promote", now, full=full, gate=st.gate)
+        waiting_first = st.gate == "pre_rollout"
+        st.gate = None  # a manual promote overrides any gate
+        if waiting_first and not full:
+            self._move_to_step(now, 0, manual=True, revert_to=_copy(st))
+        elif st.step_index >= last or (full and self.settings.on_success == "restore"):
+            self._complete(now, "promoted by the operator", manual=True)
+        elif full:
+            self._move_to_step(now, last, manual=True, revert_to=_copy(st))
+            self._complete(now, "promoted to 100 % by the operator", manual=True)
+        else:
+            self._move_to_step(now, st.step_index + 1, manual=True, revert_to=_copy(st))
+
+    def abort(self, now: float, reason: Optional[str] = None) -> None:
+        """Roll back to the snapshot taken at start -> ``aborted``; from ``failed``, retry the restore.
+
+        Raises:
+            BadInputError: the rollout is not progressing, paused or failed.
+            CanaryError: the restore failed (the rollout is then ``failed``).
+        """
+        self._now = now
+        st = self.state
+        if st.state not in ACTIVE + ("failed",):
+            if st.snapshot_id is not None:
+                raise BadInputError(f"rollout {self.name!r} is {st.state} and already restoring snapshot "
+                                    f"{st.snapshot_id} (retried at every check)")
+            raise BadInputError(f"rollout {self.name!r} is {st.state}, nothing to abort")
+        error = self._restore_snapshot(now, "aborted", reason or "aborted by the operator", "abort")
+        if error is not None:
+            raise error
+
+    def recover(self, now: float) -> Optional[str]:
+        """Reconcile the saved state with the files after a daemon start (see "Crash safety").
+
+        Call once, after the transaction journal's recovery. Returns a
+        one-line account of what was done, or None when there was nothing to
+        do. Raises StateError when the state cannot be saved.
+        """
+        self._now = now
+        st = self.state
+        self._step_interval = self._saved_step_interval()
+        if st.state in ACTIVE:
+            before = st.to_dict()
+            if st.snapshot_id is None:
+                self._restore_failed(now, f"{st.state} at {self._label()}", None, CanaryError(
+                    "the saved state records no snapshot for this run"))
+            elif st.state == "progressing" and st.step_started_at is None:
+                self._settle_step_change(now)
+            else:
+                self._recover_steady(now)
+            return None if st.to_dict() == before and self.state is st else self.state.message
+        if st.state in TERMINAL and st.snapshot_id is not None:
+            self._settle_restore(now)
+            return self.state.message
+        return None
+
+    # -- transitions -------------------------------------------------------------------
+
+    def _advance(self, now: float, verdict: Verdict) -> None:
+        st = self.state
+        try:
+            files = self.applier.files_now()
+        except CanaryError as exc:
+            self._pause(now, f"cannot read the config files before the next step: {exc}", "drift")
+            return
+        changed = _changed(st.expected_files, files)
+        if changed:
+            self._pause(now, self._drift_reason(files, changed), "drift")
+            return
+        last = st.step_index + 1 >= len(st.steps)
+        if self._gate("confirm_promotion" if last else "confirm_step", now) is not None:
+            return
+        if not last:
+            self._move_to_step(now, st.step_index + 1, manual=False, revert_to=_copy(st))
+        else:
+            self._complete(now, f"{self._label()} passed its bake time of {self.step_interval:g} s: {verdict.reason}",
+                           manual=False)
+
+    def _gate(self, name: str, now: float) -> Optional[str]:
+        """None when gate ``name`` lets the run on (open, or not configured); else its reason, recorded.
+
+        The state shows the gate waited at; the history gets a ``gate`` record
+        whenever the gate's state or reason changes, not at every check.
+        """
+        st = self.state
+        answer = self.gates(name, now) if self.gates is not None else None
+        if answer is None or answer[0] == GATE_OPEN:
+            if st.gate == name:
+                st.gate = None
+                if answer is not None:
+                    self._record("gate", now, gate=name, gate_state=answer[0], reason=answer[1])
+            return None
+        gate_state, reason = answer
+        changed = st.gate != name or self._last_gate != (name, gate_state, reason)
+        st.gate = name
+        self._last_gate = (name, gate_state, reason)
+        if changed:
+            st.message = f"{reason} (at {self._label()})" if name != "pre_rollout" else reason
+            self._save(now)
+            self._record("gate", now, gate=name, gate_state=gate_state, reason=reason)
+        return reason
+
+    def _move_to_step(self, now: float, index: int, *, manual: bool, revert_to: RolloutState) -> bool:
+        """Apply step ``index`` (intent, apply, done; see "Crash safety"). True when it is applied.
+
+        On failure: BusyError -> back to ``revert_to``; anything else -> roll
+        back to the snapshot. ``manual`` re-raises the error afterwards.
+        """
+        st = self.state
+        percent = Fraction(st.steps[index])
+        label = self._label(index)
+        from_percent = st.canary_percent
+        # What the files hold until the change is done; a failed apply leaves them so.
+        files_before = dict(st.expected_files)
+        try:
+            planned = self.applier.plan(percent)
+        except CanaryError as exc:
+            return self._move_failed(now, label, exc, manual, revert_to, files_before)
+        st.state = "progressing"
+        st.gate = None
+        st.step_index = index
+        st.canary_percent = st.steps[index]
+        st.expected_files = dict(planned)
+        st.step_started_at = None
+        st.paused_reason = None
+        st.message = f"applying {label}"
+        self._save(now)
+        self._failed_in_flight = None
+        try:
+            applied = self.applier.apply(percent)
+        except CanaryError as exc:
+            return self._move_failed(now, label, exc, manual, revert_to, files_before)
+        st.expected_files = dict(applied)
+        st.step_started_at = now if self._failed_in_flight is None else max(now, self._failed_in_flight)
+        self._failed_in_flight = None
+        st.message = f"at {label}"
+        self._save(now)
+        self._record("step", self._finished_at(now), from_percent=from_percent, to_percent=st.canary_percent,
+                     manual=manual, files=sorted(applied))
+        return True
+
+    def _move_failed(self, now: float, label: str, exc: CanaryError, manual: bool, revert_to: RolloutState,
+                     files_before: Dict[str, str]) -> bool:
+        if revert_to.state in ACTIVE:
+            # Checks observed while the change was under way count in the state it falls back to.
+            revert_to.failure_streak = self.state.failure_streak
+            revert_to.last_verdict = self.state.last_verdict
+        if isinstance(exc, BusyError):
+            self.state = revert_to
+            self.state.message = (f"could not apply {label}: {exc}" +
+                                  ("" if manual else "; trying again at the next check"))
+            self._save(now)
+            self._record("busy", now, level=logging.WARNING, target=label, error=str(exc))
+        elif revert_to.state not in ACTIVE or (revert_to.step_started_at is None and revert_to.step_index == 0):
+            # The first step of a start (or its redo at recovery): nothing of ours is on the files; the run ends.
+            self.state.expected_files = files_before
+            self._record("apply_failed", now, level=logging.ERROR, target=label, error=str(exc))
+            self._restore_snapshot(now, "rolled_back", f"could not apply {label}: {exc}", "rollback")
+        else:
+            # The applier put the files back: nginx still serves the step that passed its checks.
+            # Rolling back would meet the same nginx -t, disk or reload trouble; an operator decides.
+            in_flight = revert_to.step_started_at is None  # a step change redone at recovery
+            self.state = revert_to
+            if in_flight:
+                # It describes the failed change; the files (and nginx) hold the step before it.
+                self.state.step_index -= 1
+                self.state.canary_percent = self.state.steps[self.state.step_index]
+                try:
+                    self.state.expected_files = self.applier.files_now()
+                except CanaryError:
+                    self.state.expected_files = files_before
+            self._record("apply_failed", now, level=logging.ERROR, target=label, error=str(exc))
+            if manual:
+                self.state.message = f"could not apply {label}: {exc}; nothing changed"
+                self._save(now)
+            else:
+                self._pause(now, f"could not apply {label}: {exc}; the canary keeps "
+                                 f"{self.state.canary_percent} %; resume tries again, abort restores the snapshot",
+                            "pause")
+        if manual:
+            raise exc
+        return False
+
+    def _complete(self, now: float, reason: str, *, manual: bool) -> None:
+        if self.settings.on_success == "restore":
+            error = self._restore_snapshot(now, "promoted", f"{reason} (on_success: restore)", "promoted")
+            if error is not None and manual:
+                raise error
+            return
+        st = self.state
+        st.state = "promoted"
+        st.snapshot_id = None  # the 100 % files are the new baseline: no restore owed
+        st.paused_reason = None
+        st.message = f"promoted: {reason}; the canary keeps {st.canary_percent} % (on_success: keep)"
+        self._save(now)
+        self._record("promoted", now, reason=reason, manual=manual)
+
+    def _pause(self, now: float, reason: str, event: str) -> None:
+        st = self.state
+        st.state = "paused"
+        st.paused_reason = reason
+        if st.step_started_at is None:
+            st.step_started_at = now  # only "progressing" may carry the step-change intent
+        st.message = f"paused at {self._label()}: {reason}"
+        self._save(now)
+        self._record(event, now, level=logging.WARNING if event != "pause" else logging.INFO, reason=reason)
+
+    def _restore_snapshot(self, now: float, final: str, reason: str, event: str) -> Optional[CanaryError]:
+        """Put the start snapshot back and end in ``final`` (``failed`` if the restore fails).
+
+        Returns the restore's error, or None. The intent is saved first (see
+        "Crash safety"); if even that save fails the restore still runs:
+        nginx comes before bookkeeping.
+        """
+        st = self.state
+        snapshot_id = st.snapshot_id
+        summary = f"{_VERB[final]}: {reason}"
+        if snapshot_id is None:
+            # Only a state file from elsewhere lacks one (see recover): nothing can be put back.
+            if final == "aborted":
+                st.state = final
+                st.message = f"{summary}; no snapshot was recorded, the files are left as they are"
+                self._save(now)
+                self._record(event, now, level=logging.WARNING, reason=reason, snapshot_id=None)
+                return None
+            error = CanaryError("the saved state records no snapshot for this run")
+            self._restore_failed(now, summary, None, error)
+            return error
+        try:
+            before = self.applier.files_now()
+        except CanaryError as exc:
+            log.warning("rollout %s: cannot hash the config files before restoring: %s", self.name, exc)
+            before = dict(st.expected_files)
+        changed = _changed(st.expected_files, before)
+        # Someone else's edit is kept: only the weights go back (see "Foreign edits").
+        weights_only = bool(changed)
+        st.state = final
+        st.paused_reason = None
+        st.expected_files = before
+        st.message = summary + (_RESTORING_WEIGHTS if weights_only else _RESTORING)
+        try:
+            self._save(now)
+        except StateError as exc:
+            log.error("rollout %s: restoring the snapshot although its intent cannot be saved: %s", self.name, exc)
+        self._record(event, now, level=logging.WARNING if final != "promoted" else logging.INFO,
+                     reason=reason, snapshot_id=snapshot_id, changed_outside=changed)
+        try:
+            original: Optional[Dict[str, str]] = self.applier.snapshot_files(snapshot_id)
+        except CanaryError:
+            original = None  # restore() will say what is wrong with the snapshot
+        if original is not None and before == original:
+            # Nothing to write (a first step that never took, or files put back by hand).
+            self._restored(now, summary, snapshot_id, before, written=False)
+            return None
+        return self._write_snapshot(now, summary, snapshot_id, weights_only=weights_only)
+
+    def _write_snapshot(self, now: float, summary: str, snapshot_id: str, *,
+                        weights_only: bool = False) -> Optional[CanaryError]:
+        """``applier.restore`` (or ``restore_weights``) and its outcome: done, still owed (BusyError) or ``failed``."""
+        marker = _RESTORING_WEIGHTS if weights_only else _RESTORING
+        try:
+            if weights_only:
+                restored = self.applier.restore_weights(snapshot_id)
+            else:
+                restored = self.applier.restore(snapshot_id)
+        except BusyError as exc:
+            # Nothing changed; the restore stays owed and the next tick tries again.
+            self.state.message = f"{summary}{marker}: {exc}; trying again at the next check"
+            self._save(now)
+            self._record("busy", now, level=logging.WARNING, target="restore", error=str(exc))
+            return exc
+        except CanaryError as exc:
+            self._restore_failed(now, summary, snapshot_id, exc)
+            return exc
+        self._restored(now, summary, snapshot_id, restored, written=True, weights_only=weights_only)
+        return None
+
+    def _restored(self, now: float, summary: str, snapshot_id: str, files: Dict[str, str], *, written: bool,
+                  weights_only: bool = False) -> None:
+        st = self.state
+        st.expected_files = dict(files)
+        st.snapshot_id = None
+        st.canary_percent = "0"
+        if weights_only:
+            how = "the weights at start restored, the edits made outside nginx-canary kept"
+        else:
+            how = "original files restored" if written else "the files already held the snapshot"
+        st.message = f"{summary}; {how} (snapshot {snapshot_id})"
+        self._save(now)
+        self._record("restored", self._finished_at(now), snapshot_id=snapshot_id, written=written,
+                     weights_only=weights_only, files=sorted(files))
+
+    def _finished_at(self, now: float) -> float:
+        return max(now, self.clock()) if self.clock is not None else now
+
+    def _restore_failed(self, now: float, summary: str, snapshot_id: Optional[str], exc: CanaryError) -> None:
+        st = self.state
+        st.state = "failed"
+        st.message = (f"FAILED: {summary}, but restoring snapshot {snapshot_id or '(none)'} failed: {exc}. "
+                      f"nginx may still give the canary {format_percent(Fraction(st.canary_percent))} %. "
+                      f"Fix the cause, then run `nginx-canary abort {self.name}` to retry the restore")
+        self._save(now)
+        self._record("restore_failed", now, level=logging.ERROR, snapshot_id=snapshot_id, error=str(exc))
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def _settle_step_change(self, now: float) -> None:
+        """Finish a step change the saved state has in flight (``step_started_at`` None)."""
+        st = self.state
+        label = self._label()
+        try:
+            files = self.applier.files_now()
+        except CanaryError as exc:
+            self._pause(now, f"cannot read the config files after a restart: {exc}", "recovered")
+            return
+        if files == st.expected_files:
+            st.step_started_at = now
+            st.message = f"at {label}: applied before the restart, bake time restarted"
+            self._save(now)
+            self._record("recovered", now, level=logging.WARNING, outcome="step change had finished")
+            return
+        try:
+            planned: Optional[Dict[str, str]] = self.applier.plan(Fraction(st.canary_percent))
+        except CanaryError:
+            planned = None
+        if planned == st.expected_files:
+            self._record("recovered", now, level=logging.WARNING, outcome="step change had not happened, applying it again")
+            self._move_to_step(now, st.step_index, manual=False, revert_to=_copy(st))
+            return
+        self._pause(now, self._drift_reason(files, _changed(st.expected_files, files)), "recovered")
+
+    def _recover_steady(self, now: float) -> None:
+        st = self.state
+        try:
+            files = self.applier.files_now()
+        except CanaryError as exc:
+            self._pause(now, f"cannot read the config files after a restart: {exc}", "recovered")
+            return
+        changed = _changed(st.expected_files, files)
+        if changed:
+            self._pause(now, self._drift_reason(files, changed), "recovered")
+        elif st.state == "progressing":
+            st.step_started_at = now
+            st.message = f"at {self._label()}: resumed after a restart, bake time restarted"
+            self._save(now)
+            self._record("recovered", now, level=logging.WARNING, outcome="files as expected, step resumed")
+
+    def _settle_restore(self, now: float) -> None:
+        """Finish the restore a terminal state still owes (it holds a ``snapshot_id``)."""
+        st = self.state
+        snapshot_id = st.snapshot_id
+        assert snapshot_id is not None
+        weights_only = _RESTORING_WEIGHTS in st.message
+        summary = st.message.partition(_RESTORING_WEIGHTS if weights_only else _RESTORING)[0] or _VERB[st.state]
+        try:
+            files = self.applier.files_now()
+            if weights_only:
+                original = self.applier.plan_restore_weights(snapshot_id)
+            else:
+                original = self.applier.snapshot_files(snapshot_id)
+        except CanaryError as exc:
+            self._restore_failed(now, summary, snapshot_id, exc)
+            return
+        if weights_only and files == original:
+            # restore_weights would change nothing more: it had finished (or the weights were put back by hand).
+            self._record("recovered", now, level=logging.WARNING, outcome="restore of the weights had finished")
+            self._restored(now, summary, snapshot_id, files, written=True, weights_only=True)
+        elif weights_only and files == st.expected_files:
+            self._record("recovered", now, level=logging.WARNING, outcome="restore of the weights had not happened, restoring")
+            self._write_snapshot(now, summary, snapshot_id, weights_only=True)
+        elif weights_only:
+            changed = _changed(st.expected_files, files)
+            self._restore_failed(now, summary, snapshot_id, CanaryError(
+                f"config files changed outside nginx-canary while the restore was interrupted: {', '.join(changed)}; "
+                "nothing overwritten"))
+        elif files == original:
+            self._record("recovered", now, level=logging.WARNING, outcome="restore had finished")
+            self._restored(now, summary, snapshot_id, files, written=True)
+        elif files == st.expected_files:
+            self._record("recovered", now, level=logging.WARNING, outcome="restore had not happened, restoring")
+            self._write_snapshot(now, summary, snapshot_id)
+        else:
+            changed = _changed(st.expected_files, files)
+            self._restore_failed(now, summary, snapshot_id, CanaryError(
+                f"config files changed outside nginx-canary while the restore was interrupted: {', '.join(changed)}; "
+                "nothing overwritten"))
+
+    def _saved_step_interval(self) -> Optional[float]:
+        """The ``--step-interval`` of the current run, from its "start" history record."""
+        if self.state.state not in ACTIVE:
+            return None
+        try:
+            records = self.store.history(self.name)
+        except StateError as exc:
+            log.warning("rollout %s: cannot read the history for this run's step interval: %s", self.name, exc)
+            return None
+        for record in reversed(records):
+            if record.get("event") == "start":
+                value = (record.get("detail") or {}).get("step_interval")
+                try:
+                    return None if value is None else _check_interval(value)
+                except BadInputError:
+                    return None
+        return None
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _label(self, index: Optional[int] = None) -> str:
+        st = self.state
+        i = st.step_index if index is None else index
+        if not st.steps:
+            return "no step"
+        return f"step {i + 1} of {len(st.steps)} ({st.steps[i]} %)"
+
+    def _drift_reason(self, files: Dict[str, str], changed: List[str]) -> str:
+        reason = f"config files changed outside nginx-canary: {', '.join(changed)}"
+        snapshot_id = self.state.snapshot_id
+        if snapshot_id is not None:
+            try:
+                if files == self.applier.snapshot_files(snapshot_id):
+                    reason += " (they hold the snapshot taken at start again)"
+            except CanaryError:
+                pass
+        return reason + "; resume applies the step again, abort restores the snapshot"
+
+    def _should_record(self, verdict: str, now: float) -> bool:
+        last = self._last_recorded
+        if verdict == FAIL or last is None or last[0] != verdict or now - last[1] >= self.history_every:
+            self._last_recorded = (verdict, now)
+            return True
+        return False
+
+    def _save(self, now: float) -> None:
+        self.state.updated_at = now
+        self.store.save(self.state)
+
+    def _record(self, event: str, now: float, *, level: int = logging.INFO, **detail: Any) -> None:
+        """Append to the history; a failure is logged, never raised: the state file is the truth."""
+        st = self.state
+        if event == "check":
+            verdict = detail["verdict"]
+            log.log(level, "rollout %s: check %s at %s: %s", self.name, verdict.verdict, self._label(), verdict.reason)
+        elif "error" in detail:
+            log.log(level, "rollout %s: %s: %s (%s)", self.name, event, st.message, detail["error"])
+        else:
+            log.log(level, "rollout %s: %s: %s", self.name, event, st.message)
+        record: Optional[Dict[str, Any]] = None
+        try:
+            record = self.store.append_history(self.name, event, rollout=st, at=now, message=st.message, **detail)
+        except StateError as exc:
+            log.error("rollout %s: cannot record %r in the history: %s", self.name, event, exc)
+        if self.listeners:
+            if record is None:
+                plain = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in detail.items()}
+                record = {"time": now, "event": event, "state": st.state, "step": st.step_index,
+                          "canary_percent": st.canary_percent, "detail": {"message": st.message, **plain}}
+            for listener in list(self.listeners):
+                try:
+                    listener(event, record)
+                except Exception:  # noqa: BLE001 - observers must never break a rollout
+                    log.exception("rollout %s: a listener failed on %r", self.name, event)
