@@ -368,10 +368,6 @@ def _failed_checks(record: Mapping[str, Any]) -> List[str]:
     """Names of the failed checks of a ``check`` history record whose verdict failed."""
     detail = record.get("detail") or {}
     verdict = detail.get("verdict") if isinstance(detail, Mapping) else None
-    if verdict is not None and not isinstance(verdict, Mapping):
-        # A record that could not be written to the history still holds the Verdict object.
-        to_dict = getattr(verdict, "to_dict", None)
-        verdict = to_dict() if callable(to_dict) else None
     if not isinstance(verdict, Mapping) or verdict.get("verdict") != "fail":
         return []
     return [str(c.get("name")) for c in verdict.get("checks") or ()

@@ -385,10 +385,8 @@ def _detail(record: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _verdict(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The check's verdict as a dict: records from the rollout hold a Verdict, records read back hold its dict."""
+    """The check's verdict as a dict (history records hold plain JSON data), or an empty one."""
     verdict: Any = _detail(record).get("verdict")
-    if hasattr(verdict, "to_dict"):
-        verdict = verdict.to_dict()
     return verdict if isinstance(verdict, Mapping) else {}
 
 
@@ -408,11 +406,9 @@ def _number(value: Any) -> Any:
 
 
 def _plain(value: Any, depth: int = 0) -> Any:
-    """``value`` as plain JSON data: to_dict() objects expanded, non-finite floats as None, the rest as strings."""
+    """``value`` as plain JSON data: non-finite floats as None, anything else not JSON as a string."""
     if depth > 20:
         return str(value)
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):

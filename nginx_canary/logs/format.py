@@ -34,11 +34,8 @@ candidate split points gets a second, backtracking try.
 
 from __future__ import annotations
 
-import calendar
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from functools import lru_cache
 from itertools import compress, repeat
 from operator import itemgetter, methodcaller
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
@@ -588,49 +585,3 @@ def upstream_fields(compiled: CompiledFormat) -> UpstreamFields:
         via=first("proxy_host"),
     )
 
-
-_MSEC = re.compile(r"[0-9]+(?:\.[0-9]*)?\Z")
-_MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
-_TIME_LOCAL = re.compile(r"([0-9]{2})/([A-Z][a-z]{2})/([0-9]{4}):([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\Z")
-
-
-@lru_cache(maxsize=512)
-def _time_local(raw: str) -> Optional[float]:
-    m = _TIME_LOCAL.match(raw)
-    if not m or m.group(2) not in _MONTHS:
-        return None
-    day, _, year, hour, minute, second, sign, tz_h, tz_m = m.groups()
-    try:
-        stamp = datetime(int(year), _MONTHS[m.group(2)], int(day), int(hour), int(minute), int(second))
-    except ValueError:
-        return None
-    offset = (int(tz_h) * 60 + int(tz_m)) * 60
-    return calendar.timegm(stamp.timetuple()) - (offset if sign == "+" else -offset)
-
-
-@lru_cache(maxsize=512)
-def _time_iso8601(raw: str) -> Optional[float]:
-    if not raw.isascii():
-        return None
-    try:
-        stamp = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith("Z") else raw)
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp.timestamp()
-
-
-def parse_time(raw: str, variable: str) -> Optional[float]:
-    """Epoch seconds from a ``$msec``, ``$time_iso8601`` or ``$time_local`` value.
-
-    None when ``raw`` is not such a value or ``variable`` is none of the three.
-    Second-resolution stamps are cached, since consecutive lines share them.
-    """
-    if variable == "msec":
-        return float(raw) if _MSEC.match(raw) else None
-    if variable == "time_iso8601":
-        return _time_iso8601(raw)
-    if variable == "time_local":
-        return _time_local(raw)
-    return None

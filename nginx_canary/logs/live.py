@@ -107,19 +107,11 @@ class LogTraffic:
         return {"backlog_bytes": self.tailer.backlog(), "skipped_bytes": self.tailer.skipped_bytes,
                 "skips": self.tailer.skips}
 
-    def wait(self, timeout: float) -> None:
-        """Block until the log changes or ``timeout`` passes."""
-        self.tailer.wait(timeout)
-
     def groups(self, window_seconds: float, now: float) -> Tuple[Stats, Stats]:
         """``(canary, stable)`` over the ``window_seconds`` ending at ``now``."""
         self._clock_now = max(self._clock_now, now)
         return (self.windows.window(GROUP + "canary", window_seconds, now),
                 self.windows.window(GROUP + "stable", window_seconds, now))
-
-    def mark(self) -> None:
-        """Start the cumulative figures afresh (the window is unaffected)."""
-        self.windows.mark()
 
     def close(self) -> None:
         self.tailer.close()

@@ -18,7 +18,6 @@ from nginx_canary.logs.format import (
     FormatSpec,
     compile_format,
     parse_log_format_args,
-    parse_time,
     upstream_fields,
 )
 from nginx_canary.nginx.lexer import statements
@@ -492,36 +491,6 @@ def test_upstream_fields_names_everything_missing() -> None:
     assert str(err.value).startswith(
         "log format 'tiny' lacks $upstream_addr, a status ($upstream_status or $status) and a latency "
         "($upstream_response_time or $request_time); use the 'canary' log_format")
-
-
-# --- timestamps ---
-
-
-@pytest.mark.parametrize(
-    "raw, variable, expected",
-    [
-        ("1732764000.123", "msec", 1732764000.123),
-        ("1732764000", "msec", 1732764000.0),
-        ("2024-11-28T03:20:00+00:00", "time_iso8601", 1732764000.0),
-        ("2024-11-28T04:20:00+01:00", "time_iso8601", 1732764000.0),
-        ("2024-11-28T03:20:00Z", "time_iso8601", 1732764000.0),
-        ("28/Nov/2024:03:20:00 +0000", "time_local", 1732764000.0),
-        ("27/Nov/2024:22:20:00 -0500", "time_local", 1732764000.0),
-        ("28/Nov/2024:08:50:00 +0530", "time_local", 1732764000.0),
-        ("-", "msec", None),
-        ("nan", "msec", None),
-        ("1e9", "msec", None),
-        ("", "time_iso8601", None),
-        ("yesterday", "time_iso8601", None),
-        ("31/Feb/2024:03:20:00 +0000", "time_local", None),
-        ("28/Foo/2024:03:20:00 +0000", "time_local", None),
-        ("28/Nov/2024:03:20:00", "time_local", None),
-        ("1732764000.123", "status", None),
-    ],
-)
-def test_parse_time(raw: str, variable: str, expected: Optional[float]) -> None:
-    assert parse_time(raw, variable) == expected
-
 
 
 def test_retries_in_a_space_separated_format_split_at_the_right_place() -> None:
