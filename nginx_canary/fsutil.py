@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import glob
 import os
 import stat
@@ -117,6 +118,51 @@ def cut_torn_tail(fd: int, size: int) -> None:
             return
         end = start
     os.ftruncate(fd, 0)
+
+
+def append_lines(path: str, data: bytes, *, what: str, sync: bool, create: bool = True,
+                 fault: Optional[str] = None) -> bool:
+    """Append ``data`` (whole lines, each ending with a newline) to the line file ``path`` in one write.
+
+    The file is opened with ``O_APPEND`` (never through a symlink) and
+    flocked, so that the repair of a torn tail (a partial last line that a
+    crash left, see :func:`cut_torn_tail`) never cuts another writer's line.
+    ``sync`` fsyncs the file, and its directory when the append created it
+    (``mode`` 0600); without it the bytes reach the disk when the kernel
+    writes them. With ``create=False`` a missing file is left missing and
+    False is returned. ``fault`` names a :mod:`nginx_canary.faults` point
+    just before the write. ``what`` names the file in messages ("history").
+
+    Raises:
+        StateError: the file cannot be opened, appended to or synced.
+    """
+    flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
+    try:
+        fd = open_nofollow(path, flags, 0o600)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and not create:
+            return False
+        raise StateError(f"cannot open {what}: {exc.strerror or exc}", file=path) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        cut_torn_tail(fd, size)
+        if fault is not None:
+            faults.point(fault)
+        write_all(fd, data)
+        if sync:
+            os.fsync(fd)
+    except OSError as exc:
+        raise StateError(f"cannot append to {what}: {exc.strerror or exc}", file=path) from exc
+    finally:
+        os.close(fd)
+    if sync and size == 0:
+        directory = os.path.dirname(path) or "."
+        try:
+            fsync_dir(directory)
+        except OSError as exc:
+            raise StateError(f"cannot sync {directory}: {exc.strerror or exc}") from exc
+    return True
 
 
 def write_all(fd: int, data: bytes) -> None:

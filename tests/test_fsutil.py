@@ -82,7 +82,7 @@ def test_leftover_temps_finds_only_the_temporaries_of_the_files_and_directories_
 
 def test_open_nofollow_refuses_a_planted_symlink_or_fifo(tmp_path):
     from nginx_canary.fsutil import open_nofollow
-    from nginx_canary.nginx.transaction import writer_lock
+    from nginx_canary.statedir import StateDir
 
     victim = tmp_path / "victim"
     victim.write_bytes(b"root's file")
@@ -90,7 +90,7 @@ def test_open_nofollow_refuses_a_planted_symlink_or_fifo(tmp_path):
     with pytest.raises(OSError):
         open_nofollow(str(tmp_path / "lock"), os.O_RDWR | os.O_CREAT)
     with pytest.raises(StateError, match="cannot open lock file"):
-        with writer_lock(str(tmp_path)):
+        with StateDir(str(tmp_path)).writer_lock():
             pass
     assert victim.read_bytes() == b"root's file"
     os.mkfifo(tmp_path / "fifo")
@@ -99,3 +99,41 @@ def test_open_nofollow_refuses_a_planted_symlink_or_fifo(tmp_path):
     fd = open_nofollow(str(tmp_path / "new"), os.O_RDWR | os.O_CREAT)
     os.close(fd)
     assert (tmp_path / "new").stat().st_mode & 0o777 == 0o600
+
+
+def test_append_lines_cuts_a_torn_tail_and_creates_the_file_private(tmp_path):
+    from nginx_canary.fsutil import append_lines
+
+    path = tmp_path / "h.jsonl"
+    assert append_lines(str(path), b"{}\n", what="history", sync=True)
+    assert path.stat().st_mode & 0o777 == 0o600
+    with open(path, "ab") as fh:
+        fh.write(b'{"torn')  # a crash in the middle of a write
+    assert append_lines(str(path), b"[1]\n[2]\n", what="history", sync=False)
+    assert path.read_bytes() == b"{}\n[1]\n[2]\n"
+
+
+def test_append_lines_without_create_leaves_a_missing_file_missing(tmp_path):
+    from nginx_canary.fsutil import append_lines
+
+    path = tmp_path / "s.jsonl"
+    assert not append_lines(str(path), b"{}\n", what="the series", sync=False, create=False)
+    assert not path.exists()
+    with pytest.raises(StateError, match="cannot open the series"):
+        append_lines(str(tmp_path / "missing" / "s.jsonl"), b"{}\n", what="the series", sync=False)
+
+
+def test_append_lines_fault_point_fails_the_append_and_keeps_the_file(tmp_path):
+    from nginx_canary.fsutil import append_lines
+
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b"{}\n")
+    faults.arm("history_append=enospc")
+    try:
+        with pytest.raises(StateError, match="cannot append to history: No space left"):
+            append_lines(str(path), b"[1]\n", what="history", sync=True, fault="history_append")
+    finally:
+        faults.arm("")
+    assert path.read_bytes() == b"{}\n"
+    with pytest.raises(StateError, match="cannot open history"):
+        append_lines(str(tmp_path), b"[1]\n", what="history", sync=True)  # a directory, not a file

@@ -14,9 +14,9 @@ from nginx_canary.nginx.conf import NginxConfig, ParseCache, Upstream, UpstreamS
 from nginx_canary.nginx.control import Nginx
 from nginx_canary.nginx.edit import ServerChange, edit_servers
 from nginx_canary.nginx.split import Split, compute_split
-from nginx_canary.nginx.transaction import FileChange, Outcome, Transaction, writer_lock
+from nginx_canary.nginx.transaction import FileChange, Outcome, Transaction
+from nginx_canary.statedir import StateDir
 
-PARSE_CACHE_FILE = "parse-cache.json"
 # Config bytes that are not UTF-8 survive an edit unchanged.
 ENCODING = ("utf-8", "surrogateescape")
 
@@ -45,7 +45,7 @@ def read_config(settings: Settings, *, logs: bool = True, save_cache: bool = Tru
     """
     cache = None
     if os.path.isdir(settings.state_dir) and os.access(settings.state_dir, os.W_OK):
-        cache = ParseCache(os.path.join(settings.state_dir, PARSE_CACHE_FILE))
+        cache = ParseCache(StateDir(settings.state_dir).parse_cache)
     return load_config(settings.nginx_conf, cache, background_save=True, logs=logs, save_cache=save_cache)
 
 
@@ -131,7 +131,7 @@ def set_weight(settings: Settings, upstream: str, percent: Fraction, canary: Seq
     if dry_run:
         return SetWeightResult(plan_split(read_config(settings, logs=False), upstream, canary, percent))
     nginx = settings.nginx()
-    with writer_lock(settings.state_dir):
+    with StateDir(settings.state_dir).writer_lock():
         transaction = Transaction(settings.state_dir, nginx)
         recovered = transaction.recover()
         config = read_config(settings, logs=False)

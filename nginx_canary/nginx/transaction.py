@@ -1,34 +1,29 @@
 """Change nginx config files as one transaction: snapshot, write, test, reload, verify, or restore.
 
-State directory layout::
-
-    lock                  flock held by the one writer
-    daemon.lock           flock held by the one daemon for its whole life (its pid inside)
-    journal.json          present only while a change is in flight (crash recovery reads it)
-    snapshots/ID/N.orig   the original bytes of each file a change touched
-    snapshots/ID/manifest.json
+The journal (``journal.json``) and the snapshots (``snapshots/ID/``) live in
+the state directory (:mod:`nginx_canary.statedir`); a transaction runs under
+its writer lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import hashlib
 import json
 import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import psutil
 
 from nginx_canary import faults
-from nginx_canary.errors import BusyError, CanaryError, ControlError, NginxNotRunningError, StateError
-from nginx_canary.fsutil import atomic_write, open_nofollow
+from nginx_canary.errors import CanaryError, NginxNotRunningError, StateError
+from nginx_canary.fsutil import atomic_write
 from nginx_canary.nginx.conf import NginxConfig, load_config
 from nginx_canary.nginx.control import Nginx, ReloadResult
+from nginx_canary.nginx.snapshots import read_copy, sha256, write_snapshot
+from nginx_canary.statedir import StateDir
 
 KEEP_SNAPSHOTS = 20
 
@@ -50,111 +45,31 @@ class Outcome:
     reload: Optional[ReloadResult]
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def ensure_state_dir(path: str) -> None:
-    """Create the state directory (mode 0700) if needed.
-
-    Raises:
-        StateError: it cannot be created or is not a directory.
-    """
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise StateError(f"cannot create state dir {path}: {exc.strerror} (set --state-dir)") from exc
-    if not os.path.isdir(path):
-        raise StateError(f"state dir {path} is not a directory")
-
-
-def daemon_lock(state_dir: str) -> int:
-    """Take the one-daemon-per-state-directory lock (``STATE_DIR/daemon.lock``); return its fd, to close at exit.
-
-    Held for the daemon's whole life, so that a second daemon started by
-    mistake never touches the state, the files or nginx before it is refused.
-
-    Raises:
-        ControlError: another daemon holds it (its pid in the message).
-        StateError: the lock file cannot be opened.
-    """
-    ensure_state_dir(state_dir)
-    path = os.path.join(state_dir, "daemon.lock")
-    try:
-        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
-    except OSError as exc:
-        raise StateError(f"cannot open lock file {path}: {exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise ControlError(f"another nginx-canary daemon (pid {holder}) is running on state dir {state_dir}") \
-                from exc
-        raise StateError(f"cannot lock {path}: {exc.strerror}") from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
-
-
-@contextlib.contextmanager
-def writer_lock(state_dir: str) -> Iterator[None]:
-    """Hold the single-writer lock for the duration of the block.
-
-    Raises:
-        BusyError: another nginx-canary process holds it.
-        StateError: the lock file cannot be opened.
-    """
-    ensure_state_dir(state_dir)
-    path = os.path.join(state_dir, "lock")
-    try:
-        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
-    except OSError as exc:
-        raise StateError(f"cannot open lock file {path}: {exc.strerror}") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-                raise BusyError(f"busy: another nginx-canary (pid {holder}) is changing the nginx config; try again") from exc
-            raise StateError(f"cannot lock {path}: {exc.strerror}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
 class Transaction:
-    """Applies :class:`FileChange` s to a config served by ``nginx``; call inside :func:`writer_lock`."""
+    """Applies :class:`FileChange` s to a config served by ``nginx``; call inside :meth:`StateDir.writer_lock`."""
 
     def __init__(self, state_dir: str, nginx: Nginx, clock: Callable[[], float] = time.time) -> None:
-        self.state_dir = state_dir
+        self.paths = StateDir(state_dir)
         self.nginx = nginx
         self.clock = clock
-        self.journal_path = os.path.join(state_dir, "journal.json")
+        self.journal_path = self.paths.journal
 
     # -- snapshot and journal -------------------------------------------------
 
     def _snapshot(self, changes: Sequence[FileChange]) -> Tuple[str, List[dict]]:
         snap_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.clock())) + f"-{os.getpid()}"
-        snap_dir = os.path.join(self.state_dir, "snapshots", snap_id)
-        os.makedirs(snap_dir, mode=0o700, exist_ok=True)
-        entries = []
-        for n, change in enumerate(changes):
+
+        def entry(n: int, copy: str) -> dict:
+            change = changes[n]
             real = os.path.realpath(change.path)
             st = os.stat(real)
-            copy = os.path.join(snap_dir, f"{n}.orig")
-            atomic_write(copy, change.old, mode=0o600, uid=os.geteuid(), gid=os.getegid(), purpose="snapshot")
-            entries.append({
+            return {
                 "path": change.path, "real": real, "copy": copy,
-                "old_sha256": _sha(change.old), "new_sha256": _sha(change.new),
+                "old_sha256": sha256(change.old), "new_sha256": sha256(change.new),
                 "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid,
-            })
-        manifest = json.dumps({"id": snap_id, "files": entries}, indent=1).encode()
-        atomic_write(os.path.join(snap_dir, "manifest.json"), manifest, mode=0o600)
+            }
+
+        entries = write_snapshot(self.paths.snapshot(snap_id), [c.old for c in changes], entry, {"id": snap_id})
         return snap_id, entries
 
     def _write_journal(self, snap_id: str, entries: List[dict], phase: str) -> None:
@@ -166,7 +81,7 @@ class Transaction:
             os.unlink(self.journal_path)
 
     def _prune_snapshots(self) -> None:
-        root = os.path.join(self.state_dir, "snapshots")
+        root = self.paths.snapshots
         with contextlib.suppress(OSError):
             for old in sorted(os.listdir(root))[:-KEEP_SNAPSHOTS]:
                 shutil.rmtree(os.path.join(root, old), ignore_errors=True)
@@ -178,10 +93,8 @@ class Transaction:
         for n, entry in enumerate(entries):
             if n:
                 faults.point("during_restore")
-            with open(entry["copy"], "rb") as fh:
-                original = fh.read()
-            if _sha(original) != entry["old_sha256"]:
-                raise StateError(f"snapshot copy {entry['copy']} is damaged; {entry['real']} left as it is")
+            original = read_copy(entry["copy"], entry["old_sha256"],
+                                 damaged=f"snapshot copy {entry['copy']} is damaged; {entry['real']} left as it is")
             atomic_write(entry["real"], original, mode=entry["mode"], uid=entry["uid"], gid=entry["gid"],
                          purpose="config")
 
@@ -209,7 +122,7 @@ class Transaction:
         for entry in entries:
             try:
                 with open(entry["real"], "rb") as fh:
-                    current = _sha(fh.read())
+                    current = sha256(fh.read())
             except FileNotFoundError:
                 current = None
             # Only undo our own write; a file someone else changed since is theirs.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -11,19 +10,15 @@ from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from nginx_canary.errors import BusyError, ConfigError, StateError
-from nginx_canary.fsutil import atomic_write
 from nginx_canary.nginx.conf import NginxConfig
 from nginx_canary.nginx.edit import ServerChange, current_weight, edit_servers, server_statements
 from nginx_canary.nginx.operations import ENCODING, Settings, plan_split, read_config
-from nginx_canary.rollout.store import validate_name
-from nginx_canary.nginx.transaction import FileChange, Transaction, ensure_state_dir, writer_lock
+from nginx_canary.nginx.snapshots import read_copy, sha256, write_snapshot
+from nginx_canary.nginx.transaction import FileChange, Transaction
+from nginx_canary.domain import validate_name
+from nginx_canary.statedir import MANIFEST, StateDir
 
-SNAPSHOT_DIR = "rollout-snapshots"
 _SNAPSHOT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9]{1,16}")
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _read(path: str) -> bytes:
@@ -32,6 +27,12 @@ def _read(path: str) -> bytes:
             return fh.read()
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
+
+
+def _read_copy(entry: dict) -> bytes:
+    """A rollout snapshot's copy of one file. Raises OSError (unreadable), StateError (damaged)."""
+    return read_copy(entry["copy"], entry["sha256"],
+                     damaged=f"rollout snapshot copy {entry['copy']} is damaged; nothing restored")
 
 
 class NginxSplitApplier:
@@ -48,6 +49,7 @@ class NginxSplitApplier:
                  on_reload: Optional[Callable[[float], None]] = None) -> None:
         """``on_reload`` is told how long each verified nginx reload took (seconds), for metrics."""
         self.settings = settings
+        self.paths = StateDir(settings.state_dir)
         self.upstream = upstream
         self.canary = tuple(canary)
         self.lock_timeout = lock_timeout
@@ -62,15 +64,12 @@ class NginxSplitApplier:
         return list(dict.fromkeys(s.file for s in config.upstream(self.upstream).servers))
 
     def _hashes(self, paths: Sequence[str]) -> Dict[str, str]:
-        return {path: _sha(_read(path)) for path in paths}
-
-    def _snapshot_dir(self, snapshot_id: str) -> str:
-        return os.path.join(self.settings.state_dir, SNAPSHOT_DIR, snapshot_id)
+        return {path: sha256(_read(path)) for path in paths}
 
     def _manifest(self, snapshot_id: str) -> List[dict]:
         if not isinstance(snapshot_id, str) or _SNAPSHOT_ID.fullmatch(snapshot_id) is None:
             raise StateError(f"invalid rollout snapshot id {snapshot_id!r}")
-        path = os.path.join(self._snapshot_dir(snapshot_id), "manifest.json")
+        path = os.path.join(self.paths.rollout_snapshot(snapshot_id), MANIFEST)
         try:
             with open(path, "rb") as fh:
                 return list(json.load(fh)["files"])
@@ -81,7 +80,7 @@ class NginxSplitApplier:
         deadline = self.clock() + self.lock_timeout
         while True:
             try:
-                with writer_lock(self.settings.state_dir):
+                with self.paths.writer_lock():
                     transaction = Transaction(self.settings.state_dir, self.settings.nginx())
                     transaction.recover()
                     if changes:
@@ -105,17 +104,11 @@ class NginxSplitApplier:
         """
         paths = self._paths(read_config(self.settings, logs=False))
         snapshot_id = f"{validate_name(rollout_name)}-{int(self.wall_clock() * 1000)}"
-        directory = self._snapshot_dir(snapshot_id)
-        ensure_state_dir(self.settings.state_dir)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        entries = []
-        for n, path in enumerate(paths):
-            data = _read(path)
-            copy = os.path.join(directory, f"{n}.orig")
-            atomic_write(copy, data, mode=0o600, uid=os.geteuid(), gid=os.getegid(), purpose="snapshot")
-            entries.append({"path": path, "copy": copy, "sha256": _sha(data)})
-        manifest = json.dumps({"id": snapshot_id, "upstream": self.upstream, "files": entries}, indent=1).encode()
-        atomic_write(os.path.join(directory, "manifest.json"), manifest, mode=0o600)
+        originals = [_read(path) for path in paths]
+        self.paths.ensure()
+        write_snapshot(self.paths.rollout_snapshot(snapshot_id), originals,
+                       lambda n, copy: {"path": paths[n], "copy": copy, "sha256": sha256(originals[n])},
+                       {"id": snapshot_id, "upstream": self.upstream})
         return snapshot_id
 
     def plan(self, percent: Fraction) -> Dict[str, str]:
@@ -123,7 +116,7 @@ class NginxSplitApplier:
         config = read_config(self.settings, logs=False)
         hashes = self._hashes(self._paths(config))
         for change in plan_split(config, self.upstream, self.canary, percent).changes:
-            hashes[change.path] = _sha(change.new)
+            hashes[change.path] = sha256(change.new)
         return hashes
 
     def apply(self, percent: Fraction) -> Dict[str, str]:
@@ -139,10 +132,7 @@ class NginxSplitApplier:
         config = read_config(self.settings, logs=False)
         changes = []
         for entry in entries:
-            with open(entry["copy"], "rb") as fh:
-                original = fh.read()
-            if _sha(original) != entry["sha256"]:
-                raise StateError(f"rollout snapshot copy {entry['copy']} is damaged; nothing restored")
+            original = _read_copy(entry)
             current = _read(entry["path"])
             if current != original:
                 changes.append(FileChange(entry["path"], current, original))
@@ -159,11 +149,7 @@ class NginxSplitApplier:
         entries = self._manifest(snapshot_id)
         originals: Dict[str, str] = {}
         for entry in entries:
-            with open(entry["copy"], "rb") as fh:
-                data = fh.read()
-            if _sha(data) != entry["sha256"]:
-                raise StateError(f"rollout snapshot copy {entry['copy']} is damaged; nothing restored")
-            originals[entry["path"]] = data.decode(*ENCODING)
+            originals[entry["path"]] = _read_copy(entry).decode(*ENCODING)
         config = read_config(self.settings, logs=False)
         by_file: Dict[str, List[ServerChange]] = {}
         for server in config.upstream(self.upstream).servers:
@@ -194,7 +180,7 @@ class NginxSplitApplier:
         changes, _, paths = self._weight_changes(snapshot_id)
         hashes = self._hashes(paths)
         for change in changes:
-            hashes[change.path] = _sha(change.new)
+            hashes[change.path] = sha256(change.new)
         return hashes
 
     def restore_weights(self, snapshot_id: str) -> Dict[str, str]:
@@ -216,7 +202,7 @@ class NginxSplitApplier:
         hashes = {}
         for path in paths:
             try:
-                hashes[path] = _sha(_read(path))
+                hashes[path] = sha256(_read(path))
             except ConfigError:
                 hashes[path] = ""
         return hashes

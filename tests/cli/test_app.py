@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from nginx_canary.nginx.transaction import writer_lock
+from nginx_canary.statedir import StateDir
 
 INJECTIONS = [
     "x;", "x y", "x{", "x}", "x#", 'x"', "x'", "$x", "x\ny", "x\x01", "x\\", "ｘ", "bаckend", "a" * 300, "",
@@ -132,7 +132,7 @@ def test_not_running_exits_3_and_no_reload_writes_and_tests(nginx_stopped):
 
 def test_second_writer_exits_4(nginx):
     before = nginx.config_files()
-    with writer_lock(str(nginx.state_dir)):
+    with StateDir(str(nginx.state_dir)).writer_lock():
         result = run(nginx, "set-weight", "backend", "10", "--canary", nginx.v2)
     assert result.returncode == 4
     assert "busy" in result.stderr

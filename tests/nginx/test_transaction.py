@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from nginx_canary.errors import BusyError, ControlError, NginxNotRunningError, NginxRejectedError, StateError
+from nginx_canary.errors import NginxNotRunningError, NginxRejectedError, StateError
 from nginx_canary.nginx.conf import load_config
 from nginx_canary.nginx.control import Nginx
-from nginx_canary.nginx.transaction import FileChange, Transaction, daemon_lock, writer_lock
+from nginx_canary.nginx.transaction import FileChange, Transaction
 
 
 def transaction_for(inst) -> Transaction:
@@ -99,20 +99,11 @@ def test_symlinked_config_file_is_written_through_the_link(nginx):
     assert real.read_bytes() == change.new
 
 
-def test_second_writer_is_busy(tmp_path):
-    with writer_lock(str(tmp_path)):
-        with pytest.raises(BusyError, match="busy"):
-            with writer_lock(str(tmp_path)):
-                pass
-    with writer_lock(str(tmp_path)):  # released
-        pass
-
-
 def test_recover_restores_a_crashed_change(nginx_stopped):
     """A writer killed between its write and the end leaves a journal; the next one puts the file back."""
     change = weight_change(nginx_stopped)
     txn = transaction_for(nginx_stopped)
-    os.makedirs(txn.state_dir, exist_ok=True)
+    txn.paths.ensure()
     _, entries = txn._snapshot([change])
     txn._write_journal("crashed", entries, "writing")
     nginx_stopped.upstream_conf.write_bytes(change.new)  # the write that happened before the crash
@@ -125,7 +116,7 @@ def test_recover_restores_a_crashed_change(nginx_stopped):
 def test_recover_leaves_a_file_someone_else_changed(nginx_stopped):
     change = weight_change(nginx_stopped)
     txn = transaction_for(nginx_stopped)
-    os.makedirs(txn.state_dir, exist_ok=True)
+    txn.paths.ensure()
     _, entries = txn._snapshot([change])
     txn._write_journal("crashed", entries, "writing")
     nginx_stopped.upstream_conf.write_bytes(b"# theirs\n")
@@ -137,7 +128,7 @@ def test_recover_after_crash_during_reload_reloads_restored_files(nginx):
     """Killed after SIGHUP: nginx serves the change, the files are restored and nginx reloaded onto them."""
     change = weight_change(nginx)
     txn = transaction_for(nginx)
-    os.makedirs(txn.state_dir, exist_ok=True)
+    txn.paths.ensure()
     _, entries = txn._snapshot([change])
     txn._write_journal("crashed", entries, "reloading")
     nginx.upstream_conf.write_bytes(change.new)
@@ -149,19 +140,3 @@ def test_recover_after_crash_during_reload_reloads_restored_files(nginx):
     assert "restored 1 file" in message and "nginx reloaded" in message
     assert nginx.upstream_conf.read_bytes() == change.old
     assert nginx.count_versions(20) == {"v1": 20}
-
-
-def test_one_daemon_per_state_dir(tmp_path):
-    state_dir = str(tmp_path / "state")
-    fd = daemon_lock(state_dir)
-    try:
-        # flock belongs to the open file: a second open, even in this process, is refused like another daemon.
-        with pytest.raises(ControlError, match=rf"another nginx-canary daemon \(pid {os.getpid()}\) is running "
-                                               rf"on state dir {state_dir}$"):
-            daemon_lock(state_dir)
-        with writer_lock(state_dir):  # a different lock: the daemon's own changes still take the writer lock
-            pass
-    finally:
-        os.close(fd)
-    os.close(daemon_lock(state_dir))  # free again once closed
-    assert oct(os.stat(os.path.join(state_dir, "daemon.lock")).st_mode & 0o777) == "0o600"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nginx_canary.report import series as series_module
+from nginx_canary import fsutil
 from nginx_canary.errors import BadInputError, StateError
 from nginx_canary.report.series import SeriesRecorder, read_series, series_path
 
@@ -60,9 +60,9 @@ def test_points_round_trip_through_the_file(tmp_path):
 
 def test_record_batches_appends_without_fsync_and_flush_syncs(tmp_path, monkeypatch):
     syncs, writes = [], []
-    real_fsync, real_write_all = os.fsync, series_module.write_all
-    monkeypatch.setattr(series_module.os, "fsync", lambda fd: (syncs.append(fd), real_fsync(fd)))
-    monkeypatch.setattr(series_module, "write_all", lambda fd, data: (writes.append(data), real_write_all(fd, data)))
+    real_fsync, real_write_all = os.fsync, fsutil.write_all
+    monkeypatch.setattr(os, "fsync", lambda fd: (syncs.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(fsutil, "write_all", lambda fd, data: (writes.append(data), real_write_all(fd, data)))
     rec = SeriesRecorder(str(tmp_path), "app", flush_every=5)
     rec.start_run(T0)  # a new file: written atomically, with fsync
     synced_at_start = len(syncs)
