@@ -19,6 +19,7 @@ from nginx_canary.cli.context import DEFAULT_CONFIG_PATH, CliContext
 from nginx_canary.errors import CanaryError, ExitCode
 from nginx_canary.inputs import parse_percent
 from nginx_canary.nginx.conf import NginxConfig, Upstream
+from nginx_canary.statedir import StateDir
 from nginx_canary.text import printable, printable_lines
 
 EXIT_CODES_HELP = """\b
@@ -141,7 +142,7 @@ def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequen
     """
     settings = obj.settings
     guard_notes: List[str] = []
-    if not dry_run and os.path.isdir(os.path.join(settings.state_dir, "rollouts")):
+    if not dry_run and os.path.isdir(StateDir(settings.state_dir).rollouts):
         from nginx_canary.cli.rollout import guard_set_weight
 
         guard_notes = guard_set_weight(obj, upstream, force)

@@ -292,7 +292,7 @@ def fetch_report_data(obj: CliContext, name: str) -> Tuple[List[Dict[str, Any]],
     _, points = read_series(state_dir, name)
     if not history and not points and store.load(name) is None:
         raise UnknownRolloutError(f"no rollout named {name!r} in {state_dir} ({reason}; set --state-dir?)")
-    return history, points, f"the files in {os.path.join(state_dir, 'rollouts')} ({reason})"
+    return history, points, f"the files in {store.rollouts_dir} ({reason})"
 
 
 @click.command(epilog=ROLLOUT_EXIT_CODES_HELP)

@@ -49,7 +49,6 @@ from nginx_canary.daemon.change_runner import ChangeRunner, OffLoopApplier
 from nginx_canary.daemon.config_watch import ConfigWatcher
 from nginx_canary.daemon.control_socket import ControlServer
 from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError, UnknownRolloutError
-from nginx_canary.fsutil import leftover_temps
 from nginx_canary.inputs import parse_percent
 from nginx_canary.logs.analyze import GROUP
 from nginx_canary.logs.sketch import LatencySketch
@@ -65,8 +64,9 @@ from nginx_canary.report.series import SeriesRecorder
 from nginx_canary.daemon.sd_notify import Notifier
 from nginx_canary.config.settings import MAX_DURATION_MS, DaemonSettings, RolloutSettings, load_settings
 from nginx_canary.rollout.store import GATES, StateStore, validate_name
+from nginx_canary.statedir import StateDir
 from nginx_canary.logs.live import LogTraffic
-from nginx_canary.nginx.transaction import Transaction, daemon_lock, writer_lock
+from nginx_canary.nginx.transaction import Transaction
 from nginx_canary.integrations.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -266,13 +266,14 @@ class Daemon:
         self.check_permissions()  # before anything is read from the state dir (the parse cache)
         config = operations.read_config(self.ops, save_cache=False)
         self.check_permissions(config)
-        self._daemon_lock = daemon_lock(self.ops.state_dir)
+        state_dir = StateDir(self.ops.state_dir)
+        self._daemon_lock = state_dir.daemon_lock()
         if self.metrics is not None and self.settings.metrics_listen:
             self._metrics_server = self.metrics.serve(self.settings.metrics_listen)
             log.info("daemon: metrics on %s", self._metrics_server.url)
-        with writer_lock(self.ops.state_dir):
+        with state_dir.writer_lock():
             recovered = Transaction(self.ops.state_dir, self.ops.nginx()).recover()
-            self._remove_leftover_temps(config)
+            self._remove_leftover_temps(state_dir, config)
         if recovered:
             log.warning("daemon: %s", recovered)
             config = operations.read_config(self.ops)
@@ -291,14 +292,12 @@ class Daemon:
         self._last_summary = self.summary()
         self.notifier.ready(self._last_summary)
 
-    def _remove_leftover_temps(self, config: NginxConfig) -> None:
+    def _remove_leftover_temps(self, state_dir: StateDir, config: NginxConfig) -> None:
         """Delete the temporary files of writes a crash cut short (call with both locks held: no write is under way)."""
         managed = [path for r in self.settings.rollouts.values() for path in upstream_files(config, r.upstream)]
-        for path in leftover_temps(managed, [self.ops.state_dir]):
-            try:
-                os.unlink(path)
-            except OSError as exc:
-                log.warning("daemon: cannot remove %s, left by an interrupted write: %s", path, exc.strerror)
+        for path, error in state_dir.remove_leftover_temps(managed):
+            if error:
+                log.warning("daemon: cannot remove %s, left by an interrupted write: %s", path, error)
             else:
                 log.warning("daemon: removed %s, left by an interrupted write", path)
 

@@ -41,7 +41,7 @@ Crash safety: a crash of the daemon loses the points not yet written (at
 most the last ``flush_every`` seconds, plus the point still open); a crash
 of the host may also lose the appends since the last fsync. A torn last line (a
 crash during an append) is skipped by readers, and cut off before the next
-append, as in the history files of :mod:`nginx_canary.rollout.store`.
+append (:func:`nginx_canary.fsutil.append_lines`, as for the rollout's history).
 
 Not thread-safe: one owner (the daemon's main loop) records and reads.
 """
@@ -51,12 +51,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from nginx_canary.errors import StateError
-from nginx_canary.fsutil import atomic_write, cut_torn_tail, fsync_dir, open_nofollow, write_all
+from nginx_canary.fsutil import append_lines, atomic_write
 from nginx_canary.rollout.store import validate_name
+from nginx_canary.statedir import FILE_MODE, StateDir
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,8 @@ SERIES_FORMAT = 1
 MAX_POINTS = 6 * 3600
 #: Seconds between two appends to the file.
 FLUSH_EVERY = 5.0
-SERIES_SUFFIX = ".series.jsonl"
 GROUPS = ("canary", "stable")
 
-_DIR_MODE = 0o700
-_FILE_MODE = 0o600
 _KEYS = {"canary": "c", "stable": "b"}
 
 # In memory a point is a tuple: (time, canary_percent, state, canary, stable),
@@ -80,7 +77,7 @@ _Point = Tuple[float, Any, Optional[str], _Group, _Group]
 
 def series_path(state_dir: str, name: str) -> str:
     """``STATE_DIR/rollouts/NAME.series.jsonl``. Raises BadInputError for an invalid name."""
-    return os.path.join(state_dir, "rollouts", validate_name(name) + SERIES_SUFFIX)
+    return StateDir(state_dir).series(name)
 
 
 def read_series(state_dir: str, name: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
@@ -111,8 +108,8 @@ class SeriesRecorder:
         if not _is_number(flush_every) or flush_every < 0:
             raise ValueError(f"flush_every must be a non-negative number of seconds, not {flush_every!r}")
         self.name = validate_name(name)
-        self.state_dir = state_dir
-        self.path = series_path(state_dir, name)
+        self.paths = StateDir(state_dir)
+        self.path = self.paths.series(self.name)
         self.max_points = max_points
         self.flush_every = float(flush_every)
         try:
@@ -283,47 +280,18 @@ class SeriesRecorder:
             return
         pending = self._points[len(self._points) - self._unflushed:]
         data = "".join(_line(p) for p in pending).encode("utf-8")
-        try:
-            fd = open_nofollow(self.path, os.O_RDWR | os.O_APPEND)
-        except FileNotFoundError:
+        if not append_lines(self.path, data, what="the series", sync=sync, create=False):
             self._rewrite()  # removed under us: write it all again
             return
-        except OSError as exc:
-            raise StateError(f"cannot open the series: {exc.strerror or exc}", file=self.path) from exc
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                cut_torn_tail(fd, size)
-            write_all(fd, data)
-            if sync:
-                os.fsync(fd)
-        except OSError as exc:
-            raise StateError(f"cannot append to the series: {exc.strerror or exc}", file=self.path) from exc
-        finally:
-            os.close(fd)
         self._unflushed = 0
 
     def _rewrite(self) -> None:
         lines = [json.dumps(self.header(), sort_keys=True) + "\n"] + [_line(p) for p in self._points]
-        self._ensure_dir()
-        atomic_write(self.path, "".join(lines).encode("utf-8"), mode=_FILE_MODE)
+        self.paths.ensure_rollouts()
+        atomic_write(self.path, "".join(lines).encode("utf-8"), mode=FILE_MODE)
         self._has_file = True
         self._rewrite_needed = False
         self._unflushed = 0
-
-    def _ensure_dir(self) -> None:
-        directory = os.path.dirname(self.path)
-        try:
-            os.makedirs(self.state_dir, _DIR_MODE, exist_ok=True)
-            if not os.path.isdir(directory):
-                os.mkdir(directory, _DIR_MODE)
-                fsync_dir(self.state_dir)
-        except FileExistsError:
-            if not os.path.isdir(directory):
-                raise StateError(f"{directory} is not a directory") from None
-        except OSError as exc:
-            raise StateError(f"cannot create {directory}: {exc.strerror or exc} (set --state-dir)") from exc
-
 
 # -- encoding ------------------------------------------------------------------------
 

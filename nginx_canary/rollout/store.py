@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import fcntl
 import json
 import logging
 import math
@@ -28,9 +27,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from nginx_canary import faults
 from nginx_canary.errors import BadInputError, StateError
-from nginx_canary.fsutil import atomic_write, cut_torn_tail, fsync_dir, open_nofollow, write_all
+from nginx_canary.fsutil import append_lines, atomic_write
+from nginx_canary.statedir import FILE_MODE, ROLLOUT_STATE_SUFFIX, StateDir
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +44,6 @@ STATE_FORMAT = 1
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_STATE_SUFFIX = ".json"
-_HISTORY_SUFFIX = ".history.jsonl"
-_DIR_MODE = 0o700
-_FILE_MODE = 0o600
 # Keys added after format 1 was first written: a file without them is still format 1.
 _OPTIONAL_KEYS = frozenset({"upstream", "gate"})
 
@@ -204,30 +199,17 @@ class StateStore:
 
     def __init__(self, state_dir: str, clock: Callable[[], float] = time.time) -> None:
         self.state_dir = state_dir
-        self.rollouts_dir = os.path.join(state_dir, "rollouts")
+        self.paths = StateDir(state_dir)
+        self.rollouts_dir = self.paths.rollouts
         self._clock = clock
 
     def state_path(self, name: str) -> str:
         """Raises BadInputError for an invalid name."""
-        return os.path.join(self.rollouts_dir, validate_name(name) + _STATE_SUFFIX)
+        return self.paths.rollout_state(name)
 
     def history_path(self, name: str) -> str:
         """Raises BadInputError for an invalid name."""
-        return os.path.join(self.rollouts_dir, validate_name(name) + _HISTORY_SUFFIX)
-
-    def _ensure_dirs(self) -> None:
-        for path in (self.state_dir, self.rollouts_dir):
-            try:
-                if path == self.state_dir:
-                    os.makedirs(path, _DIR_MODE)
-                else:
-                    os.mkdir(path, _DIR_MODE)
-                    fsync_dir(self.state_dir)  # the new entry survives a crash
-            except FileExistsError:
-                if not os.path.isdir(path):
-                    raise StateError(f"{path} is not a directory") from None
-            except OSError as exc:
-                raise StateError(f"cannot create {path}: {exc.strerror or exc} (set --state-dir)") from exc
+        return self.paths.history(name)
 
     # -- state ------------------------------------------------------------------
 
@@ -245,8 +227,8 @@ class StateStore:
             data = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
         except (TypeError, ValueError) as exc:
             raise ValueError(f"rollout {state.name!r}: state is not JSON-serialisable: {exc}") from exc
-        self._ensure_dirs()
-        atomic_write(path, data.encode("utf-8"), mode=_FILE_MODE)
+        self.paths.ensure_rollouts()
+        atomic_write(path, data.encode("utf-8"), mode=FILE_MODE)
 
     def load(self, name: str) -> Optional[RolloutState]:
         """The saved state of rollout ``name``; None if it has none.
@@ -298,8 +280,8 @@ class StateStore:
         found = []
         for entry in entries:
             # Skips histories (".jsonl") and atomic_write's temporary files (hidden, ".tmp").
-            if entry.endswith(_STATE_SUFFIX):
-                stem = entry[: -len(_STATE_SUFFIX)]
+            if entry.endswith(ROLLOUT_STATE_SUFFIX):
+                stem = entry[: -len(ROLLOUT_STATE_SUFFIX)]
                 if _NAME.fullmatch(stem):
                     found.append(stem)
         return sorted(found)
@@ -354,32 +336,8 @@ class StateStore:
             line = json.dumps(record, sort_keys=True, allow_nan=False, default=_to_json) + "\n"
         except (TypeError, ValueError) as exc:
             raise ValueError(f"history record {event!r} of rollout {name!r} is not JSON-serialisable: {exc}") from exc
-        self._ensure_dirs()
-        try:
-            fd = open_nofollow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, _FILE_MODE)
-        except OSError as exc:
-            raise StateError(f"cannot open history: {exc.strerror or exc}", file=path) from exc
-        try:
-            # One writer at a time, so the tail repair below cannot cut another's record.
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            size = os.fstat(fd).st_size
-            if size == 0:
-                created = True
-            else:
-                created = False
-                cut_torn_tail(fd, size)
-            faults.point("history_append")
-            write_all(fd, line.encode("utf-8"))
-            os.fsync(fd)
-        except OSError as exc:
-            raise StateError(f"cannot append to history: {exc.strerror or exc}", file=path) from exc
-        finally:
-            os.close(fd)
-        if created:
-            try:
-                fsync_dir(self.rollouts_dir)
-            except OSError as exc:
-                raise StateError(f"cannot sync {self.rollouts_dir}: {exc.strerror or exc}") from exc
+        self.paths.ensure_rollouts()
+        append_lines(path, line.encode("utf-8"), what="history", sync=True, fault="history_append")
         stored: Dict[str, Any] = json.loads(line)
         return stored
 
