@@ -22,8 +22,10 @@ context: small set-weight <= 300 ms; large set-weight <= 2.5 x nginx -t.
 
 Usage: .venv/bin/python bench/bench_set_weight.py [--runs N] [--quick] [--profile DIR]
 
-Standard library and psutil only. Everything (both nginx instances, the temp
-dir) is cleaned up on exit, Ctrl-C or error.
+Standard library and the package's nginx harness (nginx_canary.demo.nginx_harness,
+on psutil; the tests and the demo use it too).
+Everything (both nginx instances, the temp dir) is cleaned up on exit, Ctrl-C
+or error.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import re
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,7 +47,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import psutil
+from nginx_canary.demo.nginx_harness import NginxHarnessError, PrivateNginx, free_ports
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -69,21 +70,6 @@ class BenchError(Exception):
 
 
 # -- small helpers -------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(n: int) -> List[int]:
-    ports: List[int] = []
-    while len(ports) < n:
-        p = free_port()
-        if p not in ports:
-            ports.append(p)
-    return ports
-
 
 def find_nginx() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
@@ -277,18 +263,13 @@ class Site:
     stable: str
     upstream_file: str
     workers: int
+    nginx: PrivateNginx
     files: int = 0
     upstreams: int = 0
-    started: bool = False
-    master_pid: Optional[int] = None
 
     @property
     def conf(self) -> str:
         return os.path.join(self.prefix, "nginx.conf")
-
-    @property
-    def pid_file(self) -> str:
-        return os.path.join(self.prefix, "logs", "nginx.pid")
 
 
 def _make_prefix(root: str, name: str) -> str:
@@ -306,7 +287,7 @@ def _write(path: str, text: str) -> None:
         fh.write(text)
 
 
-def build_small(root: str) -> Site:
+def build_small(root: str, nginx: str) -> Site:
     prefix = _make_prefix(root, "small")
     front, v1, v2 = free_ports(3)
     _write(os.path.join(prefix, "nginx.conf"), SMALL_MAIN.format(common=COMMON_HTTP, front=front, v1=v1, v2=v2))
@@ -314,7 +295,8 @@ def build_small(root: str) -> Site:
     _write(upstream_file, SMALL_UPSTREAM.format(v1=v1, v2=v2))
     return Site("small", prefix, os.path.join(root, "state-small"), front, "backend",
                 canary=f"127.0.0.1:{v2}", stable=f"127.0.0.1:{v1}", upstream_file=upstream_file,
-                workers=2, files=2, upstreams=1)
+                workers=2, nginx=PrivateNginx(nginx, prefix, {"front": front}, worker_processes=2),
+                files=2, upstreams=1)
 
 
 def _large_site_file(i: int, listen_ports: Sequence[int], chosen: Tuple[int, int]) -> str:
@@ -357,7 +339,7 @@ def _large_site_file(i: int, listen_ports: Sequence[int], chosen: Tuple[int, int
     return "\n".join(lines)
 
 
-def build_large(root: str) -> Site:
+def build_large(root: str, nginx: str) -> Site:
     prefix = _make_prefix(root, "large")
     ports = free_ports(1 + LARGE_LISTEN_PORTS)
     front, listen_ports = ports[0], ports[1:]
@@ -371,38 +353,11 @@ def build_large(root: str) -> Site:
     return Site("large", prefix, os.path.join(root, "state-large"), front, f"app-{i:04d}-{j:02d}",
                 canary=f"127.0.2.{1 + n % 250}:{port}", stable=f"127.0.1.{1 + n % 250}:{port}",
                 upstream_file=os.path.join(prefix, "conf.d", f"site-{i:04d}.conf"),
-                workers=2, files=1 + LARGE_FILES, upstreams=LARGE_FILES * LARGE_UPSTREAMS_PER_FILE)
+                workers=2, nginx=PrivateNginx(nginx, prefix, {"front": front}, worker_processes=2),
+                files=1 + LARGE_FILES, upstreams=LARGE_FILES * LARGE_UPSTREAMS_PER_FILE)
 
 
 # -- running nginx -----------------------------------------------------------------
-
-def _master(site: Site) -> Optional[psutil.Process]:
-    if site.master_pid is None:
-        return None
-    try:
-        proc = psutil.Process(site.master_pid)
-        return proc if proc.is_running() else None
-    except psutil.NoSuchProcess:
-        return None
-
-
-def _worker_states(master: psutil.Process) -> Tuple[List[int], int]:
-    """(live worker pids, number of children shutting down or otherwise not a live worker)."""
-    live, other = [], 0
-    for child in master.children():
-        try:
-            line = " ".join(child.cmdline())
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        except psutil.AccessDenied:
-            other += 1
-            continue
-        if "worker process" in line and "shutting down" not in line:
-            live.append(child.pid)
-        else:
-            other += 1
-    return sorted(live), other
-
 
 def nginx_test_ok(nginx: str, site: Site) -> None:
     res = run_timed([nginx, "-t", "-p", site.prefix, "-c", site.conf], NGINX_T_TIMEOUT)
@@ -410,130 +365,32 @@ def nginx_test_ok(nginx: str, site: Site) -> None:
         raise BenchError(f"{site.name}: nginx -t rejects the generated config:\n{res.stderr.strip()}")
 
 
-def start_nginx(nginx: str, site: Site) -> None:
-    site.started = True  # from here on, stop_nginx has work to do (even if interrupted right now)
+def start_nginx(site: Site) -> None:
+    """Start the site's nginx; wait until it listens with all its workers. Raises BenchError."""
     try:
-        res = subprocess.run([nginx, "-p", site.prefix, "-c", site.conf, "-e", "stderr"],
-                             capture_output=True, text=True, timeout=START_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{site.name}: nginx did not daemonize within {START_TIMEOUT:g} s") from None
-    if res.returncode != 0:
-        raise BenchError(f"{site.name}: nginx failed to start:\n{res.stderr.strip()}")
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            with open(site.pid_file, encoding="ascii") as fh:
-                raw = fh.read().strip()
-            if raw.isdigit():
-                site.master_pid = int(raw)
-                break
-        except OSError:
-            pass
-        time.sleep(0.01)
-    else:
-        raise BenchError(f"{site.name}: no pid file {site.pid_file} after {START_TIMEOUT:g} s")
-    while time.monotonic() < deadline:
-        master = _master(site)
-        if master is None:
-            raise BenchError(f"{site.name}: nginx master {site.master_pid} exited after start; see {site.prefix}/logs/error.log")
-        live, _ = _worker_states(master)
-        if len(live) >= site.workers:
-            try:
-                with socket.create_connection(("127.0.0.1", site.front_port), timeout=0.5):
-                    return
-            except OSError:
-                pass
-        time.sleep(0.01)
-    raise BenchError(f"{site.name}: nginx not listening with {site.workers} workers after {START_TIMEOUT:g} s")
+        site.nginx.start(START_TIMEOUT)
+    except NginxHarnessError as exc:
+        raise BenchError(f"{site.name}: {exc}") from None
 
 
 def settle(site: Site) -> float:
-    """Wait until only the new generation of workers is left (old ones exited); seconds waited."""
+    """Wait until only the new generation of workers is left (old ones exited); seconds waited. Raises BenchError."""
     t0 = time.monotonic()
-    deadline = t0 + SETTLE_TIMEOUT
-    while True:
-        master = _master(site)
-        if master is None:
-            raise BenchError(f"{site.name}: nginx master {site.master_pid} is gone; see {site.prefix}/logs/error.log")
-        live, other = _worker_states(master)
-        if len(live) == site.workers and other == 0:
-            return time.monotonic() - t0
-        if time.monotonic() >= deadline:
-            print(f"  warning: {site.name}: old workers still present after {SETTLE_TIMEOUT:g} s; going on", file=sys.stderr)
-            return time.monotonic() - t0
-        time.sleep(0.005)
-
-
-def _ours(proc: psutil.Process, site: Site) -> bool:
-    """An nginx master process started from this site's prefix (a unique temp dir)."""
     try:
-        line = " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-        return False
-    return line.startswith("nginx: master process") and site.prefix in line.split()
-
-
-def _wait_gone(procs: List[psutil.Process], deadline: float) -> List[psutil.Process]:
-    """Wait until each process has exited (a zombie counts: its parent is init); return the ones left."""
-    alive = list(procs)
-    while alive:
-        still = []
-        for proc in alive:
-            try:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    still.append(proc)
-            except psutil.NoSuchProcess:
-                pass
-        alive = still
-        if not alive or time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
-    return alive
+        settled = site.nginx.wait_settled(SETTLE_TIMEOUT)
+    except NginxHarnessError as exc:
+        raise BenchError(f"{site.name}: {exc}") from None
+    if not settled:
+        print(f"  warning: {site.name}: old workers still present after {SETTLE_TIMEOUT:g} s; going on", file=sys.stderr)
+    return time.monotonic() - t0
 
 
 def stop_nginx(site: Site) -> None:
-    """SIGQUIT our master (pid file, else found by its prefix), wait with a deadline, then SIGKILL what is left."""
-    if not site.started:
-        return
-    masters: Dict[int, psutil.Process] = {}
-    pids = [site.master_pid]
-    try:
-        with open(site.pid_file, encoding="ascii") as fh:
-            raw = fh.read().strip()
-        if raw.isdigit():
-            pids.append(int(raw))
-    except OSError:
-        pass
-    for pid in pids:
-        if pid is None:
-            continue
-        try:
-            proc = psutil.Process(pid)
-        except psutil.NoSuchProcess:
-            continue
-        if _ours(proc, site):  # never signal a process whose pid was reused
-            masters[pid] = proc
-    if not masters:
-        # Interrupted before the pid file was read (or written): find it by its prefix.
-        for proc in psutil.process_iter():
-            if _ours(proc, site):
-                masters[proc.pid] = proc
-    for master in masters.values():
-        try:
-            family = [master] + master.children(recursive=True)
-            master.send_signal(signal.SIGQUIT)
-        except psutil.NoSuchProcess:
-            continue
-        alive = _wait_gone(family, time.monotonic() + STOP_TIMEOUT)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        left = _wait_gone(alive, time.monotonic() + 5)
-        if left:
-            print(f"warning: {site.name}: nginx processes {[p.pid for p in left]} survived SIGKILL", file=sys.stderr)
-    site.started = False
+    """SIGQUIT the site's master, wait with a deadline, then SIGKILL what is left."""
+    killed = site.nginx.stop(STOP_TIMEOUT)
+    if killed:
+        print(f"warning: {site.name}: nginx processes {killed} ignored SIGQUIT for {STOP_TIMEOUT:g} s; killed",
+              file=sys.stderr)
 
 
 # -- the measurement -------------------------------------------------------------------
@@ -835,11 +692,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         wanted = [opts.only] if opts.only else ["small", "large"]
         for name in wanted:
             t0 = time.perf_counter()
-            site = build_small(root) if name == "small" else build_large(root)
+            site = build_small(root, nginx) if name == "small" else build_large(root, nginx)
             sites.append(site)
             nginx_test_ok(nginx, site)
-            start_nginx(nginx, site)
-            print(f"{name}: {site.files} files, {site.upstreams} upstreams, nginx master {site.master_pid} "
+            start_nginx(site)
+            print(f"{name}: {site.files} files, {site.upstreams} upstreams, nginx master {site.nginx.master_pid()} "
                   f"(built, tested and started in {time.perf_counter() - t0:.1f} s)", flush=True)
         if "small" in wanted:
             small = next(s for s in sites if s.name == "small")

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import psutil
 import pytest
+
+from nginx_canary.demo.nginx_harness import PrivateNginx, free_port
 
 # A vendored copy of ../shared/corpus/nginx-configs (certbot's round-trip test
 # data, Apache-2.0; see tests/data/README.md), so a clean clone can run it.
@@ -47,13 +44,6 @@ upstream backend {{
 """
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def find_nginx() -> Optional[str]:
     return shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx") or None
 
@@ -74,19 +64,13 @@ def snapshot_tree(root: Path) -> Dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@dataclass
-class NginxInstance:
-    """A real nginx running from ``prefix`` with a stable (v1) and a canary (v2) backend."""
+class NginxInstance(PrivateNginx):
+    """A real nginx running from ``prefix`` with a stable (v1) and a canary (v2) backend, and its state dir."""
 
-    binary: str
-    prefix: Path
-    ports: Dict[str, int]
-    state_dir: Path
-    started: bool = field(default=False)
-
-    @property
-    def conf(self) -> Path:
-        return self.prefix / "nginx.conf"
+    def __init__(self, binary: str, prefix: Path, ports: Dict[str, int], state_dir: Path,
+                 worker_processes: int = 2) -> None:
+        super().__init__(binary, prefix, ports, worker_processes=worker_processes)
+        self.state_dir = state_dir
 
     @property
     def upstream_conf(self) -> Path:
@@ -108,36 +92,9 @@ class NginxInstance:
     def config_files(self) -> Dict[str, bytes]:
         return snapshot_tree(self.prefix / "conf.d") | {"nginx.conf": self.conf.read_bytes()}
 
-    def start(self) -> None:
-        subprocess.run([self.binary, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr"],
-                       check=True, capture_output=True, timeout=30)
-        self.started = True
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.ports["front"]), timeout=0.5):
-                    pass
-                if len(self.workers()) == 2:  # forked and renamed: tests compare worker PIDs
-                    return
-            except (OSError, ValueError, psutil.Error):
-                pass
-            time.sleep(0.02)
-        raise RuntimeError("nginx did not start listening")
-
-    def master(self) -> psutil.Process:
-        return psutil.Process(int((self.prefix / "logs" / "nginx.pid").read_text().strip()))
-
     def workers(self) -> List[int]:
         """Worker PIDs that accept connections (not shutting down, not exited)."""
-        pids = []
-        for child in self.master().children():
-            try:
-                title = " ".join(child.cmdline())
-            except psutil.NoSuchProcess:  # exited, or a zombie the master has not reaped yet
-                continue
-            if "worker process" in title and "shutting down" not in title:
-                pids.append(child.pid)
-        return sorted(pids)
+        return self.worker_pids()
 
     def get(self, path: str = "/") -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['front']}{path}", timeout=5) as resp:
@@ -150,24 +107,6 @@ class NginxInstance:
             body = self.get()
             counts[body] = counts.get(body, 0) + 1
         return counts
-
-    def stop(self) -> None:
-        if not self.started:
-            return
-        pid_file = self.prefix / "logs" / "nginx.pid"
-        try:
-            pid = int(pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return
-        try:
-            proc = psutil.Process(pid)
-            proc.send_signal(signal.SIGQUIT)
-            proc.wait(timeout=10)
-        except psutil.NoSuchProcess:
-            pass
-        except psutil.TimeoutExpired:
-            proc.kill()
-        self.started = False
 
 
 def make_nginx(binary: str, root: Path) -> NginxInstance:

@@ -27,7 +27,6 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, Iterator, Optional
 
-import psutil
 import pytest
 
 from nginx_canary.daemon import service as daemon
@@ -38,7 +37,7 @@ from nginx_canary.logs.analyze import FORCED, GROUP
 from nginx_canary.nginx.conf import load_config
 from nginx_canary.config.settings import DaemonSettings, load_settings
 
-from tests.conftest import free_port
+from nginx_canary.demo.nginx_harness import PrivateNginx, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CONF_D = REPO / "conf.d"
@@ -102,7 +101,9 @@ class ExampleSite:
     nginx_bin: str
     root: Path
     ports: Optional[Dict[str, int]] = None
-    started: bool = False
+
+    def __post_init__(self) -> None:
+        self.server = PrivateNginx(self.nginx_bin, self.prefix, self.ports or {}, worker_processes=1)
 
     @property
     def prefix(self) -> Path:
@@ -144,8 +145,7 @@ class ExampleSite:
         return self
 
     def nginx(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([self.nginx_bin, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr", *args],
-                                capture_output=True, text=True, timeout=30)
+        result = self.server.run(*args)
         if check:
             assert result.returncode == 0, f"nginx {' '.join(args)} failed:\n{result.stderr}"
         return result
@@ -162,8 +162,7 @@ class ExampleSite:
 
     def start(self) -> None:
         assert self.ports is not None
-        self.nginx()
-        self.started = True
+        self.server.start()
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -199,21 +198,7 @@ class ExampleSite:
         return counts
 
     def stop(self) -> None:
-        if not self.started:
-            return
-        pid_file = self.prefix / "logs" / "nginx.pid"
-        try:
-            master = psutil.Process(int(pid_file.read_text().strip()))
-        except (OSError, ValueError, psutil.NoSuchProcess):
-            self.started = False
-            return
-        family = [master] + master.children()
-        self.nginx("-s", "quit", check=False)
-        _, alive = psutil.wait_procs(family, timeout=10)
-        for proc in alive:
-            proc.kill()
-        psutil.wait_procs(alive, timeout=5)
-        self.started = False
+        self.server.stop()
 
 
 @pytest.fixture

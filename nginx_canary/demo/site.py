@@ -17,14 +17,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from nginx_canary.demo.nginx_harness import PrivateNginx, free_port
 from nginx_canary.logs.format import CANARY_FORMAT
 
 NGINX_CONF = """\
@@ -58,13 +56,6 @@ upstream backend {{
 """
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _yaml_list(values: Sequence[object]) -> str:
     return "[" + ", ".join(str(v) for v in values) + "]"
 
@@ -78,11 +69,20 @@ class DemoSite:
     workers: int = 1
     ports: Dict[str, int] = field(default_factory=dict)
     socket_dir: Optional[str] = None
-    started: bool = False
 
     def __post_init__(self) -> None:
         if not self.ports:
             self.ports = {"front": free_port(), "v1": free_port(), "v2": free_port()}
+        self.nginx = PrivateNginx(self.nginx_bin, self.prefix, self.ports, worker_processes=self.workers)
+
+    @property
+    def started(self) -> bool:
+        """True from :meth:`start_nginx` until nginx is stopped (or a test that killed it says so)."""
+        return self.nginx.started
+
+    @started.setter
+    def started(self, value: bool) -> None:
+        self.nginx.started = value
 
     @property
     def prefix(self) -> Path:
@@ -161,79 +161,19 @@ class DemoSite:
         self.daemon_config.write_text("\n".join(lines) + "\n")
 
     def start_nginx(self, timeout: float = 10.0) -> None:
-        """Start nginx and wait until it accepts connections and all its workers run. Raises RuntimeError."""
-        result = subprocess.run([self.nginx_bin, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr"],
-                                capture_output=True, text=True, timeout=30)
-        if result.returncode != 0:
-            raise RuntimeError(f"nginx did not start: {result.stderr.strip()}")
-        self.started = True
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            # The master listens before it forks its workers: a connection alone
-            # does not prove them there, and whoever reloads next must find them
-            # (or it takes workers of the first generation for the new one's).
-            if self._listening() and len(self.worker_pids()) >= self.workers:
-                return
-            time.sleep(0.02)
-        raise RuntimeError("nginx did not start listening with all its workers")
-
-    def _listening(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.ports["front"]), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        """Start nginx and wait until it accepts connections and all its workers run. Raises NginxHarnessError."""
+        self.nginx.start(timeout)
 
     def worker_pids(self) -> List[int]:
-        """PIDs of the running master's worker processes, as their titles say (none if nginx is not running)."""
-        pid = self.nginx_pid()
-        if pid is None:
-            return []
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
-                children = [int(p) for p in fh.read().split()]
-        except (OSError, ValueError):
-            return []
-        found = []
-        for child in children:
-            try:
-                with open(f"/proc/{child}/cmdline", "rb") as fh:
-                    title = fh.read()
-            except OSError:
-                continue
-            if title.startswith(b"nginx: worker process"):
-                found.append(child)
-        return found
+        """PIDs of the running master's live workers (none if nginx is not running)."""
+        return self.nginx.worker_pids()
 
     def nginx_pid(self) -> Optional[int]:
-        try:
-            return int((self.prefix / "logs" / "nginx.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return self.nginx.master_pid()
 
-    def stop_nginx(self, timeout: float = 10.0) -> None:
-        """Stop nginx gracefully (SIGQUIT), then SIGKILL after ``timeout``."""
-        if not self.started:
-            return
-        self.started = False
-        pid = self.nginx_pid()
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    def stop_nginx(self, timeout: float = 10.0, sig: signal.Signals = signal.SIGQUIT) -> List[int]:
+        """Stop nginx (``sig``, graceful by default), then SIGKILL what is left after ``timeout``; the killed PIDs."""
+        return self.nginx.stop(timeout, sig)
 
     def config_files(self) -> Dict[str, bytes]:
         """The bytes of every nginx config file, by path relative to the prefix."""

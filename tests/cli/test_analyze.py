@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from nginx_canary.demo.nginx_harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_FORMAT_SNIPPET = REPO / "conf.d" / "nginx-canary-log-format.conf"

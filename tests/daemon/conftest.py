@@ -280,48 +280,8 @@ class Harness:
 
     def _stop_nginx(self) -> List[str]:
         """nginx's fast shutdown (SIGTERM: no test needs a graceful one here), then SIGKILL for what is left."""
-        pid = self.site.nginx_pid() if self.site.started else None
-        self.site.started = False
-        procs: List[psutil.Process] = []
-        if pid is not None:
-            try:
-                master = psutil.Process(pid)
-                if "nginx" in master.name():
-                    procs = [master] + master.children(recursive=True)
-                    master.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                pass
-        problems = []
-        for proc in wait_gone(procs, 10.0):
-            try:
-                problems.append(f"nginx process {proc.pid} still alive 10 s after SIGTERM; killed")
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        wait_gone(procs, 5.0)
-        return problems
-
-
-def wait_gone(procs: Sequence[psutil.Process], timeout: float) -> List[psutil.Process]:
-    """Wait until every process has exited (a zombie counts as gone); returns those still alive.
-
-    Polls every 10 ms: psutil.wait_procs backs off to long sleeps for processes that are not our children.
-    """
-    deadline = time.monotonic() + timeout
-    alive = list(procs)
-    while alive:
-        still = []
-        for proc in alive:
-            try:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    still.append(proc)
-            except psutil.NoSuchProcess:
-                pass
-        alive = still
-        if not alive or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    return alive
+        killed = self.site.stop_nginx(timeout=10.0, sig=signal.SIGTERM)
+        return [f"nginx process {pid} still alive 10 s after SIGTERM; killed" for pid in killed]
 
 
 @pytest.fixture

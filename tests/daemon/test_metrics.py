@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from nginx_canary.daemon.control_socket import call
 from nginx_canary.demo.app import DemoApp
 from nginx_canary.demo.load import run_load
-from nginx_canary.demo.site import DemoSite, free_port
+from nginx_canary.demo.nginx_harness import free_port
+from nginx_canary.demo.site import DemoSite
 from nginx_canary.errors import CanaryError
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]

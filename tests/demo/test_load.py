@@ -18,7 +18,7 @@ import pytest
 
 from nginx_canary.demo.app import DemoApp
 from nginx_canary.demo.load import LoadResult, parse_loopback_url, run_load
-from tests.conftest import free_port
+from nginx_canary.demo.nginx_harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

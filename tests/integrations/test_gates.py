@@ -26,7 +26,7 @@ from nginx_canary.integrations.gates import (
 )
 from nginx_canary.config.settings import HttpCheckSettings
 from nginx_canary.integrations.urls import redact_url
-from tests.conftest import free_port
+from nginx_canary.demo.nginx_harness import free_port
 from tests.rollout.test_machine import make_stats
 from tests.integrations.test_webhooks import WAIT, Receiver
 

@@ -24,7 +24,7 @@ from nginx_canary.rollout.analysis import FAIL
 from nginx_canary.rollout.machine import Rollout
 from nginx_canary.config.settings import WEBHOOK_EVENTS, WebhookSettings
 from nginx_canary.integrations.webhooks import DELIVERY_HEADER, WebhookSender, describe, public_event, why_failed
-from tests.conftest import free_port
+from nginx_canary.demo.nginx_harness import free_port
 from tests.rollout.test_machine import T0, Env, tick_until
 
 WAIT = 10.0  # upper bound for anything to happen; never reached when things work

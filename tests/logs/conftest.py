@@ -12,7 +12,8 @@ from typing import Iterator, List
 
 import pytest
 
-from tests.conftest import NginxInstance, free_port
+from nginx_canary.demo.nginx_harness import free_port
+from tests.conftest import NginxInstance
 
 COUNTING_CONF = """\
 worker_processes 2;

@@ -26,7 +26,7 @@ from nginx_canary.logs.format import (
 )
 from nginx_canary.logs.records import Attempt
 from nginx_canary.nginx.lexer import statements
-from tests.conftest import free_port
+from nginx_canary.demo.nginx_harness import free_port
 
 SNIPPET = Path(__file__).resolve().parents[2] / "conf.d" / "nginx-canary-log-format.conf"
 

@@ -48,7 +48,8 @@ from nginx_canary.daemon import control_socket
 
 from nginx_canary import faults
 from nginx_canary.demo.app import DemoApp
-from nginx_canary.demo.site import DemoSite, free_port
+from nginx_canary.demo.nginx_harness import free_port
+from nginx_canary.demo.site import DemoSite
 from nginx_canary.errors import CanaryError
 from nginx_canary.nginx.conf import load_config
 from nginx_canary.nginx.operations import plan_split

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Tuple
 import psutil
 import pytest
 
-from nginx_canary.demo.site import free_port
+from nginx_canary.demo.nginx_harness import free_port
 from tests.reliability.conftest import history, metrics, saved_state, try_call
 
 STEPS = (1, 2, 5, 10, 20, 50, 100)

@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any, Dict, List, Tuple
 
-from nginx_canary.demo.site import free_port
+from nginx_canary.demo.nginx_harness import free_port
 from tests.reliability.conftest import WAIT, history, wait_for
 
 FLOOD_RATE = 7000          # requests per second, at most

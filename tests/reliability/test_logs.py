@@ -30,7 +30,7 @@ from typing import Dict, List
 
 import psutil
 
-from nginx_canary.demo.site import free_port
+from nginx_canary.demo.nginx_harness import free_port
 from nginx_canary.logs.format import CANARY_FORMAT
 from tests.reliability.conftest import metrics, wait_for
 

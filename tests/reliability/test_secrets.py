@@ -19,7 +19,7 @@ from typing import Dict, Iterator, List
 
 import pytest
 
-from nginx_canary.demo.site import free_port
+from nginx_canary.demo.nginx_harness import free_port
 from tests.reliability.conftest import history, wait_for
 from tests.integrations.test_webhooks import Receiver
 

@@ -43,7 +43,7 @@ import pytest
 from nginx_canary.daemon import control_socket
 
 from nginx_canary.integrations import metrics
-from nginx_canary.demo.site import free_port
+from nginx_canary.demo.nginx_harness import free_port
 from nginx_canary.errors import CanaryError
 from tests.reliability.conftest import Steps, history, saved_state, wait_for
 
