@@ -1,4 +1,4 @@
-"""Text that is safe to show on an operator's terminal.
+"""Text that is safe to show on an operator's terminal, and user input quoted short in messages.
 
 Messages can carry bytes nobody on the host wrote: nginx copies a client's
 request line and headers into its error log, and a reload failure quotes that
@@ -30,3 +30,10 @@ def printable(text: str) -> str:
 def printable_lines(text: str) -> str:
     """Like :func:`printable`, but newlines and tabs are kept (for diffs and tables)."""
     return _UNSAFE_KEEP_LINES.sub(_escaped, text)
+
+
+def quoted(text: str, limit: int = 60) -> str:
+    """``repr`` of a value, shortened: messages quote what the user wrote, on one line."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

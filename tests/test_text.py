@@ -1,8 +1,8 @@
-"""Text shown to the operator carries no control characters."""
+"""Text shown to the operator carries no control characters; quoted values stay short."""
 
 from __future__ import annotations
 
-from nginx_canary.text import printable, printable_lines
+from nginx_canary.text import printable, printable_lines, quoted
 
 
 def test_controls_and_bidi_marks_are_escaped() -> None:
@@ -18,3 +18,10 @@ def test_plain_text_and_other_unicode_are_kept() -> None:
 
 def test_lines_mode_keeps_newlines_and_tabs_only() -> None:
     assert printable_lines("a\n\tb\r\x1b") == "a\n\tb\\x0d\\x1b"
+
+
+def test_quoted_is_repr_shortened_to_a_limit():
+    assert quoted("a b") == "'a b'"
+    assert quoted("x" * 60) == repr("x" * 60)
+    assert quoted("x" * 61) == f"{'x' * 60!r}... (61 characters)"
+    assert quoted("abcdef", limit=3) == "'abc'... (6 characters)"

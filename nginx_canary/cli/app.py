@@ -16,6 +16,7 @@ from nginx_canary import __version__
 
 from nginx_canary.nginx import operations
 from nginx_canary.cli.context import DEFAULT_CONFIG_PATH, CliContext
+from nginx_canary.domain import percent_text
 from nginx_canary.errors import CanaryError, ExitCode
 from nginx_canary.inputs import parse_percent
 from nginx_canary.nginx.conf import NginxConfig, Upstream
@@ -30,14 +31,6 @@ Exit codes:
   3  nginx is not running (nothing changed; --no-reload writes and tests without reloading)
   4  another nginx-canary holds the lock (nothing changed)
 """
-
-
-def _percent_text(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".")
-
-
-def _fraction_text(value: Fraction) -> str:
-    return _percent_text(float(value))
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,7 +93,7 @@ def _print_upstreams(config: NginxConfig) -> None:
         click.echo(f"upstream {upstream.name}  ({upstream.location})")
         for s in upstream.servers:
             flags = " ".join(s.flags)
-            click.echo(f"  {s.address:<30} weight={s.weight:<6} {_percent_text(upstream.share_percent(s)):>6}%  {flags}".rstrip())
+            click.echo(f"  {s.address:<30} weight={s.weight:<6} {percent_text(upstream.share_percent(s)):>6}%  {flags}".rstrip())
 
 
 @cli.command()
@@ -171,7 +164,7 @@ def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequen
     click.echo(printable_lines(plan.diff), nl=False)
     for note in result.notes:
         click.echo(printable(note))
-    share = _fraction_text(plan.split.canary_percent())
+    share = percent_text(plan.split.canary_percent())
     if dry_run:
         click.echo(f"dry run: would give the canary {share} % of upstream {plan.upstream.name}; nothing changed")
     elif result.outcome is not None:
@@ -212,7 +205,7 @@ def validate(settings: operations.Settings, upstream: Optional[str], percent: Op
         click.echo(f"nginx running: master {result.master_pid}, workers {_pids(result.workers)}")
     if result.plan is not None:
         changed = len(result.plan.changes)
-        click.echo(f"split ok: canary {_fraction_text(result.plan.split.canary_percent())} % of "
+        click.echo(f"split ok: canary {percent_text(result.plan.split.canary_percent())} % of "
                    f"{result.plan.upstream.name} would change {changed} file(s)")
 
 

@@ -18,7 +18,8 @@ from nginx_canary.errors import (BadInputError, CanaryError, ControlError, Daemo
                                  UnknownRolloutError)
 from nginx_canary.inputs import parse_percent
 from nginx_canary.report.series import read_series
-from nginx_canary.rollout.store import ACTIVE_STATES, RolloutState, StateStore, validate_name
+from nginx_canary.domain import ACTIVE_STATES, State, check_steps, validate_name
+from nginx_canary.rollout.store import RolloutState, StateStore
 from nginx_canary.cli.views import format_history, format_status, format_watch_line, is_final, render_watch
 
 ROLLOUT_EXIT_CODES_HELP = """\b
@@ -59,8 +60,8 @@ def _steps(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> 
     if value is None:
         return None
     parts = [p.strip() for p in value.split(",")]
-    for part in parts:
-        parse_percent(part)  # a clear error here rather than from the daemon
+    # A clear error here rather than from the daemon.
+    check_steps([parse_percent(part) for part in parts], spelled=parts)
     return parts
 
 
@@ -327,7 +328,7 @@ def rollouts_steering(state_dir: str, upstream: str) -> List[RolloutState]:
     """Saved rollouts that are running on ``upstream`` or still owe it a restore. Raises StateError."""
     found = []
     for state in StateStore(state_dir).load_all():
-        owes_restore = state.state == "failed" or state.snapshot_id is not None
+        owes_restore = state.state == State.FAILED or state.snapshot_id is not None
         if state.upstream == upstream and (state.state in ACTIVE_STATES or owes_restore):
             found.append(state)
     return found
@@ -345,7 +346,7 @@ def guard_set_weight(obj: CliContext, upstream: str, force: bool) -> List[str]:
             raise BadInputError(
                 f"upstream {upstream!r} is under rollout {state.name!r} ({state.state} at {state.canary_percent} %); "
                 f"use `nginx-canary pause {state.name}`, `abort {state.name}`, or set-weight --force to pause it first")
-        if state.state != "progressing":
+        if state.state != State.PROGRESSING:
             notes.append(f"rollout {state.name!r} is {state.state}; changing the weights anyway (--force)")
             continue
         try:

@@ -6,13 +6,13 @@ import textwrap
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from nginx_canary.domain import ACTIVE_STATES, FINAL_STATES, State, percent_text
 from nginx_canary.text import printable, printable_lines
 
 
 def _percent(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.2f}".rstrip("0").rstrip(".")
-    return str(value)
+    # Ints and the history's percent strings are shown as they are.
+    return percent_text(value) if isinstance(value, float) else str(value)
 
 
 def _ms(seconds: Optional[float]) -> str:
@@ -30,7 +30,7 @@ def _steps(status: Dict[str, Any]) -> str:
     marks: List[str] = []
     for i, step in enumerate(status.get("steps") or []):
         text = _percent(step)
-        if i == status.get("step") and status.get("state") in ("progressing", "paused"):
+        if i == status.get("step") and status.get("state") in ACTIVE_STATES:
             text = f"[{text}]"
         marks.append(text)
     return " -> ".join(marks)
@@ -88,14 +88,10 @@ def format_history(record: Dict[str, Any]) -> str:
 
 # -- the live view (`status NAME --watch`) ------------------------------------------------
 
-#: States in which a watch ends (once any restore the state owes is done).
-FINAL_STATES = ("promoted", "rolled_back", "aborted", "failed")
-
-
 def is_final(status: Dict[str, Any]) -> bool:
     """True when the rollout has finished: ``failed``, or promoted / rolled back / aborted with no restore owed."""
     state = status.get("state")
-    return state == "failed" or (state in FINAL_STATES and not status.get("snapshot_id"))
+    return state == State.FAILED or (state in FINAL_STATES and not status.get("snapshot_id"))
 
 
 def _rate_per_second(figures: Optional[Dict[str, Any]], window: Any) -> Optional[float]:
@@ -128,16 +124,16 @@ def progress_bar(status: Dict[str, Any], width: int) -> Tuple[str, str]:
     segment = max(3, min(12, (width - 2 - (count + 1)) // count))
     cells: List[str] = []
     for i in range(count):
-        if state == "idle":
+        if state == State.IDLE:
             cells.append("." * segment)
-        elif state == "promoted" or i < current:
+        elif state == State.PROMOTED or i < current:
             cells.append("=" * segment)
         elif i == current:
-            if state in ("rolled_back", "aborted", "failed"):
+            if state in FINAL_STATES:
                 cells.append("X" * segment)
             else:
                 filled = int(round(_step_fraction(status) * (segment - 1)))
-                head = "|" if state == "paused" else ">"
+                head = "|" if state == State.PAUSED else ">"
                 cells.append(("=" * filled + head).ljust(segment, "."))
         else:
             cells.append("." * segment)
@@ -148,7 +144,7 @@ def progress_bar(status: Dict[str, Any], width: int) -> Tuple[str, str]:
     for i in order:
         step = steps[i]
         text = f"{_percent(step)} %"
-        if i == current and state in ("progressing", "paused"):
+        if i == current and state in ACTIVE_STATES:
             text = f"[{text}]"
         start = 1 + i * (segment + 1)
         if start + len(text) <= len(labels) and all(c == " " for c in labels[max(0, start - 1):start + len(text) + 1]):
@@ -187,11 +183,11 @@ def render_watch(status: Dict[str, Any], *, width: int = 80, now: Optional[float
     lines = [head]
     where = f"step {step + 1} of {len(steps)}" if steps else "no steps"
     left = status.get("time_left_in_step")
-    if state == "progressing" and isinstance(left, (int, float)):
+    if state == State.PROGRESSING and isinstance(left, (int, float)):
         note = f"{left:.0f} s left in {where}" if left > 0 else f"{where}: bake time over, waiting for a pass"
-    elif state == "paused":
+    elif state == State.PAUSED:
         note = f"paused at {where}"
-    elif state == "idle":
+    elif state == State.IDLE:
         note = "not started"
     else:
         note = state.replace("_", " ")
@@ -236,7 +232,7 @@ def format_watch_line(status: Dict[str, Any], *, now: Optional[float] = None, er
     if steps:
         parts.append(f"step {step + 1}/{len(steps)}")
     left = status.get("time_left_in_step")
-    if status.get("state") == "progressing" and isinstance(left, (int, float)):
+    if status.get("state") == State.PROGRESSING and isinstance(left, (int, float)):
         parts.append(f"{left:.0f}s left")
     window = status.get("window_seconds")
     for group in ("canary", "stable"):

@@ -45,8 +45,10 @@ from typing import Callable, Dict, Iterator, List, Literal, Mapping, Optional, S
 
 import yaml
 
+from nginx_canary.domain import MAX_DURATION_MS, StepError, check_steps, validate_name
 from nginx_canary.errors import BadInputError, SettingsError
 from nginx_canary.inputs import check_word, parse_percent
+from nginx_canary.text import quoted
 
 DEFAULT_CONFIG_PATH = "/etc/nginx-canary/config.yaml"
 CONFIG_ENV = "NGINX_CANARY_CONFIG"
@@ -272,13 +274,6 @@ def _printable(text: str) -> str:
     return text if text.isprintable() else repr(text)
 
 
-def _show(text: str, limit: int = 60) -> str:
-    """``repr`` of a value, shortened: messages quote what the user wrote, on one line."""
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}... ({len(text)} characters)"
-
-
 def _is_mapping(node: yaml.Node) -> bool:
     return isinstance(node, yaml.MappingNode) and node.tag == _MAP
 
@@ -301,13 +296,13 @@ def _describe(node: yaml.Node) -> str:
     if node.tag in _NUMBER_TAGS:
         return f"the number {node.value}"
     if node.tag in _TEXT_TAGS:
-        return _show(node.value)
+        return quoted(node.value)
     return _tagged(node.tag)
 
 
 def _tagged(tag: str) -> str:
     short = "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
-    return f"a value tagged {_show(short)}"
+    return f"a value tagged {quoted(short)}"
 
 
 def _is_null(node: yaml.Node) -> bool:
@@ -330,10 +325,8 @@ _DECIMAL = re.compile(r"\A-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]{1,15})?\Z")
 _INTEGER = re.compile(r"\A-?(?:0|[1-9][0-9]{0,14})\Z")
 _DURATION = re.compile(r"\A(-?(?:0|[1-9][0-9]{0,9})(?:\.[0-9]{1,9})?)(ms|s|m|h)?\Z")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-MAX_DURATION_MS = 720 * 3_600_000
 DURATION_EXAMPLES = "a duration like 250ms, 10s or 5m"
 
-ROLLOUT_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _GROUP = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
 _COMMAND = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.+-]{0,255}\Z")
 _HOSTNAME = re.compile(r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -411,7 +404,7 @@ class _Reader:
                 raise self.error(key_node, key, f"keys must be plain names, got {_describe(key_node)}")
             name = key_node.value
             if name in found:
-                raise self.error(key_node, key, f"duplicate key {_show(name)} (first on line {_line(found[name][0])})")
+                raise self.error(key_node, key, f"duplicate key {quoted(name)} (first on line {_line(found[name][0])})")
             if known is not None and name not in known:
                 raise self.error(key_node, key, self._unknown(name, known))
             found[name] = (key_node, value_node)
@@ -427,7 +420,7 @@ class _Reader:
             close = difflib.get_close_matches(name, known, n=1)
             if close:
                 hint = f", did you mean {close[0]!r}?"
-        return f"unknown key {_show(name)}{hint} (known: {', '.join(known)})"
+        return f"unknown key {quoted(name)}{hint} (known: {', '.join(known)})"
 
     def items(self, node: yaml.Node, key: str, what: str) -> Iterator[Tuple[str, yaml.Node]]:
         """``(key path, node)`` for each element of a non-empty list."""
@@ -505,7 +498,7 @@ class _Reader:
     def path(self, node: yaml.Node, key: str, max_bytes: int = MAX_PATH_BYTES) -> str:
         text = self.text(node, key, "an absolute path")
         if not text.startswith("/"):
-            raise self.error(node, key, f"expected an absolute path, got {_show(text)}")
+            raise self.error(node, key, f"expected an absolute path, got {quoted(text)}")
         self.printable(node, key, "path", text)
         size = len(text.encode("utf-8"))
         if size > max_bytes:
@@ -515,7 +508,7 @@ class _Reader:
     def printable(self, node: yaml.Node, key: str, kind: str, text: str) -> None:
         for char in text:
             if not char.isprintable():
-                raise self.error(node, key, f"{kind} {_show(text)} contains the unprintable character {char!r}")
+                raise self.error(node, key, f"{kind} {quoted(text)} contains the unprintable character {char!r}")
 
     # -- sections -----------------------------------------------------------
 
@@ -550,13 +543,13 @@ class _Reader:
             return self.path(node, key)
         if not _COMMAND.match(text):
             raise self.error(node, key, f"expected a command name like 'nginx' (looked up in PATH) or an absolute path, "
-                                        f"got {_show(text)}")
+                                        f"got {quoted(text)}")
         return text
 
     def group(self, node: yaml.Node, key: str) -> str:
         text = self.text(node, key, "a group name or id")
         if not _GROUP.match(text):
-            raise self.error(node, key, f"expected a group name or numeric id like 'nginx-canary', got {_show(text)}")
+            raise self.error(node, key, f"expected a group name or numeric id like 'nginx-canary', got {quoted(text)}")
         return text
 
     def listen(self, node: yaml.Node, key: str) -> str:
@@ -565,7 +558,7 @@ class _Reader:
         if colon and _PORT.match(port) and int(port) <= 65535 and _is_host(host):
             return text
         raise self.error(node, key, f"expected host:port like '127.0.0.1:9145', '[::1]:9145' or 'localhost:9145' "
-                                    f"(port 1 to 65535), got {_show(text)}")
+                                    f"(port 1 to 65535), got {quoted(text)}")
 
     def rollouts(self, node: yaml.Node, key: str) -> Mapping[str, RolloutSettings]:
         if _is_null(node):
@@ -575,9 +568,10 @@ class _Reader:
         # Two rollouts steering one upstream would overwrite each other's weights.
         claimed: Dict[str, str] = {}
         for name, (key_node, value_node) in entries.items():
-            if not ROLLOUT_NAME.match(name):
-                raise self.error(key_node, key, f"rollout name {_show(name)} must be 1 to 64 ASCII letters, digits, "
-                                                "'_', '.' or '-', starting with a letter or digit")
+            try:
+                validate_name(name)
+            except BadInputError as exc:
+                raise self.error(key_node, key, exc.message) from None
             rollouts[name] = self.rollout(value_node, _join(key, name), name, _line(key_node), claimed)
         return MappingProxyType(rollouts)
 
@@ -621,24 +615,19 @@ class _Reader:
     def steps(self, node: yaml.Node, key: str) -> Tuple[Fraction, ...]:
         what = "a percent from 0 to 100 with at most two decimals, like 12.5"
         steps: List[Fraction] = []
-        last_key, last = key, node
-        for item_key, item in self.items(node, key, "a list of percents like [10, 25, 50, 100]"):
+        items = list(self.items(node, key, "a list of percents like [10, 25, 50, 100]"))
+        for item_key, item in items:
             # YAML types first (no quoted or boolean steps), then the CLI's PERCENT rules.
             self.number(item, item_key, what, _DECIMAL)
             try:
-                percent = parse_percent(item.value)
+                steps.append(parse_percent(item.value))
             except BadInputError:
                 raise self.error(item, item_key, f"expected {what}, got {_describe(item)}") from None
-            if percent == 0:
-                raise self.error(item, item_key, "must be greater than 0: a step of 0 % sends the canary nothing")
-            if steps and percent <= steps[-1]:
-                raise self.error(item, item_key, f"steps must increase, but {item.value} follows {_percent(steps[-1])}")
-            steps.append(percent)
-            last_key, last = item_key, item
-        if steps[-1] != 100:
-            raise self.error(last, last_key, f"the last step must be 100 (a rollout ends with all traffic on the "
-                                             f"canary), got {last.value}")
-        return tuple(steps)
+        try:
+            return check_steps(steps, spelled=[item.value for _, item in items])
+        except StepError as exc:
+            item_key, item = items[exc.index]
+            raise self.error(item, item_key, exc.message) from None
 
     def on_success(self, node: yaml.Node, key: str) -> OnSuccess:
         text = self.text(node, key, "keep or restore")
@@ -724,7 +713,7 @@ class _Reader:
             if event not in WEBHOOK_EVENTS:
                 close = difflib.get_close_matches(event, WEBHOOK_EVENTS, n=1)
                 hint = f", did you mean {close[0]!r}?" if close else ""
-                raise self.error(item, item_key, f"unknown event {_show(event)}{hint} "
+                raise self.error(item, item_key, f"unknown event {quoted(event)}{hint} "
                                                  f"(known: {', '.join(WEBHOOK_EVENTS)})")
             if event in seen:
                 raise self.error(item, item_key, f"duplicate event {event!r} (also {seen[event]})")
@@ -788,7 +777,7 @@ def url_problem(text: str) -> Optional[str]:
             return f"URL contains the character {char!r}, which a URL cannot hold (percent-encode it)"
     scheme, colon_slashes, rest = text.partition("://")
     if not colon_slashes or scheme.lower() not in ("http", "https"):
-        return f"expected an http:// or https:// URL, got {_show(text)}"
+        return f"expected an http:// or https:// URL, got {quoted(text)}"
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
     hostport = authority.rpartition("@")[2]
     host, port = hostport, None
@@ -802,9 +791,9 @@ def url_problem(text: str) -> Optional[str]:
     if not host:
         return "URL has no host"
     if not _is_host(host):
-        return f"URL has an invalid host {_show(host)}"
+        return f"URL has an invalid host {quoted(host)}"
     if port is not None and not (_PORT.match(port) and int(port) <= 65535):
-        return f"URL has an invalid port {_show(port)} (1 to 65535)"
+        return f"URL has an invalid port {quoted(port)} (1 to 65535)"
     return None
 
 
@@ -816,14 +805,14 @@ def parse_duration(text: str) -> float:
     """
     match = _DURATION.match(text)
     if match is None:
-        raise BadInputError(f"expected {DURATION_EXAMPLES}, got {_show(text)}")
+        raise BadInputError(f"expected {DURATION_EXAMPLES}, got {quoted(text)}")
     ms = Fraction(match.group(1)) * _UNIT_MS[match.group(2) or "s"]
     if ms <= 0:
-        raise BadInputError(f"must be greater than 0, got {_show(text)}")
+        raise BadInputError(f"must be greater than 0, got {quoted(text)}")
     if ms.denominator != 1:
-        raise BadInputError(f"durations have millisecond resolution, got {_show(text)}")
+        raise BadInputError(f"durations have millisecond resolution, got {quoted(text)}")
     if ms > MAX_DURATION_MS:
-        raise BadInputError(f"must be at most 720h (30 days), got {_show(text)}")
+        raise BadInputError(f"must be at most 720h (30 days), got {quoted(text)}")
     return float(ms / 1000)
 
 
@@ -840,10 +829,6 @@ def _is_host(host: str) -> bool:
         # All-digit labels are a mistyped IPv4 address, not a hostname.
         return bool(_HOSTNAME.match(host)) and not host.replace(".", "").isdigit()
     return True
-
-
-def _percent(value: Fraction) -> str:
-    return str(value.numerator) if value.denominator == 1 else f"{float(value):g}"
 
 
 def _seconds(value: float) -> str:

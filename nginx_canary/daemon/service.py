@@ -48,6 +48,7 @@ from nginx_canary.rollout.applier import NginxSplitApplier
 from nginx_canary.daemon.change_runner import ChangeRunner, OffLoopApplier
 from nginx_canary.daemon.config_watch import ConfigWatcher
 from nginx_canary.daemon.control_socket import ControlServer
+from nginx_canary.domain import ACTIVE_STATES, check_step_interval, validate_name
 from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError, UnknownRolloutError
 from nginx_canary.inputs import parse_percent
 from nginx_canary.logs.analyze import GROUP
@@ -59,11 +60,11 @@ from nginx_canary.integrations.metrics import DaemonMetrics, MetricsServer
 from nginx_canary.integrations.gates import GateChecker, HttpChecker
 from nginx_canary.permissions import describe, insecure_paths, insecure_state_dir
 from nginx_canary.report.html import last_run
-from nginx_canary.rollout.machine import ACTIVE, Rollout
+from nginx_canary.rollout.machine import Rollout
 from nginx_canary.report.series import SeriesRecorder
 from nginx_canary.daemon.sd_notify import Notifier
-from nginx_canary.config.settings import MAX_DURATION_MS, DaemonSettings, RolloutSettings, load_settings
-from nginx_canary.rollout.store import GATES, StateStore, validate_name
+from nginx_canary.config.settings import DaemonSettings, RolloutSettings, load_settings
+from nginx_canary.rollout.store import GATES, StateStore
 from nginx_canary.statedir import StateDir
 from nginx_canary.logs.live import LogTraffic
 from nginx_canary.nginx.transaction import Transaction
@@ -307,7 +308,7 @@ class Daemon:
         for name, runtime in self.runtimes.items():
             st = runtime.rollout.state
             text = f"{name}: {st.state}"
-            if st.state in ACTIVE and st.steps:
+            if st.state in ACTIVE_STATES and st.steps:
                 text += f" {st.canary_percent} % (step {st.step_index + 1}/{len(st.steps)})"
             parts.append(text)
         return "; ".join(parts) or "no rollouts configured"
@@ -500,7 +501,7 @@ class Daemon:
         """Whether the rollout's check is due at ``mono``; if so, schedule the next one."""
         if mono < runtime.next_check:
             return False
-        if runtime.rollout.state.state in ACTIVE and runtime.next_check:
+        if runtime.rollout.state.state in ACTIVE_STATES and runtime.next_check:
             # How late this check runs against its schedule (the interval's jitter).
             self.check_lateness.add(mono - runtime.next_check)
         interval = runtime.rollout.settings.analysis.interval
@@ -539,7 +540,7 @@ class Daemon:
     def _record_series(self, name: str, runtime: RolloutRuntime, now: float) -> None:
         """One point per whole second per group for the report, while a run is active and a little after."""
         st = runtime.rollout.state
-        if st.state in ACTIVE:
+        if st.state in ACTIVE_STATES:
             runtime.series_until = now + SERIES_AFTER_RUN
         elif runtime.series_until is None:
             return
@@ -552,7 +553,7 @@ class Daemon:
             runtime.series.record(stamp, canary=canary.summary(), stable=stable.summary(),
                                   canary_percent=st.canary_percent, state=st.state)
         runtime.series_second = second
-        if st.state not in ACTIVE and now >= runtime.series_until:
+        if st.state not in ACTIVE_STATES and now >= runtime.series_until:
             runtime.series_until = None
             self._flush_series(name, runtime)
 
@@ -725,17 +726,15 @@ class Daemon:
                 raise BadInputError("steps must be a list of percents")
             parsed = [parse_percent(s) for s in steps]
         interval = args.get("step_interval")
-        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
-                                     or not 0 < interval <= MAX_DURATION_MS / 1000):
-            raise BadInputError(f"step_interval must be a number of seconds above 0 and at most 720h, "
-                                f"not {str(interval)[:40]!r}")
+        if interval is not None:
+            interval = check_step_interval(interval)
         now = self.clock()
         previous_since = runtime.traffic.since
         runtime.traffic.since = now
         try:
             runtime.rollout.start(now, steps=parsed, step_interval=interval)
         except CanaryError:
-            if runtime.rollout.state.state not in ACTIVE:
+            if runtime.rollout.state.state not in ACTIVE_STATES:
                 runtime.traffic.since = previous_since
             raise
         finally:
@@ -841,7 +840,7 @@ class Daemon:
         for name, runtime in list(self.runtimes.items()):
             current = runtime.rollout.settings
             wanted = new.rollouts.get(name)
-            active = runtime.rollout.state.state in ACTIVE or runtime.rollout.state.snapshot_id is not None
+            active = runtime.rollout.state.state in ACTIVE_STATES or runtime.rollout.state.snapshot_id is not None
             if wanted is None:
                 if active:
                     log.warning("rollout %s: removed from the config but %s; it runs on until it ends",

@@ -43,7 +43,7 @@ Metrics (``rollout`` is the rollout's name; ``group`` is ``canary`` or ``stable`
     The canary's share of the upstream's traffic in percent (0 to 100).
 ``nginx_canary_rollout_state{rollout,state}`` (gauge)
     1 for the rollout's current state, 0 for every other state of
-    :data:`nginx_canary.rollout.store.STATES`.
+    :class:`nginx_canary.domain.State`.
 ``nginx_canary_rollbacks_total{rollout}`` (counter)
     Automatic rollbacks (failed checks, or a step nginx would not take);
     operator aborts are not rollbacks.
@@ -82,7 +82,7 @@ from nginx_canary.rollout.analysis import CHECKS
 from nginx_canary.daemon.bounded_server import BoundedServer, Limits, Refusal
 from nginx_canary.errors import CanaryError
 from nginx_canary.logs.window import Stats
-from nginx_canary.rollout.store import STATES
+from nginx_canary.domain import State
 
 #: The URL path of the metrics.
 METRICS_PATH = "/metrics"
@@ -134,7 +134,7 @@ class _GroupTraffic:
 
 @dataclass
 class _RolloutFigures:
-    state: str = "idle"
+    state: str = State.IDLE
     canary_percent: float = 0.0
     groups: Dict[str, _GroupTraffic] = field(default_factory=lambda: {g: _GroupTraffic() for g in GROUPS})
 
@@ -306,7 +306,8 @@ class DaemonMetrics:
                                         labels=("rollout", "state"))
         for name, state, percent, groups in rollouts:
             weight.add_metric((name,), percent)
-            for known in STATES + ((state,) if state not in STATES else ()):
+            known_states = [s.value for s in State]
+            for known in known_states + ([state] if state not in known_states else []):
                 state_gauge.add_metric((name, known), 1.0 if known == state else 0.0)
             for group in GROUPS:
                 stats = groups[group].total()

@@ -54,6 +54,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 import requests
 
 from nginx_canary.config.settings import WebhookSettings
+from nginx_canary.domain import State
 from nginx_canary.integrations.urls import redact_url
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def public_event(event: str, record: Mapping[str, Any]) -> Optional[str]:
         return "check_failed" if _verdict(record).get("verdict") == "fail" else None
     if event == "recovered":
         # Recovery pauses a rollout whose files changed while the daemon was down.
-        return "paused" if record.get("state") == "paused" else None
+        return "paused" if record.get("state") == State.PAUSED else None
     return _SIMPLE_EVENTS.get(event)
 
 

@@ -33,12 +33,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from nginx_canary.domain import ACTIVE_STATES, State, percent_text
+
 #: Most time bins a chart is drawn from.
 MAX_BINS = 480
 #: A run of this many passing / inconclusive checks or more is folded.
 FOLD_AT = 4
 
-FINAL_STATES = ("promoted", "rolled_back", "aborted", "failed")
 CANARY_COLOUR = "#e8590c"
 STABLE_COLOUR = "#1c7ed6"
 WEIGHT_COLOUR = "#5f3dc4"
@@ -65,9 +66,7 @@ def _num(value: Any) -> Optional[float]:
 
 def _pct_text(value: Any) -> str:
     number = _num(value)
-    if number is None:
-        return "-"
-    return (f"{number:.2f}".rstrip("0").rstrip(".")) + " %"
+    return "-" if number is None else percent_text(number) + " %"
 
 
 def _rate_text(rate: Optional[float]) -> str:
@@ -515,11 +514,11 @@ def _charts(run: Run, points: Sequence[Dict[str, Any]]) -> str:
 
 def _outcome(run: Run) -> str:
     state = run.state or "unknown"
-    if state in ("progressing", "paused", "idle"):
+    if state in ACTIVE_STATES + (State.IDLE,):
         css, title = "running", f"still {state}"
-    elif state == "promoted":
+    elif state == State.PROMOTED:
         css, title = "good", "promoted"
-    elif state == "aborted":
+    elif state == State.ABORTED:
         css, title = "warn", "aborted"
     else:
         css, title = "bad", state.replace("_", " ")

@@ -55,7 +55,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from nginx_canary.errors import StateError
 from nginx_canary.fsutil import append_lines, atomic_write
-from nginx_canary.rollout.store import validate_name
+from nginx_canary.domain import percent_number, validate_name
 from nginx_canary.statedir import FILE_MODE, StateDir
 
 log = logging.getLogger(__name__)
@@ -293,6 +293,7 @@ class SeriesRecorder:
         self._rewrite_needed = False
         self._unflushed = 0
 
+
 # -- encoding ------------------------------------------------------------------------
 
 
@@ -304,18 +305,10 @@ def _percent(value: Any) -> Any:
     """A JSON number for a percent given as a number or a string ("12.5"); None stays None."""
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"canary_percent must be a number, not {value!r}") from None
     try:
-        number = float(value)  # also a Fraction
-    except (TypeError, ValueError):
-        raise ValueError(f"canary_percent must be a number, not {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"canary_percent must be finite, not {value!r}")
-    return int(number) if number.is_integer() else round(number, 2)
+        return percent_number(value)
+    except ValueError as exc:
+        raise ValueError(f"canary_percent {exc}") from None
 
 
 def _group(summary: Any, label: str) -> _Group:

@@ -45,6 +45,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
+from nginx_canary.domain import number_text, percent_text
 from nginx_canary.logs.window import Stats
 
 #: The p99 ratio check ignores a canary p99 at most this much above stable's (seconds)...
@@ -492,30 +493,20 @@ def _exceeds(value: float, limit: float) -> bool:
     return value > limit and not math.isclose(value, limit, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def _trim(number: float, digits: int) -> str:
-    """``number`` with up to ``digits`` decimals, trailing zeros dropped but one decimal kept."""
-    text = f"{number:.{digits}f}"
-    if "." in text:
-        text = text.rstrip("0")
-        if text.endswith("."):
-            text += "0"
-    return text
-
-
 def _pct(fraction: float) -> str:
-    return f"{_trim(fraction * 100.0, 2)} %"
+    return f"{_points(fraction)} %"
 
 
 def _points(fraction: float) -> str:
-    return _trim(fraction * 100.0, 2)
+    return percent_text(fraction * 100.0, keep_point=True)
 
 
 def _seconds(seconds: float) -> str:
-    return f"{_trim(seconds, 3)} s"
+    return f"{number_text(seconds, 3, keep_point=True)} s"
 
 
 def _ratio(ratio: float) -> str:
-    return f"{_trim(ratio, 2)}x"
+    return f"{number_text(ratio, 2, keep_point=True)}x"
 
 
 def _unique(items: Iterable[str]) -> List[str]:

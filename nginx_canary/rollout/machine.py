@@ -16,7 +16,6 @@ are written down in docs/ROLLOUT-DESIGN.md.
 from __future__ import annotations
 
 import logging
-import math
 from fractions import Fraction
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
@@ -24,18 +23,16 @@ from nginx_canary.rollout.analysis import CHECKS, FAIL, PASS, Check, Thresholds,
 from nginx_canary.errors import BadInputError, BusyError, CanaryError, StateError
 from nginx_canary.logs.window import Stats
 from nginx_canary.config.settings import RolloutSettings
-from nginx_canary.rollout.store import ACTIVE_STATES, RolloutState, StateStore
+from nginx_canary.domain import (ACTIVE_STATES, STARTABLE_STATES, TERMINAL_STATES, State, check_step_interval,
+                                  check_steps, percent_number, percent_text)
+from nginx_canary.rollout.store import RolloutState, StateStore
 
 log = logging.getLogger(__name__)
-
-ACTIVE = ACTIVE_STATES
-TERMINAL = ("promoted", "rolled_back", "aborted")
-STARTABLE = ("idle",) + TERMINAL
 
 #: At most one history line per this many seconds for checks that neither fail nor change the verdict.
 CHECK_HISTORY_EVERY = 60.0
 
-_VERB = {"rolled_back": "rolled back", "aborted": "aborted", "promoted": "promoted"}
+_VERB = {State.ROLLED_BACK: "rolled back", State.ABORTED: "aborted", State.PROMOTED: "promoted"}
 # Ends the message of a terminal state that still owes its restore (see "Crash safety"):
 # the whole snapshot, or only its weights when the files were edited by someone else.
 _RESTORING = "; restoring the snapshot taken at start"
@@ -106,57 +103,12 @@ ExtraChecks = Callable[[float], Tuple[Check, ...]]
 GATE_OPEN = "open"
 
 
-def format_percent(value: Fraction) -> str:
-    """``Fraction(25)`` -> ``"25"``, ``Fraction(25, 2)`` -> ``"12.5"`` (steps have at most two decimals)."""
-    if value.denominator == 1:
-        return str(value.numerator)
-    return f"{float(value):.2f}".rstrip("0").rstrip(".")
-
-
-def check_steps(steps: Sequence[Any]) -> Tuple[Fraction, ...]:
-    """Validate a rollout's steps: increasing percents above 0 with at most two decimals, ending at 100.
-
-    Raises BadInputError naming the offending step.
-    """
-    result: List[Fraction] = []
-    if isinstance(steps, (str, bytes)) or not steps:
-        raise BadInputError("steps must be a non-empty list of percents like 10, 25, 50, 100")
-    for raw in steps:
-        try:
-            percent = Fraction(raw) if not isinstance(raw, bool) else None
-        except (TypeError, ValueError):
-            percent = None
-        if percent is None:
-            raise BadInputError(f"step {raw!r} is not a percent")
-        if not 0 < percent <= 100 or (percent * 100).denominator != 1:
-            raise BadInputError(f"step {raw} must be above 0 and at most 100, with at most two decimals")
-        if result and percent <= result[-1]:
-            raise BadInputError(f"steps must increase, but {format_percent(percent)} follows "
-                                f"{format_percent(result[-1])}")
-        result.append(percent)
-    if result[-1] != 100:
-        raise BadInputError(f"the last step must be 100 (a rollout ends with all traffic on the canary), "
-                            f"not {format_percent(result[-1])}")
-    return tuple(result)
-
-
-def _check_interval(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise BadInputError(f"step interval must be a positive number of seconds, not {value!r}")
-    return float(value)
-
-
 def _changed(expected: Dict[str, str], actual: Dict[str, str]) -> List[str]:
     return sorted(p for p in set(expected) | set(actual) if expected.get(p) != actual.get(p))
 
 
 def _copy(state: RolloutState) -> RolloutState:
     return RolloutState.from_dict(state.to_dict())
-
-
-def _json_percent(text: str) -> Any:
-    value = Fraction(text)
-    return value.numerator if value.denominator == 1 else float(value)
 
 
 class Rollout:
@@ -239,18 +191,18 @@ class Rollout:
         """
         now = self._now if now is None else now
         st = self.state
-        steps = list(st.steps) if st.steps else [format_percent(s) for s in self.settings.steps]
+        steps = list(st.steps) if st.steps else [percent_text(s) for s in self.settings.steps]
         verdict = st.last_verdict
         time_left = None
-        if st.state == "progressing" and st.step_started_at is not None and now is not None:
+        if st.state == State.PROGRESSING and st.step_started_at is not None and now is not None:
             time_left = max(0.0, self.step_interval - (now - st.step_started_at))
         return {
             "name": self.name,
             "upstream": self.settings.upstream,
             "state": st.state,
             "step": st.step_index,
-            "steps": [_json_percent(s) for s in steps],
-            "canary_percent": _json_percent(st.canary_percent),
+            "steps": [percent_number(s) for s in steps],
+            "canary_percent": percent_number(st.canary_percent),
             "started_at": st.started_at,
             "step_started_at": st.step_started_at,
             "step_interval": self.step_interval,
@@ -283,25 +235,25 @@ class Rollout:
         """
         self._now = now
         previous = _copy(self.state)
-        if previous.state in ACTIVE:
+        if previous.state in ACTIVE_STATES:
             raise BadInputError(f"rollout {self.name!r} is already {previous.state} at {self._label()}; "
                                 "abort it (or let it finish) before starting again")
-        if previous.state not in STARTABLE:
+        if previous.state not in STARTABLE_STATES:
             raise BadInputError(f"rollout {self.name!r} failed and still owes a restore of snapshot "
                                 f"{previous.snapshot_id}: fix the cause and run abort to retry it")
         if previous.snapshot_id is not None:
             raise BadInputError(f"rollout {self.name!r} is {previous.state} but still restoring snapshot "
                                 f"{previous.snapshot_id} (retried at every check); start it again once restored")
         chosen = check_steps(self.settings.steps if steps is None else steps)
-        interval = None if step_interval is None else _check_interval(step_interval)
+        interval = None if step_interval is None else check_step_interval(step_interval)
         snapshot_id = self.applier.begin(self.name)
         try:
             at_start = self.applier.snapshot_files(snapshot_id)
         except CanaryError:
             at_start = {}  # the restore will say what is wrong with the snapshot
         self.state = RolloutState(
-            name=self.name, state="progressing", step_index=0,
-            steps=tuple(format_percent(s) for s in chosen), canary_percent="0",
+            name=self.name, state=State.PROGRESSING, step_index=0,
+            steps=tuple(percent_text(s) for s in chosen), canary_percent="0",
             snapshot_id=snapshot_id, started_at=now, message="starting", upstream=self.settings.upstream,
             expected_files=dict(at_start),
         )
@@ -330,10 +282,10 @@ class Rollout:
         """
         self._now = now
         st = self.state
-        if st.state in TERMINAL and st.snapshot_id is not None:
+        if st.state in TERMINAL_STATES and st.snapshot_id is not None:
             self._settle_restore(now)  # owed since a BusyError
             return None
-        if st.state not in ACTIVE:
+        if st.state not in ACTIVE_STATES:
             return None
         if st.step_started_at is None:
             # A step change left in flight by a BusyError during recovery: settle it first.
@@ -344,14 +296,14 @@ class Rollout:
         if verdict is None:
             verdict = self._judge(now)
         if st.failure_streak >= self.failure_threshold:
-            self._restore_snapshot(now, "rolled_back", f"{st.failure_streak} consecutive failed checks "
+            self._restore_snapshot(now, State.ROLLED_BACK, f"{st.failure_streak} consecutive failed checks "
                                    f"(failure_threshold {self.failure_threshold}): {verdict.reason}", "rollback")
             return verdict
-        if st.state == "progressing" and st.gate == "pre_rollout":
+        if st.state == State.PROGRESSING and st.gate == "pre_rollout":
             if self._gate("pre_rollout", now) is None:
                 st.gate = None  # opened (or no longer configured): the first step now
                 self._move_to_step(now, 0, manual=False, revert_to=_copy(st))
-        elif (st.state == "progressing" and verdict.verdict == PASS
+        elif (st.state == State.PROGRESSING and verdict.verdict == PASS
                 and now - st.step_started_at >= self.step_interval):
             self._advance(now, verdict)
         return verdict
@@ -364,7 +316,7 @@ class Rollout:
         """
         self._now = now
         st = self.state
-        if st.state != "progressing" or not st.expected_files or st.step_started_at is None:
+        if st.state != State.PROGRESSING or not st.expected_files or st.step_started_at is None:
             return False
         seen = self.applier.hashes_of(sorted(st.expected_files))
         changed = _changed(st.expected_files, seen)
@@ -384,7 +336,7 @@ class Rollout:
         being applied. Raises StateError when the state cannot be saved.
         """
         self._now = now
-        if self.state.state not in ACTIVE:
+        if self.state.state not in ACTIVE_STATES:
             return None
         return self._judge(now)
 
@@ -414,7 +366,7 @@ class Rollout:
     def pause(self, now: float, reason: Optional[str] = None) -> None:
         """Stop stepping (checks and automatic rollback go on). Raises BadInputError unless progressing."""
         self._now = now
-        if self.state.state != "progressing":
+        if self.state.state != State.PROGRESSING:
             raise BadInputError(f"rollout {self.name!r} is {self.state.state}, "
                                 "only a progressing rollout can be paused")
         self._pause(now, reason or "paused by the operator", "pause")
@@ -432,7 +384,7 @@ class Rollout:
         """
         self._now = now
         st = self.state
-        if st.state != "paused":
+        if st.state != State.PAUSED:
             raise BadInputError(f"rollout {self.name!r} is {st.state}, only a paused rollout can be resumed")
         files = self.applier.files_now()
         changed = _changed(st.expected_files, files)
@@ -442,7 +394,7 @@ class Rollout:
             self._record("resume", now, changed_outside=changed)
             self._move_to_step(now, st.step_index, manual=True, revert_to=_copy(st))
             return
-        st.state = "progressing"
+        st.state = State.PROGRESSING
         st.paused_reason = None
         st.step_started_at = now
         st.message = f"at {self._label()}: resumed, bake time restarted"
@@ -458,7 +410,7 @@ class Rollout:
         """
         self._now = now
         st = self.state
-        if st.state not in ACTIVE:
+        if st.state not in ACTIVE_STATES:
             raise BadInputError(f"rollout {self.name!r} is {st.state}, only a progressing or paused rollout "
                                 "can be promoted")
         last = len(st.steps) - 1
@@ -484,12 +436,12 @@ class Rollout:
         """
         self._now = now
         st = self.state
-        if st.state not in ACTIVE + ("failed",):
+        if st.state not in ACTIVE_STATES + (State.FAILED,):
             if st.snapshot_id is not None:
                 raise BadInputError(f"rollout {self.name!r} is {st.state} and already restoring snapshot "
                                     f"{st.snapshot_id} (retried at every check)")
             raise BadInputError(f"rollout {self.name!r} is {st.state}, nothing to abort")
-        error = self._restore_snapshot(now, "aborted", reason or "aborted by the operator", "abort")
+        error = self._restore_snapshot(now, State.ABORTED, reason or "aborted by the operator", "abort")
         if error is not None:
             raise error
 
@@ -503,17 +455,17 @@ class Rollout:
         self._now = now
         st = self.state
         self._step_interval = self._saved_step_interval()
-        if st.state in ACTIVE:
+        if st.state in ACTIVE_STATES:
             before = st.to_dict()
             if st.snapshot_id is None:
                 self._restore_failed(now, f"{st.state} at {self._label()}", None, CanaryError(
                     "the saved state records no snapshot for this run"))
-            elif st.state == "progressing" and st.step_started_at is None:
+            elif st.state == State.PROGRESSING and st.step_started_at is None:
                 self._settle_step_change(now)
             else:
                 self._recover_steady(now)
             return None if st.to_dict() == before and self.state is st else self.state.message
-        if st.state in TERMINAL and st.snapshot_id is not None:
+        if st.state in TERMINAL_STATES and st.snapshot_id is not None:
             self._settle_restore(now)
             return self.state.message
         return None
@@ -580,7 +532,7 @@ class Rollout:
             planned = self.applier.plan(percent)
         except CanaryError as exc:
             return self._move_failed(now, label, exc, manual, revert_to, files_before)
-        st.state = "progressing"
+        st.state = State.PROGRESSING
         st.gate = None
         st.step_index = index
         st.canary_percent = st.steps[index]
@@ -605,7 +557,7 @@ class Rollout:
 
     def _move_failed(self, now: float, label: str, exc: CanaryError, manual: bool, revert_to: RolloutState,
                      files_before: Dict[str, str]) -> bool:
-        if revert_to.state in ACTIVE:
+        if revert_to.state in ACTIVE_STATES:
             # Checks observed while the change was under way count in the state it falls back to.
             revert_to.failure_streak = self.state.failure_streak
             revert_to.last_verdict = self.state.last_verdict
@@ -615,11 +567,11 @@ class Rollout:
                                   ("" if manual else "; trying again at the next check"))
             self._save(now)
             self._record("busy", now, level=logging.WARNING, target=label, error=str(exc))
-        elif revert_to.state not in ACTIVE or (revert_to.step_started_at is None and revert_to.step_index == 0):
+        elif revert_to.state not in ACTIVE_STATES or (revert_to.step_started_at is None and revert_to.step_index == 0):
             # The first step of a start (or its redo at recovery): nothing of ours is on the files; the run ends.
             self.state.expected_files = files_before
             self._record("apply_failed", now, level=logging.ERROR, target=label, error=str(exc))
-            self._restore_snapshot(now, "rolled_back", f"could not apply {label}: {exc}", "rollback")
+            self._restore_snapshot(now, State.ROLLED_BACK, f"could not apply {label}: {exc}", "rollback")
         else:
             # The applier put the files back: nginx still serves the step that passed its checks.
             # Rolling back would meet the same nginx -t, disk or reload trouble; an operator decides.
@@ -647,12 +599,12 @@ class Rollout:
 
     def _complete(self, now: float, reason: str, *, manual: bool) -> None:
         if self.settings.on_success == "restore":
-            error = self._restore_snapshot(now, "promoted", f"{reason} (on_success: restore)", "promoted")
+            error = self._restore_snapshot(now, State.PROMOTED, f"{reason} (on_success: restore)", "promoted")
             if error is not None and manual:
                 raise error
             return
         st = self.state
-        st.state = "promoted"
+        st.state = State.PROMOTED
         st.snapshot_id = None  # the 100 % files are the new baseline: no restore owed
         st.paused_reason = None
         st.message = f"promoted: {reason}; the canary keeps {st.canary_percent} % (on_success: keep)"
@@ -661,7 +613,7 @@ class Rollout:
 
     def _pause(self, now: float, reason: str, event: str) -> None:
         st = self.state
-        st.state = "paused"
+        st.state = State.PAUSED
         st.paused_reason = reason
         if st.step_started_at is None:
             st.step_started_at = now  # only "progressing" may carry the step-change intent
@@ -669,7 +621,7 @@ class Rollout:
         self._save(now)
         self._record(event, now, level=logging.WARNING if event != "pause" else logging.INFO, reason=reason)
 
-    def _restore_snapshot(self, now: float, final: str, reason: str, event: str) -> Optional[CanaryError]:
+    def _restore_snapshot(self, now: float, final: State, reason: str, event: str) -> Optional[CanaryError]:
         """Put the start snapshot back and end in ``final`` (``failed`` if the restore fails).
 
         Returns the restore's error, or None. The intent is saved first (see
@@ -681,7 +633,7 @@ class Rollout:
         summary = f"{_VERB[final]}: {reason}"
         if snapshot_id is None:
             # Only a state file from elsewhere lacks one (see recover): nothing can be put back.
-            if final == "aborted":
+            if final == State.ABORTED:
                 st.state = final
                 st.message = f"{summary}; no snapshot was recorded, the files are left as they are"
                 self._save(now)
@@ -706,7 +658,7 @@ class Rollout:
             self._save(now)
         except StateError as exc:
             log.error("rollout %s: restoring the snapshot although its intent cannot be saved: %s", self.name, exc)
-        self._record(event, now, level=logging.WARNING if final != "promoted" else logging.INFO,
+        self._record(event, now, level=logging.WARNING if final != State.PROMOTED else logging.INFO,
                      reason=reason, snapshot_id=snapshot_id, changed_outside=changed)
         try:
             original: Optional[Dict[str, str]] = self.applier.snapshot_files(snapshot_id)
@@ -759,9 +711,9 @@ class Rollout:
 
     def _restore_failed(self, now: float, summary: str, snapshot_id: Optional[str], exc: CanaryError) -> None:
         st = self.state
-        st.state = "failed"
+        st.state = State.FAILED
         st.message = (f"FAILED: {summary}, but restoring snapshot {snapshot_id or '(none)'} failed: {exc}. "
-                      f"nginx may still give the canary {format_percent(Fraction(st.canary_percent))} %. "
+                      f"nginx may still give the canary {percent_text(Fraction(st.canary_percent))} %. "
                       f"Fix the cause, then run `nginx-canary abort {self.name}` to retry the restore")
         self._save(now)
         self._record("restore_failed", now, level=logging.ERROR, snapshot_id=snapshot_id, error=str(exc))
@@ -803,7 +755,7 @@ class Rollout:
         changed = _changed(st.expected_files, files)
         if changed:
             self._pause(now, self._drift_reason(files, changed), "recovered")
-        elif st.state == "progressing":
+        elif st.state == State.PROGRESSING:
             st.step_started_at = now
             st.message = f"at {self._label()}: resumed after a restart, bake time restarted"
             self._save(now)
@@ -851,7 +803,7 @@ class Rollout:
 
     def _saved_step_interval(self) -> Optional[float]:
         """The ``--step-interval`` of the current run, from its "start" history record."""
-        if self.state.state not in ACTIVE:
+        if self.state.state not in ACTIVE_STATES:
             return None
         try:
             records = self.store.history(self.name)
@@ -862,7 +814,7 @@ class Rollout:
             if record.get("event") == "start":
                 value = (record.get("detail") or {}).get("step_interval")
                 try:
-                    return None if value is None else _check_interval(value)
+                    return None if value is None else check_step_interval(value)
                 except BadInputError:
                     return None
         return None

@@ -27,39 +27,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from nginx_canary.domain import State, is_rollout_name, validate_name
 from nginx_canary.errors import BadInputError, StateError
 from nginx_canary.fsutil import append_lines, atomic_write
 from nginx_canary.statedir import FILE_MODE, ROLLOUT_STATE_SUFFIX, StateDir
 
 log = logging.getLogger(__name__)
 
-STATES = ("idle", "progressing", "paused", "promoted", "rolled_back", "aborted", "failed")
 #: Gates a run can wait at (settings: rollouts.NAME.gates).
 GATES = ("pre_rollout", "confirm_step", "confirm_promotion")
-#: States in which a run steps the canary's weights (``rollout.ACTIVE``).
-ACTIVE_STATES = ("progressing", "paused")
-
 #: Version of the state file layout; a file of another version is refused, not guessed at.
 STATE_FORMAT = 1
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Keys added after format 1 was first written: a file without them is still format 1.
 _OPTIONAL_KEYS = frozenset({"upstream", "gate"})
-
-
-def validate_name(name: Any) -> str:
-    """Return ``name`` if it can be a rollout's file name, else raise BadInputError.
-
-    1 to 64 characters: letters, digits, ``_``, ``.``, ``-``, starting with a
-    letter or digit; so no ``/``, no ``..`` path, no hidden file.
-    """
-    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
-        raise BadInputError(
-            f"invalid rollout name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
+_STATE_VALUES = frozenset(s.value for s in State)
 
 
 @dataclass
@@ -83,7 +66,7 @@ class RolloutState:
     """
 
     name: str
-    state: str = "idle"
+    state: State = State.IDLE
     step_index: int = 0
     steps: Tuple[str, ...] = ()
     canary_percent: str = "0"
@@ -105,13 +88,18 @@ class RolloutState:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first field that does not hold what it should."""
+        """Raise ValueError naming the first field that does not hold what it should.
+
+        A ``state`` given as its string becomes the :class:`State`.
+        """
         try:
             validate_name(self.name)
         except BadInputError as exc:
             raise ValueError(str(exc)) from None
-        if self.state not in STATES:
-            raise ValueError(f"state must be one of {', '.join(STATES)}, not {self.state!r}")
+        if isinstance(self.state, str) and self.state in _STATE_VALUES:
+            self.state = State(self.state)
+        if not isinstance(self.state, State):
+            raise ValueError(f"state must be one of {', '.join(State)}, not {self.state!r}")
         if not isinstance(self.steps, tuple) or not all(isinstance(s, str) and s for s in self.steps):
             raise ValueError(f"steps must be a tuple of percent strings, not {self.steps!r}")
         if not _is_count(self.step_index):
@@ -282,7 +270,7 @@ class StateStore:
             # Skips histories (".jsonl") and atomic_write's temporary files (hidden, ".tmp").
             if entry.endswith(ROLLOUT_STATE_SUFFIX):
                 stem = entry[: -len(ROLLOUT_STATE_SUFFIX)]
-                if _NAME.fullmatch(stem):
+                if is_rollout_name(stem):
                     found.append(stem)
         return sorted(found)
 

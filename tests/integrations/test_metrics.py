@@ -20,8 +20,10 @@ from nginx_canary.errors import CanaryError, NginxRejectedError, StateError
 from nginx_canary.logs.window import Stats
 from nginx_canary.integrations.metrics import (CODES, LATENCY_BUCKETS, RELOAD_BUCKETS, DaemonMetrics, MetricsError, MetricsServer,
                                   split_listen)
-from nginx_canary.rollout.store import STATES
+from nginx_canary.domain import State
 from tests.rollout.test_machine import T0, Env
+
+STATE_VALUES = [s.value for s in State]
 
 Key = Tuple[str, FrozenSet[Tuple[str, str]]]
 
@@ -125,7 +127,7 @@ def test_request_counters_latency_histogram_weight_and_state_as_fed(metrics, ser
 
     assert got.value("nginx_canary_canary_weight_percent", rollout="app") == 12.5
     states = got.matching("nginx_canary_rollout_state", rollout="app")
-    assert {dict(lab)["state"]: v for lab, v in states.items()} == {s: float(s == "progressing") for s in STATES}
+    assert {dict(lab)["state"]: v for lab, v in states.items()} == {s: float(s == "progressing") for s in STATE_VALUES}
 
 
 def test_histogram_buckets_agree_with_the_exact_counts_within_the_sketch_accuracy(metrics, served):
@@ -148,11 +150,11 @@ def test_histogram_buckets_agree_with_the_exact_counts_within_the_sketch_accurac
 
 
 def test_state_gauge_is_one_hot_for_every_state_and_the_weight_follows(metrics, served):
-    for state in STATES:
+    for state in STATE_VALUES:
         metrics.update_rollout("app", state=state, canary_percent="33.33", canary=Stats(), stable=Stats())
         got = scrape(served.url)
         states = {dict(lab)["state"]: v for lab, v in got.matching("nginx_canary_rollout_state", rollout="app").items()}
-        assert states == {s: float(s == state) for s in STATES}
+        assert states == {s: float(s == state) for s in STATE_VALUES}
         assert got.value("nginx_canary_canary_weight_percent", rollout="app") == 33.33
 
 
@@ -488,7 +490,7 @@ def test_scrapes_while_the_main_loop_updates_see_consistent_growing_figures(metr
         for i in range(1, 1501):
             live.add(200, 0.003 + (i % 50) * 0.01)
             live.add(503, 0.3)
-            metrics.update_rollout("app", state=STATES[i % len(STATES)], canary_percent=i % 101,
+            metrics.update_rollout("app", state=STATE_VALUES[i % len(STATE_VALUES)], canary_percent=i % 101,
                                    canary=live.copy(), stable=live.copy())
             listen("check", failing)
             if i % 100 == 0:

@@ -13,7 +13,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from nginx_canary.rollout.analysis import Thresholds, evaluate
 from nginx_canary.errors import BadInputError, StateError
 from nginx_canary.logs.window import Stats
-from nginx_canary.rollout.store import STATES, RolloutState, StateStore, validate_name
+from nginx_canary.domain import State, validate_name
+from nginx_canary.rollout.store import RolloutState, StateStore
+
+STATE_VALUES = [s.value for s in State]
 
 SHA = "a" * 64
 
@@ -338,7 +341,7 @@ def states(draw) -> RolloutState:
     steps = tuple(draw(st.lists(st.sampled_from(["1", "10", "25", "50", "100", "12.5"]), max_size=5)))
     return RolloutState(
         name=draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", fullmatch=True)),
-        state=draw(st.sampled_from(STATES)),
+        state=draw(st.sampled_from(STATE_VALUES)),
         step_index=draw(st.integers(0, max(0, len(steps) - 1))),
         steps=steps,
         canary_percent=draw(st.sampled_from(["0", "10", "100"])),
