@@ -94,7 +94,9 @@ def percent_number(value: Union[Percent, str]) -> Union[int, float]:
 
 # --- rollout names ------------------------------------------------------------------------
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: A rollout name, as a regular expression (also the head of its snapshot ids).
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_NAME = re.compile(NAME_PATTERN)
 
 
 def is_rollout_name(name: Any) -> bool:

@@ -15,10 +15,10 @@ from nginx_canary.nginx.edit import ServerChange, current_weight, edit_servers, 
 from nginx_canary.nginx.operations import ENCODING, Settings, plan_split, read_config
 from nginx_canary.nginx.snapshots import read_copy, sha256, write_snapshot
 from nginx_canary.nginx.transaction import FileChange, Transaction
-from nginx_canary.domain import validate_name
+from nginx_canary.domain import NAME_PATTERN, validate_name
 from nginx_canary.statedir import MANIFEST, StateDir
 
-_SNAPSHOT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9]{1,16}")
+_SNAPSHOT_ID = re.compile(NAME_PATTERN + r"-[0-9]{1,16}")
 
 
 def _read(path: str) -> bytes:
