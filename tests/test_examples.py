@@ -29,7 +29,7 @@ from typing import Dict, Iterator, Optional
 
 import pytest
 
-from nginx_canary.daemon import service as daemon
+from nginx_canary.daemon import runtime as daemon
 
 from nginx_canary.nginx import operations
 from nginx_canary.errors import BadInputError

@@ -34,41 +34,43 @@ import logging
 import os
 import queue
 import selectors
-import shutil
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from fractions import Fraction
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
-from nginx_canary.nginx import operations
-from nginx_canary.rollout.analysis import Verdict
-from nginx_canary.rollout.applier import NginxSplitApplier
+from nginx_canary.config.settings import DaemonSettings, RolloutSettings, load_settings
 from nginx_canary.daemon.change_runner import ChangeRunner, OffLoopApplier
+from nginx_canary.daemon.commands import CommandHandlers, for_rollout
 from nginx_canary.daemon.config_watch import ConfigWatcher
 from nginx_canary.daemon.control_socket import ControlServer
-from nginx_canary.domain import ACTIVE_STATES, check_step_interval, validate_name
-from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError, UnknownRolloutError
-from nginx_canary.inputs import parse_percent
+from nginx_canary.daemon.reload import ReloadActions, apply_reload, plan_reload
+from nginx_canary.daemon.runtime import (
+    RolloutRuntime,
+    RunTraffic,
+    check_rollout_against_config,
+    open_traffic,
+    operation_settings,
+    upstream_files,
+)
+from nginx_canary.daemon.sd_notify import Notifier
+from nginx_canary.domain import ACTIVE_STATES
+from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError
+from nginx_canary.integrations.metrics import DaemonMetrics, MetricsServer
 from nginx_canary.logs.analyze import GROUP
 from nginx_canary.logs.sketch import LatencySketch
-from nginx_canary.logs.window import Stats
-from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
+from nginx_canary.nginx import operations
 from nginx_canary.nginx.conf import NginxConfig
-from nginx_canary.integrations.metrics import DaemonMetrics, MetricsServer
-from nginx_canary.integrations.gates import GateChecker, HttpChecker
-from nginx_canary.permissions import describe, insecure_paths, insecure_state_dir
-from nginx_canary.report.html import last_run
-from nginx_canary.rollout.machine import Rollout
-from nginx_canary.report.series import SeriesRecorder
-from nginx_canary.daemon.sd_notify import Notifier
-from nginx_canary.config.settings import DaemonSettings, RolloutSettings, load_settings
-from nginx_canary.rollout.store import GATES, StateStore
-from nginx_canary.statedir import StateDir
-from nginx_canary.logs.live import LogTraffic
 from nginx_canary.nginx.transaction import Transaction
-from nginx_canary.integrations.webhooks import WebhookSender
+from nginx_canary.permissions import describe, insecure_paths, insecure_state_dir
+from nginx_canary.report.series import SeriesRecorder
+from nginx_canary.rollout.analysis import Verdict
+from nginx_canary.rollout.applier import NginxSplitApplier
+from nginx_canary.rollout.machine import Rollout
+from nginx_canary.rollout.store import StateStore
+from nginx_canary.statedir import StateDir
 
 log = logging.getLogger(__name__)
 
@@ -78,150 +80,10 @@ _Queued = Tuple[str, Dict[str, Any], concurrent.futures.Future]
 #: Longest sleep between two reads of the logs: lines are stamped when read,
 #: so this bounds how late a request is counted in its one-second bucket.
 POLL_EVERY = 0.25
-#: The report's series goes on this long after a run ends, and fills at most this many missed seconds.
-SERIES_AFTER_RUN = 5.0
-SERIES_CATCH_UP = 10
 #: How often the metrics get fresh copies of the figures (scrapes read the latest copy).
 METRICS_EVERY = 1.0
 #: How long a control-socket thread waits for the main loop to run its command.
 COMMAND_TIMEOUT = 110.0
-#: Settings whose change needs a restart rather than a SIGHUP.
-_RESTART_KEYS = ("nginx", "state_dir", "control_socket", "control_group", "metrics_listen")
-#: Rollout settings that a running rollout cannot take over mid-run.
-_RUN_KEYS = ("upstream", "canary", "access_log", "log_format")
-
-
-def operation_settings(settings: DaemonSettings) -> operations.Settings:
-    """The config engine's settings for the daemon's nginx and state directory."""
-    nginx = settings.nginx
-    return operations.Settings(
-        nginx_conf=os.path.abspath(nginx.conf),
-        nginx_bin=shutil.which(nginx.binary) or nginx.binary,
-        nginx_prefix=os.path.abspath(nginx.prefix) if nginx.prefix else None,
-        state_dir=os.path.abspath(settings.state_dir),
-    )
-
-
-def check_rollout_against_config(rollout: RolloutSettings, config: NginxConfig) -> None:
-    """The rollout's upstream exists and each canary address is one of its servers.
-
-    Raises BadInputError naming the rollout and what is missing.
-    """
-    found = [u for u in config.upstreams if u.name == rollout.upstream]
-    if not found:
-        raise BadInputError(f"rollout {rollout.name!r}: no upstream {rollout.upstream!r} in {config.conf_path} "
-                            "or its includes")
-    addresses = {s.address for s in found[0].servers}
-    missing = [a for a in rollout.canary if a not in addresses]
-    if missing:
-        raise BadInputError(f"rollout {rollout.name!r}: canary {', '.join(missing)} is not a server of upstream "
-                            f"{rollout.upstream!r} (servers: {', '.join(sorted(addresses))})")
-
-
-def upstream_files(config: NginxConfig, upstream: str) -> List[str]:
-    """The files holding the ``server`` lines of every upstream called ``upstream`` (none if there is no such)."""
-    return list(dict.fromkeys(server.file for u in config.upstreams if u.name == upstream for server in u.servers))
-
-
-def open_traffic(rollout: RolloutSettings, config: NginxConfig, ops: operations.Settings) -> LogTraffic:
-    """A :class:`LogTraffic` on the rollout's access log, in its format.
-
-    Raises BadInputError (LogFormatError, LogReadError) naming the rollout.
-    """
-    nginx = ops.nginx()
-    try:
-        path = rollout.access_log or log_for_upstream(config, nginx, rollout.upstream)
-        if rollout.log_format:
-            spec = named_format(config, rollout.log_format)
-        else:
-            spec = format_for_file(config, nginx, path)
-        return LogTraffic(config, rollout.upstream, rollout.canary, path, spec, watch_writes=False)
-    except BadInputError as exc:
-        raise type(exc)(f"rollout {rollout.name!r}: {exc}") from exc
-
-
-class RunTraffic:
-    """The rollout's :class:`TrafficSource`: the log windows, limited to the current run.
-
-    A rollback's failing requests must not count against the next run started
-    seconds later: ``groups`` looks only at whole seconds after ``since``.
-    """
-
-    def __init__(self, traffic: LogTraffic) -> None:
-        self.traffic = traffic
-        self.since: Optional[float] = None
-
-    def groups(self, window_seconds: float, now: float) -> Tuple[Stats, Stats]:
-        if self.since is not None:
-            window_seconds = min(window_seconds, now - (int(self.since) + 1))
-        if window_seconds < 1.0:
-            # Not one whole second of this run yet: nothing to judge on.
-            return Stats(), Stats()
-        return self.traffic.groups(window_seconds, now)
-
-
-@dataclass
-class RolloutRuntime:
-    """One configured rollout as the loop runs it."""
-
-    rollout: Rollout
-    traffic: RunTraffic
-    series: SeriesRecorder
-    next_check: float = 0.0  # monotonic time of the next check
-    series_second: Optional[int] = None  # the last whole second put in the series
-    series_until: Optional[float] = None  # record until then after a run ends (its last seconds)
-    webhooks: Optional[WebhookSender] = None
-    gates: Optional[GateChecker] = None
-    http_checks: Optional[HttpChecker] = None
-    observed: Optional[Verdict] = None  # judged while a change was under way, to act on next turn
-    watcher: Optional[ConfigWatcher] = None  # edits of the upstream's files, reported by watchdog
-
-    def attach_integrations(self) -> None:
-        """(Re)build webhooks, gates and HTTP checks from the rollout's current settings."""
-        self.close_integrations()
-        rollout = self.rollout
-        settings = rollout.settings
-        if settings.webhooks:
-            self.webhooks = WebhookSender(settings.name, settings.webhooks)
-            rollout.listeners.append(self.webhooks.listener)
-        gate_urls = settings.gates
-        if any(getattr(gate_urls, name) for name in GATES):
-            self.gates = GateChecker()
-        rollout.gates = self._gate if self.gates is not None else None
-        if settings.analysis.http_checks:
-            self.http_checks = HttpChecker(settings.analysis.http_checks, settings.analysis.interval)
-        rollout.extra_checks = self._extra_checks if self.http_checks is not None else None
-
-    def _gate(self, name: str, now: float) -> Optional[Tuple[str, str]]:
-        url = getattr(self.rollout.settings.gates, name, None)
-        if url is None or self.gates is None:
-            return None
-        status = self.gates.check(name, url, now)
-        return status.state, status.reason
-
-    def _extra_checks(self, now: float) -> Tuple[Any, ...]:
-        assert self.http_checks is not None
-        self.http_checks.poll(now)
-        return (self.http_checks.check(now),)
-
-    def close(self) -> None:
-        """Stop everything the runtime runs beside the loop (integrations, watcher, log tailer)."""
-        self.close_integrations()
-        if self.watcher is not None:
-            self.watcher.close()
-            self.watcher = None
-        self.traffic.traffic.close()
-
-    def close_integrations(self) -> None:
-        if self.webhooks is not None:
-            if self.webhooks.listener in self.rollout.listeners:
-                self.rollout.listeners.remove(self.webhooks.listener)
-            self.webhooks.close(2.0)
-            self.webhooks = None
-        for poller in (self.gates, self.http_checks):
-            if poller is not None:
-                poller.close()
-        self.gates = self.http_checks = None
 
 
 class Daemon:
@@ -253,6 +115,7 @@ class Daemon:
         self._selector: Optional[selectors.BaseSelector] = None
         self._server: Optional[ControlServer] = None
         self._daemon_lock: Optional[int] = None
+        self.commands = CommandHandlers(self)
         self.changes = ChangeRunner(wait=self._wait, wake=self._wake, pump=self._pump,
                                     next_wait=lambda: self._sleep_time(pumping=True))
 
@@ -374,7 +237,7 @@ class Daemon:
         self._fail_queued("the daemon is stopping")
         self.changes.close()
         for name, runtime in self.runtimes.items():
-            self._flush_series(name, runtime)
+            runtime.flush_series()
             runtime.close()
         if self._daemon_lock is not None:
             os.close(self._daemon_lock)  # last: nothing of this daemon writes after it
@@ -494,8 +357,8 @@ class Daemon:
 
     def _record_all_series(self, now: float) -> None:
         # After the checks: its file appends must not make a check late.
-        for name, runtime in self.runtimes.items():
-            self._record_series(name, runtime, now)
+        for runtime in self.runtimes.values():
+            runtime.record_series(now)
 
     def _due(self, runtime: RolloutRuntime, mono: float) -> bool:
         """Whether the rollout's check is due at ``mono``; if so, schedule the next one."""
@@ -536,33 +399,6 @@ class Daemon:
         if summary != self._last_summary:
             self._last_summary = summary
             self.notifier.status(summary)
-
-    def _record_series(self, name: str, runtime: RolloutRuntime, now: float) -> None:
-        """One point per whole second per group for the report, while a run is active and a little after."""
-        st = runtime.rollout.state
-        if st.state in ACTIVE_STATES:
-            runtime.series_until = now + SERIES_AFTER_RUN
-        elif runtime.series_until is None:
-            return
-        second = int(now)
-        last = second - 1 if runtime.series_second is None else runtime.series_second
-        # Seconds a stalled loop missed are filled in (a few at most): windows keep them.
-        for stamp in range(max(last + 1, second - SERIES_CATCH_UP), second + 1):
-            # The whole second before `stamp` (the current one is still filling up).
-            canary, stable = runtime.traffic.traffic.groups(1.0, stamp - 0.5)
-            runtime.series.record(stamp, canary=canary.summary(), stable=stable.summary(),
-                                  canary_percent=st.canary_percent, state=st.state)
-        runtime.series_second = second
-        if st.state not in ACTIVE_STATES and now >= runtime.series_until:
-            runtime.series_until = None
-            self._flush_series(name, runtime)
-
-    @staticmethod
-    def _flush_series(name: str, runtime: RolloutRuntime) -> None:
-        try:
-            runtime.series.flush()
-        except StateError as exc:
-            log.warning("rollout %s: cannot save the time series: %s", name, exc)
 
     def _check(self, name: str, runtime: RolloutRuntime, now: float, verdict: Optional[Verdict] = None) -> None:
         try:
@@ -656,11 +492,11 @@ class Daemon:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                future.set_result(self.execute(command, args))
+                future.set_result(self.commands.execute(command, args))
             except Exception as exc:  # noqa: BLE001 - every error travels back to the client
                 if isinstance(exc, CanaryError):
                     # The client gets the message; the log keeps it for whoever reads it later.
-                    log.info("daemon: command %s%s: %s", command, _for_rollout(args), exc)
+                    log.info("daemon: command %s%s: %s", command, for_rollout(args), exc)
                 else:
                     log.exception("daemon: command %s failed", command)
                 future.set_exception(exc)
@@ -674,148 +510,14 @@ class Daemon:
             if future.set_running_or_notify_cancel():
                 future.set_exception(ControlError(reason))
 
-    def execute(self, command: str, args: Dict[str, Any]) -> Any:
-        """Run one control command on the loop's thread and return its JSON result.
-
-        Raises BadInputError (unknown command or arguments), UnknownRolloutError,
-        or the CanaryError of the rollout command.
-        """
-        handler = _COMMANDS.get(command)
-        if handler is None:
-            raise BadInputError(f"unknown command {command!r}")
-        return handler(self, args)
-
-    def _runtime(self, args: Dict[str, Any]) -> Tuple[str, RolloutRuntime]:
-        name = validate_name(args.get("name"))
-        runtime = self.runtimes.get(name)
-        if runtime is None:
-            known = ", ".join(self.runtimes) or "none"
-            raise UnknownRolloutError(f"no rollout named {name!r} in {self.config_path} (configured: {known})")
-        return name, runtime
-
-    def _status_of(self, runtime: RolloutRuntime, now: float) -> Dict[str, Any]:
-        status = runtime.rollout.status(now)
-        status["access_log"] = runtime.traffic.traffic.reading()
-        status["window_seconds"] = runtime.rollout.settings.analysis.window
-        status["canary_servers"] = list(runtime.rollout.settings.canary)
-        return status
-
-    def cmd_status(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        now = self.clock()
-        if args.get("name") is not None:
-            _, runtime = self._runtime(args)
-            rollouts = [self._status_of(runtime, now)]
-        else:
-            rollouts = [self._status_of(r, now) for r in self.runtimes.values()]
-        lateness = self.check_lateness
-        late = {"checks": lateness.count, "p50": lateness.quantile(0.5), "p99": lateness.quantile(0.99),
-                "max": lateness.max}
-        return {"daemon": {"pid": os.getpid(), "started_at": self.started_at, "config": self.config_path,
-                           "now": now, "metrics": self._metrics_url(), "check_lateness_seconds": late},
-                "rollouts": rollouts}
-
-    def _metrics_url(self) -> Optional[str]:
+    def metrics_url(self) -> Optional[str]:
+        """Where the metrics are served, or None."""
         return self._metrics_server.url if self._metrics_server is not None else None
-
-    def cmd_start(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        name, runtime = self._runtime(args)
-        steps = args.get("steps")
-        parsed: Optional[List[Fraction]] = None
-        if steps is not None:
-            if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
-                raise BadInputError("steps must be a list of percents")
-            parsed = [parse_percent(s) for s in steps]
-        interval = args.get("step_interval")
-        if interval is not None:
-            interval = check_step_interval(interval)
-        now = self.clock()
-        previous_since = runtime.traffic.since
-        runtime.traffic.since = now
-        try:
-            runtime.rollout.start(now, steps=parsed, step_interval=interval)
-        except CanaryError:
-            if runtime.rollout.state.state not in ACTIVE_STATES:
-                runtime.traffic.since = previous_since
-            raise
-        finally:
-            runtime.next_check = self.monotonic() + runtime.rollout.settings.analysis.interval
-            if runtime.rollout.state.started_at == now:
-                # A new run began (even one rolled back at its first step): a new series.
-                self._start_series(name, runtime, now)
-        return self._status_of(runtime, now)
-
-    @staticmethod
-    def _start_series(name: str, runtime: RolloutRuntime, now: float) -> None:
-        try:
-            runtime.series.start_run(now)
-        except StateError as exc:
-            log.warning("rollout %s: cannot start the time series: %s", name, exc)
-        runtime.series_second = int(now)
-        runtime.series_until = now + SERIES_AFTER_RUN
-
-    def cmd_pause(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        _, runtime = self._runtime(args)
-        now = self.clock()
-        reason = args.get("reason")
-        runtime.rollout.pause(now, reason if isinstance(reason, str) and reason else None)
-        return self._status_of(runtime, now)
-
-    def cmd_resume(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        _, runtime = self._runtime(args)
-        now = self.clock()
-        runtime.rollout.resume(now)
-        return self._status_of(runtime, now)
-
-    def cmd_promote(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        _, runtime = self._runtime(args)
-        now = self.clock()
-        runtime.rollout.promote(now, full=bool(args.get("full")))
-        return self._status_of(runtime, now)
-
-    def cmd_abort(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        _, runtime = self._runtime(args)
-        now = self.clock()
-        runtime.rollout.abort(now)
-        return self._status_of(runtime, now)
-
-    def cmd_history(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        limit = args.get("limit")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise BadInputError(f"limit must be a positive number, not {limit!r}")
-        if args.get("name") is not None:
-            names = [self._runtime(args)[0]]
-        else:
-            names = list(self.runtimes)
-        records: List[Dict[str, Any]] = []
-        for name in names:
-            for record in self.store.history(name, limit):
-                records.append({"rollout": name, **record})
-        records.sort(key=lambda r: (r.get("time") or 0.0))
-        if limit is not None:
-            records = records[-limit:]
-        return {"records": records}
-
-    def cmd_report(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        """The last run's history and time series, for ``nginx-canary report``."""
-        name, runtime = self._runtime(args)
-        return {"history": last_run(self.store.history(name)), "points": runtime.series.points()}
-
-    def cmd_ping(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        return {"pid": os.getpid(), "started_at": self.started_at, "metrics": self._metrics_url()}
 
     # -- SIGHUP ---------------------------------------------------------------------
 
     def reload(self) -> None:
-        """Re-read the YAML. A broken file changes nothing (the error is logged).
-
-        Idle and finished rollouts take every new setting; an active rollout
-        takes new thresholds and timings, but keeps its upstream, canary and
-        log (changing those mid-run would judge one release on another's
-        traffic). Rollouts added to the file start idle; a removed rollout
-        that is active keeps running until it ends, an inactive one goes away.
-        nginx, state_dir, control_socket, control_group and metrics_listen
-        need a restart.
-        """
+        """Re-read the YAML (see :mod:`nginx_canary.daemon.reload`). A broken file changes nothing (logged)."""
         self.notifier.reloading()
         try:
             self._reload()
@@ -828,82 +530,30 @@ class Daemon:
         except CanaryError as exc:
             log.error("daemon: SIGHUP: keeping the running config: %s", exc)
             return
-        for key in _RESTART_KEYS:
-            if getattr(new, key) != getattr(self.settings, key):
-                log.warning("daemon: SIGHUP: %s changed; restart the daemon to apply it", key)
         try:
             config = operations.read_config(self.ops)
         except CanaryError as exc:
+            for key in plan_reload(self.settings, new, {}, lambda name: False).restart_keys:
+                log.warning("daemon: SIGHUP: %s changed; restart the daemon to apply it", key)
             log.error("daemon: SIGHUP: keeping the running config: cannot read the nginx config: %s", exc)
             return
-        kept: Dict[str, RolloutSettings] = {}
-        for name, runtime in list(self.runtimes.items()):
-            current = runtime.rollout.settings
-            wanted = new.rollouts.get(name)
-            active = runtime.rollout.state.state in ACTIVE_STATES or runtime.rollout.state.snapshot_id is not None
-            if wanted is None:
-                if active:
-                    log.warning("rollout %s: removed from the config but %s; it runs on until it ends",
-                                name, runtime.rollout.state.state)
-                    kept[name] = current
-                else:
-                    runtime.close()
-                    del self.runtimes[name]
-                    if self.metrics is not None:
-                        self.metrics.remove_rollout(name)
-                    log.info("rollout %s: removed", name)
-                continue
-            run_changed = [k for k in _RUN_KEYS if getattr(wanted, k) != getattr(current, k)]
-            if run_changed and active:
-                log.error("rollout %s: SIGHUP: %s cannot change during a run; the rest of its settings are taken",
-                          name, ", ".join(run_changed))
-                wanted = replace(wanted, **{k: getattr(current, k) for k in _RUN_KEYS})
-            elif run_changed:
-                try:
-                    replacement = self._build(wanted, config)
-                except CanaryError as exc:
-                    log.error("rollout %s: SIGHUP: keeping its old settings: %s", name, exc)
-                    kept[name] = current
-                    continue
-                self._flush_series(name, runtime)
-                runtime.close()
-                self.runtimes[name] = replacement
-                kept[name] = wanted
-                log.info("rollout %s: new settings taken (%s)", name, ", ".join(run_changed))
-                continue
-            integrations = (current.webhooks, current.gates, current.analysis.http_checks, current.analysis.interval)
-            runtime.rollout.reconfigure(wanted)
-            if integrations != (wanted.webhooks, wanted.gates, wanted.analysis.http_checks, wanted.analysis.interval):
-                runtime.attach_integrations()
-            kept[name] = wanted
-        for name, wanted in new.rollouts.items():
-            if name in self.runtimes:
-                continue
-            try:
-                self.runtimes[name] = self._build(wanted, config)
-            except CanaryError as exc:
-                log.error("rollout %s: SIGHUP: not added: %s", name, exc)
-                continue
-            kept[name] = wanted
-            log.info("rollout %s: added", name)
-        self.settings = replace(self.settings, rollouts=MappingProxyType({n: kept[n] for n in self.runtimes if n in kept}))
+        running = {name: runtime.rollout.settings for name, runtime in self.runtimes.items()}
+        plan = plan_reload(self.settings, new, running, self._mid_run)
+        actions = ReloadActions(build=lambda settings: self._build(settings, config), retire=_retire,
+                                forget=self.metrics.remove_rollout if self.metrics is not None else _nothing)
+        taken = apply_reload(plan, self.runtimes, running, actions)  # type: ignore[arg-type]
+        self.settings = replace(self.settings, rollouts=MappingProxyType(taken))
         log.info("daemon: SIGHUP: config re-read from %s", self.config_path)
 
-
-def _for_rollout(args: Dict[str, Any]) -> str:
-    """`` for rollout NAME`` when the command's arguments name one (shortened: it comes from the client)."""
-    name = args.get("name") if isinstance(args, dict) else None
-    return f" for rollout {str(name)[:80]!r}" if name is not None else ""
+    def _mid_run(self, name: str) -> bool:
+        st = self.runtimes[name].rollout.state
+        return st.state in ACTIVE_STATES or st.snapshot_id is not None
 
 
-_COMMANDS: Dict[str, Callable[[Daemon, Dict[str, Any]], Any]] = {
-    "status": Daemon.cmd_status,
-    "start": Daemon.cmd_start,
-    "pause": Daemon.cmd_pause,
-    "resume": Daemon.cmd_resume,
-    "promote": Daemon.cmd_promote,
-    "abort": Daemon.cmd_abort,
-    "history": Daemon.cmd_history,
-    "report": Daemon.cmd_report,
-    "ping": Daemon.cmd_ping,
-}
+def _retire(name: str, runtime: RolloutRuntime) -> None:
+    runtime.flush_series()
+    runtime.close()
+
+
+def _nothing(name: str) -> None:
+    return None
