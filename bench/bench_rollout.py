@@ -91,6 +91,7 @@ import psutil
 
 from nginx_canary.daemon import control_socket
 from nginx_canary.demo.load import run_load
+from nginx_canary.demo.nginx_harness import NginxHarnessError, PrivateNginx
 from nginx_canary.demo.site import DemoSite
 
 HERE = Path(__file__).resolve().parent
@@ -196,51 +197,23 @@ def stop_process(proc: subprocess.Popen, timeout: float, sig: int = signal.SIGTE
         return proc.wait(10)
 
 
-class Backend:
+class Backend(PrivateNginx):
     """A second nginx that answers ``v1`` / ``v2`` itself on the site's backend ports."""
 
     def __init__(self, root: Path, nginx_bin: str, ports: Dict[str, int]) -> None:
-        self.prefix = root / "backend"
-        self.nginx_bin = nginx_bin
-        self.ports = ports
-        self.started = False
+        # Both servers are one nginx's: once v1 accepts connections, v2's socket is bound too.
+        super().__init__(nginx_bin, root / "backend", {"front": ports["v1"], "v2": ports["v2"]})
 
-    def start(self) -> None:
+    def start(self, timeout: float = 10.0) -> None:
+        """Write its config and start it. Raises BenchError."""
         (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
         for d in (self.prefix, self.prefix / "logs"):
             d.chmod(0o755)
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(BACKEND_CONF.format(**self.ports))
-        r = subprocess.run([self.nginx_bin, "-p", str(self.prefix), "-c", str(conf), "-e", "stderr"],
-                           capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            raise BenchError(f"backend nginx did not start: {r.stderr.strip()}")
-        self.started = True
-        for port in (self.ports["v1"], self.ports["v2"]):
-            wait_listening(port)
-
-    def stop(self) -> None:
-        if not self.started:
-            return
-        self.started = False
-        stop_nginx_master(self.prefix / "logs" / "nginx.pid")
-
-
-def stop_nginx_master(pid_file: Path, timeout: float = 10.0) -> None:
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return
-    for sig, wait in ((signal.SIGQUIT, timeout), (signal.SIGKILL, 5.0)):
+        self.conf.write_text(BACKEND_CONF.format(v1=self.ports["front"], v2=self.ports["v2"]))
         try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not psutil.pid_exists(pid):
-                return
-            time.sleep(0.05)
+            super().start(timeout)
+        except NginxHarnessError as exc:
+            raise BenchError(f"backend nginx did not start: {exc}") from None
 
 
 def wait_listening(port: int, timeout: float = 10.0) -> None:

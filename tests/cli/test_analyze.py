@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nginx_canary.demo.nginx_harness import free_port
+from nginx_canary.demo.nginx_harness import PrivateNginx, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_FORMAT_SNIPPET = REPO / "conf.d" / "nginx-canary-log-format.conf"
@@ -61,15 +60,13 @@ http {{
 ROOT, REDIRECT, LOCAL = 40, 20, 10
 
 
-class Site:
+class Site(PrivateNginx):
     def __init__(self, binary: str, root: Path) -> None:
-        self.binary = binary
-        self.prefix = root / "nginx"
+        ports = {"front": free_port(), "v1": free_port(), "v2": free_port(), "dead": free_port()}
+        super().__init__(binary, root / "nginx", ports, worker_processes=2)
         (self.prefix / "logs").mkdir(parents=True)
         for d in (root, self.prefix, self.prefix / "logs"):
             d.chmod(0o755)
-        self.ports = {"front": free_port(), "v1": free_port(), "v2": free_port(), "dead": free_port()}
-        self.conf = self.prefix / "nginx.conf"
         self.conf.write_text(CONF.format(snippet=LOG_FORMAT_SNIPPET, **self.ports))
         self.state = root / "state"
 
@@ -106,19 +103,11 @@ class Site:
             time.sleep(0.05)
         raise AssertionError("nginx did not log every request")
 
-    def stop(self) -> None:
-        pid_file = self.prefix / "logs" / "nginx.pid"
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text()), signal.SIGQUIT)
-            deadline = time.monotonic() + 10
-            while pid_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-
 
 @pytest.fixture
 def site(nginx_bin, tmp_path):
     s = Site(nginx_bin, tmp_path)
-    subprocess.run([nginx_bin, "-p", str(s.prefix), "-c", str(s.conf), "-e", "stderr"], check=True, timeout=30)
+    s.start()
     yield s
     s.stop()
 

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import http.server
 import json
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Iterator, Tuple
 
-import psutil
 import pytest
 
 from nginx_canary.demo.app import DemoApp
 from nginx_canary.demo.load import LoadResult, parse_loopback_url, run_load
-from nginx_canary.demo.nginx_harness import free_port
+from nginx_canary.demo.nginx_harness import PrivateNginx, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -239,48 +235,15 @@ def nginx_two_apps(nginx_bin: str, tmp_path: Path) -> Iterator[Tuple[str, DemoAp
     for d in (tmp_path, prefix, prefix / "logs", prefix / "tmp"):
         d.chmod(0o755)
     front = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, v1=v1.port, v2=v2.port, front=front))
-    pid_file = prefix / "logs" / "nginx.pid"
+    (prefix / "nginx.conf").write_text(NGINX_CONF.format(prefix=prefix, v1=v1.port, v2=v2.port, front=front))
+    nginx = PrivateNginx(nginx_bin, prefix, {"front": front})
     try:
-        subprocess.run([nginx_bin, "-p", str(prefix), "-c", str(conf), "-e", "stderr"],
-                       check=True, capture_output=True, timeout=30)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", front), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+        nginx.start()
         yield f"http://127.0.0.1:{front}/", v1, v2
     finally:
-        _stop_nginx(pid_file)
+        nginx.stop()
         v1.stop()
         v2.stop()
-
-
-def _stop_nginx(pid_file: Path) -> None:
-    """SIGQUIT the master, wait (with a deadline) until it is gone or a zombie, else SIGKILL it."""
-    try:
-        master = psutil.Process(int(pid_file.read_text().strip()))
-        master.send_signal(signal.SIGQUIT)
-    except (OSError, ValueError, psutil.NoSuchProcess):
-        return
-    # The daemonized master is not our child: it lingers as a zombie until init reaps it.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if master.status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.02)
-    try:
-        master.kill()
-    except psutil.NoSuchProcess:
-        pass
 
 
 @pytest.mark.nginx

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Iterator, List
@@ -43,8 +42,8 @@ class CountingNginx(NginxInstance):
     def reopen(self, *, via_cli: bool = False) -> None:
         """What logrotate's postrotate does: ``nginx -s reopen``, or USR1 to the master straight away."""
         if via_cli:
-            subprocess.run([self.binary, "-p", str(self.prefix), "-c", str(self.conf), "-e", "stderr", "-s", "reopen"],
-                           check=True, capture_output=True, timeout=10)
+            result = self.run("-s", "reopen", timeout=10)
+            assert result.returncode == 0, result.stderr
         else:
             os.kill(self.master().pid, signal.SIGUSR1)
 

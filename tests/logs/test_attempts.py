@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
-import psutil
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -26,7 +21,7 @@ from nginx_canary.logs.format import (
 )
 from nginx_canary.logs.records import Attempt
 from nginx_canary.nginx.lexer import statements
-from nginx_canary.demo.nginx_harness import free_port
+from nginx_canary.demo.nginx_harness import PrivateNginx, free_port
 
 SNIPPET = Path(__file__).resolve().parents[2] / "conf.d" / "nginx-canary-log-format.conf"
 
@@ -191,42 +186,20 @@ http {{
 AGENT = 'tester "quoted" \\ back\tslash caf\u00e9'
 
 
-def _wait_for(check, seconds: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return False
+class RealNginx(PrivateNginx):
+    """nginx in front of a refusing canary (``dead``) and a server of its own (``good``)."""
 
+    @property
+    def front(self) -> int:
+        return self.ports["front"]
 
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    @property
+    def dead(self) -> int:
+        return self.ports["dead"]
 
-
-def _stop(prefix: Path) -> None:
-    """SIGQUIT the master from the pid file, then kill it if it is still there after a deadline."""
-    try:
-        proc = psutil.Process(int((prefix / "logs" / "nginx.pid").read_text().strip()))
-    except (OSError, ValueError, psutil.Error):
-        return
-    try:
-        proc.send_signal(signal.SIGQUIT)
-        proc.wait(timeout=10)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
-class RealNginx:
-    def __init__(self, prefix: Path, front: int, dead: int, good: int) -> None:
-        self.prefix, self.front, self.dead, self.good = prefix, front, dead, good
+    @property
+    def good(self) -> int:
+        return self.ports["good"]
 
     def get(self, path: str, agent: str = "python-test") -> int:
         # http.client writes header values as latin-1: send the UTF-8 bytes of the agent
@@ -242,9 +215,6 @@ class RealNginx:
     def log(self, name: str) -> List[bytes]:
         return (self.prefix / "logs" / name).read_bytes().splitlines(keepends=True)
 
-    def stop(self) -> None:
-        _stop(self.prefix)
-
 
 @pytest.fixture
 def real_nginx(nginx_bin: str, tmp_path: Path) -> Iterator[RealNginx]:
@@ -255,13 +225,12 @@ def real_nginx(nginx_bin: str, tmp_path: Path) -> Iterator[RealNginx]:
     front, dead, good = free_port(), free_port(), free_port()
     (prefix / "nginx.conf").write_text(NGINX_CONF.format(
         snippet=SNIPPET, json_format=JSON_FORMAT, front=front, dead=dead, good=good))
-    subprocess.run([nginx_bin, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", "stderr"],
-                   check=True, capture_output=True, timeout=30)
+    nginx = RealNginx(nginx_bin, prefix, {"front": front, "dead": dead, "good": good})
     try:
-        assert _wait_for(lambda: _listening(front) and _listening(good), 10), "nginx did not start listening"
-        yield RealNginx(prefix, front, dead, good)
+        nginx.start()
+        yield nginx
     finally:
-        _stop(prefix)
+        nginx.stop()
 
 
 @pytest.mark.nginx
