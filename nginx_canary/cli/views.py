@@ -6,6 +6,7 @@ import textwrap
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from nginx_canary.rollout.record import HistoryRecord
 from nginx_canary.domain import ACTIVE_STATES, FINAL_STATES, State, percent_text
 from nginx_canary.text import printable, printable_lines
 
@@ -80,7 +81,8 @@ def format_history(record: Dict[str, Any]) -> str:
     text = detail.get("message") or detail.get("reason") or ""
     verdict = detail.get("verdict")
     if isinstance(verdict, dict):
-        text = f"{verdict.get('verdict')}: {verdict.get('reason')}"
+        checked = HistoryRecord.from_data(record).verdict
+        text = f"{checked.verdict}: {checked.reason}"
     percent = record.get("canary_percent")
     return printable(f"{when}  {record.get('rollout', '')}  {record.get('event')}  {record.get('state')}  "
                      f"{'-' if percent is None else _percent(percent) + ' %'}  {text}").rstrip()

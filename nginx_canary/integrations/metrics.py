@@ -78,6 +78,7 @@ from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from nginx_canary.rollout.record import HistoryRecord
 from nginx_canary.rollout.analysis import CHECKS
 from nginx_canary.daemon.bounded_server import BoundedServer, Limits, Refusal
 from nginx_canary.errors import CanaryError
@@ -367,12 +368,7 @@ class _Collector:
 
 def _failed_checks(record: Mapping[str, Any]) -> List[str]:
     """Names of the failed checks of a ``check`` history record whose verdict failed."""
-    detail = record.get("detail") or {}
-    verdict = detail.get("verdict") if isinstance(detail, Mapping) else None
-    if not isinstance(verdict, Mapping) or verdict.get("verdict") != "fail":
-        return []
-    return [str(c.get("name")) for c in verdict.get("checks") or ()
-            if isinstance(c, Mapping) and c.get("verdict") == "fail"]
+    return [c.name for c in HistoryRecord.from_data(record).verdict.failed_checks()]
 
 
 # --- the HTTP server ---------------------------------------------------------------------------------

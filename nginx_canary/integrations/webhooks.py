@@ -53,6 +53,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 
 import requests
 
+from nginx_canary.rollout.record import HistoryRecord, RecordedVerdict
 from nginx_canary.config.settings import WebhookSettings
 from nginx_canary.domain import State
 from nginx_canary.integrations.urls import redact_url
@@ -84,7 +85,7 @@ _SIMPLE_EVENTS = {
 def public_event(event: str, record: Mapping[str, Any]) -> Optional[str]:
     """The webhook event name for history ``event`` with ``record``, or None when it is not sent."""
     if event == "check":
-        return "check_failed" if _verdict(record).get("verdict") == "fail" else None
+        return "check_failed" if _verdict(record).failed else None
     if event == "recovered":
         # Recovery pauses a rollout whose files changed while the daemon was down.
         return "paused" if record.get("state") == State.PAUSED else None
@@ -120,7 +121,7 @@ def describe(rollout: str, public: str, record: Mapping[str, Any]) -> str:
     elif public == "check_failed":
         text = (f"rollout {rollout}: check failed at {percent} % canary "
                 f"({_text(detail.get('failure_streak'), '?')} of {_text(detail.get('failure_threshold'), '?')} "
-                f"before a rollback): {_text(_verdict(record).get('reason'), '')}")
+                f"before a rollback): {_text(_verdict(record).reason, '')}")
     else:
         text = f"rollout {rollout}: {public}"
     line = " ".join(text.split()).rstrip(": ")
@@ -381,14 +382,11 @@ def why_failed(exc: BaseException) -> str:
 
 
 def _detail(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    detail = record.get("detail")
-    return detail if isinstance(detail, Mapping) else {}
+    return HistoryRecord.from_data(record).detail
 
 
-def _verdict(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The check's verdict as a dict (history records hold plain JSON data), or an empty one."""
-    verdict: Any = _detail(record).get("verdict")
-    return verdict if isinstance(verdict, Mapping) else {}
+def _verdict(record: Mapping[str, Any]) -> RecordedVerdict:
+    return HistoryRecord.from_data(record).verdict
 
 
 def _text(value: Any, default: str) -> str:

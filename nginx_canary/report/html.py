@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from nginx_canary.rollout.record import HistoryRecord, RecordedVerdict
 from nginx_canary.domain import ACTIVE_STATES, State, percent_text
 
 #: Most time bins a chart is drawn from.
@@ -149,9 +150,8 @@ def _detail(record: Dict[str, Any]) -> Dict[str, Any]:
     return detail if isinstance(detail, dict) else {}
 
 
-def _verdict(record: Dict[str, Any]) -> Dict[str, Any]:
-    verdict = _detail(record).get("verdict")
-    return verdict if isinstance(verdict, dict) else {}
+def _verdict(record: Dict[str, Any]) -> RecordedVerdict:
+    return HistoryRecord.from_data(record).verdict
 
 
 def summarize_run(records: List[Dict[str, Any]], points: Sequence[Dict[str, Any]] = ()) -> Run:
@@ -178,7 +178,7 @@ def summarize_run(records: List[Dict[str, Any]], points: Sequence[Dict[str, Any]
         stamp = _num(record.get("time"))
         if event == "check":
             run.checks += 1
-            if _verdict(record).get("verdict") == "fail":
+            if _verdict(record).failed:
                 run.failed_checks += 1
         elif event in ("rollback", "promoted", "abort") and detail.get("reason"):
             run.reason = str(detail["reason"])
@@ -202,7 +202,7 @@ def _first_failure_of_streak(records: List[Dict[str, Any]], until: float) -> Opt
         stamp = _num(record.get("time"))
         if record.get("event") != "check" or stamp is None or stamp > until:
             continue
-        verdict = _verdict(record).get("verdict")
+        verdict = _verdict(record).verdict
         if verdict == "pass":
             first = None
         elif verdict == "fail" and first is None:
@@ -415,9 +415,9 @@ class Chart:
 def _threshold_of(records: Sequence[Dict[str, Any]], check: str) -> Optional[float]:
     """The threshold the last check record applied for ``check`` (a fraction, seconds)."""
     for record in reversed(records):
-        for result in _verdict(record).get("checks") or []:
-            if isinstance(result, dict) and result.get("name") == check:
-                value = _num(result.get("threshold"))
+        for result in _verdict(record).checks:
+            if result.name == check:
+                value = _num(result.threshold)
                 if value is not None:
                     return value
     return None
@@ -453,8 +453,8 @@ def _markers(records: Sequence[Dict[str, Any]]) -> Tuple[List[Marker], List[Tupl
                        "restore_failed", "recovered"):
             why = detail.get("reason") or detail.get("message", "")
             markers.append(Marker(stamp, f"{_clock(stamp)} {event}: {why}", "event"))
-        elif event == "check" and _verdict(record).get("verdict") == "fail":
-            markers.append(Marker(stamp, f"{_clock(stamp)} failed check: {_verdict(record).get('reason', '')}", "fail"))
+        elif event == "check" and _verdict(record).failed:
+            markers.append(Marker(stamp, f"{_clock(stamp)} failed check: {_verdict(record).reason}", "fail"))
     return markers, labels
 
 
@@ -560,13 +560,13 @@ def _figures(summary: Any) -> str:
 
 def _check_row(record: Dict[str, Any], start: float) -> str:
     verdict = _verdict(record)
-    outcome = str(verdict.get("verdict") or "?")
+    outcome = str(verdict.verdict or "?")
     stamp = _num(record.get("time")) or 0.0
-    reason = _e(verdict.get("reason", ""))
-    failed = [c for c in verdict.get("checks") or [] if isinstance(c, dict) and c.get("verdict") == "fail"]
+    reason = _e(verdict.reason)
+    failed = [c for c in verdict.checks if c.verdict == "fail"]
     if failed:
         reason += "<ul class=\"failed\">" + "".join(
-            f"<li><b>{_e(c.get('name'))}</b>: {_e(c.get('reason'))}</li>" for c in failed) + "</ul>"
+            f"<li><b>{_e(c.name)}</b>: {_e(c.reason)}</li>" for c in failed) + "</ul>"
     detail = _detail(record)
     streak = detail.get("failure_streak")
     threshold = detail.get("failure_threshold")
@@ -574,7 +574,7 @@ def _check_row(record: Dict[str, Any], start: float) -> str:
     css = outcome if outcome in ("pass", "fail", "inconclusive") else "other"
     return (f'<tr class="check {css}"><td>{_e(_clock(stamp))}</td><td>{_elapsed(stamp - start)}</td>'
             f'<td>{_e(_pct_text(record.get("canary_percent")))}</td><td class="verdict">{_e(outcome)}</td>'
-            f'<td>{reason}</td><td>{_figures(verdict.get("canary"))}</td><td>{_figures(verdict.get("stable"))}</td>'
+            f'<td>{reason}</td><td>{_figures(verdict.canary)}</td><td>{_figures(verdict.stable)}</td>'
             f'<td>{streak_text}</td></tr>')
 
 
@@ -585,7 +585,7 @@ def _checks(run: Run) -> str:
         return '<section id="checks"><h2>Check verdicts</h2><p>No check was recorded in this run.</p></section>'
     groups: List[Tuple[bool, List[Dict[str, Any]]]] = []  # (quiet, records)
     for record in checks:
-        quiet = _verdict(record).get("verdict") != "fail"
+        quiet = not _verdict(record).failed
         if groups and groups[-1][0] == quiet:
             groups[-1][1].append(record)
         else:
@@ -606,7 +606,7 @@ def _checks(run: Run) -> str:
                 blocks.append(f'<table class="checks">{_CHECK_COLUMNS}{_CHECK_HEAD}</table>')
             counts: Dict[str, int] = {}
             for record in records:
-                name = str(_verdict(record).get("verdict"))
+                name = str(_verdict(record).verdict)
                 counts[name] = counts.get(name, 0) + 1
             first, last = _num(records[0].get("time")) or 0.0, _num(records[-1].get("time")) or 0.0
             weights = sorted({_pct_text(r.get("canary_percent")) for r in records}, key=lambda t: _num(t[:-2]) or 0)
