@@ -35,7 +35,8 @@ from nginx_canary.nginx import operations
 from nginx_canary.errors import BadInputError
 from nginx_canary.logs.analyze import FORCED, GROUP
 from nginx_canary.nginx.conf import load_config
-from nginx_canary.config.settings import DaemonSettings, load_settings
+from nginx_canary.config.model import DaemonSettings
+from nginx_canary.config.settings import load_settings
 
 from nginx_canary.demo.nginx_harness import PrivateNginx, free_port
 

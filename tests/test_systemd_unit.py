@@ -65,7 +65,7 @@ def test_the_unit_runs_the_daemon_as_a_notify_service():
     assert service["NoNewPrivileges"] == "yes"
     # The daemon's default paths are the ones the unit makes and allows.
     assert service["RuntimeDirectory"] == "nginx-canary" and service["StateDirectory"] == "nginx-canary"
-    from nginx_canary.config.settings import DaemonSettings
+    from nginx_canary.config.model import DaemonSettings
 
     defaults = DaemonSettings()
     assert defaults.control_socket.startswith("/run/nginx-canary/")

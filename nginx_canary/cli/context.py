@@ -24,7 +24,7 @@ from nginx_canary.nginx import operations
 from nginx_canary.permissions import Finding, describe, insecure_state_dir
 
 if TYPE_CHECKING:
-    from nginx_canary.config.settings import DaemonSettings
+    from nginx_canary.config.model import DaemonSettings
 
 # Kept equal to settings.DEFAULT_CONFIG_PATH (a test checks); importing settings would load PyYAML on every command.
 DEFAULT_CONFIG_PATH = "/etc/nginx-canary/config.yaml"

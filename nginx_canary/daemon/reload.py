@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Mapping, MutableMapping, Protocol, Tuple
 
-from nginx_canary.config.settings import DaemonSettings, RolloutSettings
+from nginx_canary.config.model import DaemonSettings, RolloutSettings
 from nginx_canary.errors import CanaryError
 
 log = logging.getLogger(__name__)

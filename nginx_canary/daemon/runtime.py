@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
-from nginx_canary.config.settings import DaemonSettings, RolloutSettings
+from nginx_canary.config.model import DaemonSettings, RolloutSettings
 from nginx_canary.daemon.config_watch import ConfigWatcher
 from nginx_canary.domain import ACTIVE_STATES
 from nginx_canary.errors import BadInputError, StateError

@@ -41,7 +41,8 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from nginx_canary.config.settings import DaemonSettings, RolloutSettings, load_settings
+from nginx_canary.config.model import DaemonSettings, RolloutSettings
+from nginx_canary.config.settings import load_settings
 from nginx_canary.daemon.change_runner import ChangeRunner, OffLoopApplier
 from nginx_canary.daemon.commands import CommandHandlers, for_rollout
 from nginx_canary.daemon.config_watch import ConfigWatcher

@@ -30,7 +30,7 @@ import requests
 
 from nginx_canary.rollout.analysis import FAIL, INCONCLUSIVE, PASS, Check, CheckResult, Thresholds
 from nginx_canary.logs.window import Stats
-from nginx_canary.config.settings import HttpCheckSettings
+from nginx_canary.config.model import HttpCheckSettings
 from nginx_canary.integrations.urls import redact_url
 from nginx_canary.integrations.webhooks import USER_AGENT, why_failed
 

@@ -54,7 +54,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 import requests
 
 from nginx_canary.rollout.record import HistoryRecord, RecordedVerdict
-from nginx_canary.config.settings import WebhookSettings
+from nginx_canary.config.model import WebhookSettings
 from nginx_canary.domain import State
 from nginx_canary.integrations.urls import redact_url
 

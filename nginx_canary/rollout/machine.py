@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 from nginx_canary.rollout.analysis import CHECKS, FAIL, PASS, Check, Thresholds, Verdict, evaluate, next_failure_streak
 from nginx_canary.errors import BadInputError, BusyError, CanaryError, StateError
 from nginx_canary.logs.window import Stats
-from nginx_canary.config.settings import RolloutSettings
+from nginx_canary.config.model import RolloutSettings
 from nginx_canary.domain import (ACTIVE_STATES, STARTABLE_STATES, TERMINAL_STATES, State, check_step_interval,
                                   check_steps, percent_number, percent_text)
 from nginx_canary.rollout.store import RolloutState, StateStore

@@ -16,11 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nginx_canary.errors import BadInputError, ExitCode, SettingsError
-from nginx_canary.config.settings import (
-    CONFIG_ENV,
-    DEFAULT_CONFIG_PATH,
-    MAX_CONFIG_BYTES,
-    MAX_URL_LENGTH,
+from nginx_canary.config.model import (
     WEBHOOK_EVENTS,
     AnalysisSettings,
     DaemonSettings,
@@ -29,6 +25,12 @@ from nginx_canary.config.settings import (
     NginxSettings,
     RolloutSettings,
     WebhookSettings,
+)
+from nginx_canary.config.settings import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_PATH,
+    MAX_CONFIG_BYTES,
+    MAX_URL_LENGTH,
     config_path,
     load_settings,
     parse_settings,

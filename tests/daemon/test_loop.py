@@ -9,7 +9,7 @@ from typing import Dict
 
 import pytest
 
-from nginx_canary.config.settings import AnalysisSettings, DaemonSettings
+from nginx_canary.config.model import AnalysisSettings, DaemonSettings
 from nginx_canary.daemon.runtime import RolloutRuntime, RunTraffic
 from nginx_canary.daemon.sd_notify import Notifier
 from nginx_canary.daemon.service import POLL_EVERY, Daemon

@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import pytest
 
-from nginx_canary.config.settings import AnalysisSettings, DaemonSettings, RolloutSettings, WebhookSettings
+from nginx_canary.config.model import AnalysisSettings, DaemonSettings, RolloutSettings, WebhookSettings
 from nginx_canary.daemon.reload import ReloadActions, apply_reload, plan_reload
 from nginx_canary.errors import BadInputError
 

@@ -24,7 +24,7 @@ from nginx_canary.integrations.gates import (
     HttpCheckResult,
     http_check_result,
 )
-from nginx_canary.config.settings import HttpCheckSettings
+from nginx_canary.config.model import HttpCheckSettings
 from nginx_canary.integrations.urls import redact_url
 from nginx_canary.demo.nginx_harness import free_port
 from tests.rollout.test_machine import make_stats

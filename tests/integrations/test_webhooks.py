@@ -22,7 +22,7 @@ import requests
 
 from nginx_canary.rollout.analysis import FAIL
 from nginx_canary.rollout.machine import Rollout
-from nginx_canary.config.settings import WEBHOOK_EVENTS, WebhookSettings
+from nginx_canary.config.model import WEBHOOK_EVENTS, WebhookSettings
 from nginx_canary.integrations.webhooks import DELIVERY_HEADER, WebhookSender, describe, public_event, why_failed
 from nginx_canary.demo.nginx_harness import free_port
 from tests.rollout.test_machine import T0, Env, tick_until

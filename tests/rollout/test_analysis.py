@@ -480,6 +480,6 @@ def test_check_results_are_frozen():
 
 
 def test_thresholds_from_the_real_analysis_settings():
-    from nginx_canary.config.settings import AnalysisSettings
+    from nginx_canary.config.model import AnalysisSettings
 
     assert Thresholds.from_settings(AnalysisSettings()) == Thresholds()

@@ -11,7 +11,7 @@ from nginx_canary.errors import NginxRejectedError, StateError
 from nginx_canary.logs.window import Stats
 from nginx_canary.nginx.operations import Settings
 from nginx_canary.rollout.machine import Rollout
-from nginx_canary.config.settings import AnalysisSettings, RolloutSettings
+from nginx_canary.config.model import AnalysisSettings, RolloutSettings
 from nginx_canary.rollout.store import StateStore
 
 

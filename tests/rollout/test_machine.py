@@ -24,7 +24,7 @@ from nginx_canary.errors import BadInputError, BusyError, CanaryError, NginxReje
 from nginx_canary.logs.window import Stats
 from nginx_canary.domain import State, percent_text
 from nginx_canary.rollout.machine import Rollout
-from nginx_canary.config.settings import AnalysisSettings, RolloutSettings
+from nginx_canary.config.model import AnalysisSettings, RolloutSettings
 from nginx_canary.rollout.store import RolloutState, StateStore
 
 STATE_VALUES = [s.value for s in State]
