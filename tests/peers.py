@@ -84,3 +84,20 @@ def _child_result(pid: int, read_end: int, write_end: int) -> Tuple[int, bytes]:
     os.close(read_end)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), data
+
+
+def trickle(sock: socket.socket, payload: bytes, done: Callable[[bytes], bool]) -> bytes:
+    """Send ``payload`` a byte every 0.1 s (reading between bytes) until ``done(reply)``, the end, or a closed socket."""
+    sock.settimeout(0.1)
+    reply = b""
+    for byte in payload:
+        try:
+            sock.send(bytes([byte]))
+            reply += sock.recv(4096)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if done(reply):
+            break
+    return reply

@@ -18,7 +18,7 @@ from nginx_canary.daemon import control_socket
 from nginx_canary.daemon.bounded_server import Limits
 from nginx_canary.daemon.control_socket import ControlServer, Peer, call, is_allowed
 from nginx_canary.errors import BadInputError, CanaryError, ControlError, DaemonNotRunningError, ExitCode, UnknownRolloutError
-from tests.peers import call_as
+from tests.peers import call_as, trickle
 
 NOBODY = 65534
 STATUS = {"command": "status"}
@@ -266,18 +266,8 @@ def test_a_trickling_peer_is_cut_off_at_the_total_deadline(short_dir):
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as slow:
             slow.connect(srv.path)
-            slow.settimeout(0.1)
-            reply = b""
-            for byte in b'{"command": "status", "args": {"x": "' + b"a" * 100:  # a byte every 0.1 s, at most 14 s
-                try:
-                    slow.send(bytes([byte]))
-                    reply += slow.recv(4096)
-                except socket.timeout:
-                    continue
-                except OSError:
-                    break
-                if reply.endswith(b"\n"):
-                    break
+            # A byte every 0.1 s: at most 14 s.
+            reply = trickle(slow, b'{"command": "status", "args": {"x": "' + b"a" * 100, lambda r: r.endswith(b"\n"))
         assert json.loads(reply) == {"ok": False, "exit_code": ExitCode.BAD_INPUT,
                                      "error": "bad request: no complete request within 0.5 s"}
     finally:

@@ -28,22 +28,9 @@ from nginx_canary.config.model import HttpCheckSettings
 from nginx_canary.integrations.urls import redact_url
 from nginx_canary.demo.nginx_harness import free_port
 from tests.rollout.test_machine import make_stats
-from tests.integrations.test_webhooks import WAIT, Receiver
+from tests.integrations.test_webhooks import WAIT
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-def receivers() -> Iterator[Any]:
-    made: List[Receiver] = []
-
-    def make(**kwargs: Any) -> Receiver:
-        made.append(Receiver(**kwargs))
-        return made[-1]
-
-    yield make
-    for server in made:
-        server.close()
 
 
 @pytest.fixture

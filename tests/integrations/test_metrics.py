@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from nginx_canary.rollout.analysis import CHECKS, FAIL, PASS
 from nginx_canary.daemon.bounded_server import Limits
 from nginx_canary.errors import CanaryError, NginxRejectedError, StateError
+from tests.peers import trickle
 from nginx_canary.logs.window import Stats
 from nginx_canary.integrations.metrics import (CODES, LATENCY_BUCKETS, RELOAD_BUCKETS, DaemonMetrics, MetricsError, MetricsServer,
                                   split_listen)
@@ -426,18 +427,8 @@ def test_bad_requests_get_an_http_error(metrics, served):
 def test_a_trickling_client_is_cut_off_at_the_total_deadline(metrics):
     with MetricsServer("127.0.0.1:0", metrics.registry, limits=Limits(request_deadline=0.5)) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
-            slow.settimeout(0.1)
-            reply = b""
-            for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 100:  # a byte every 0.1 s, at most 14 s
-                try:
-                    slow.send(bytes([byte]))
-                    reply += slow.recv(4096)
-                except socket.timeout:
-                    continue
-                except OSError:
-                    break
-                if b"\r\n\r\n" in reply:
-                    break
+            # A byte every 0.1 s: at most 14 s.
+            reply = trickle(slow, b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 100, lambda r: b"\r\n\r\n" in r)
         assert reply.startswith(b"HTTP/1.1 408 ")
         scrape(server.url)
 

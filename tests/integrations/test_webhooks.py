@@ -124,20 +124,6 @@ def receiver() -> Iterator[Receiver]:
     server.close()
 
 
-@pytest.fixture
-def receivers() -> Iterator[Any]:
-    """Make more receivers; all are shut down at teardown."""
-    made: List[Receiver] = []
-
-    def make(**kwargs: Any) -> Receiver:
-        made.append(Receiver(**kwargs))
-        return made[-1]
-
-    yield make
-    for server in made:
-        server.close()
-
-
 class Sleeps:
     """The injected wait between attempts: records the delays, waits for none."""
 
