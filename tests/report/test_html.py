@@ -10,6 +10,8 @@ records it (once per second, by :class:`nginx_canary.report.series.SeriesRecorde
 from __future__ import annotations
 
 import html.parser
+import json
+import os
 import random
 import shutil
 import struct
@@ -288,6 +290,53 @@ def test_odd_records_and_no_data_do_not_break_the_report(tmp_path):
     assert Page(text).errors == []
 
 
+# --- the page, byte for byte -------------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Clock times in the page in UTC, whatever the machine's zone."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def golden_points(start: float) -> List[Dict[str, Any]]:
+    """A second-by-second series without randomness: the canary's 5xx climb from 150 s on, gaps in its p99."""
+    points = []
+    for i in range(1, 166):
+        percent = 10 if i < 60 else 25 if i < 120 else 50
+        canary = 40 * percent // 100
+        errors = canary // 2 if i >= 150 else int(i % 37 == 0)
+        points.append({"time": start + i, "canary_percent": percent, "state": "progressing",
+                       "canary": {"requests": canary, "errors_5xx": errors, "p99": None if i % 23 == 0 else
+                                  (0.31 if i >= 150 else 0.045 + (i % 7) / 1000)},
+                       "stable": {"requests": 40 - canary, "errors_5xx": int(i % 53 == 0), "p99": 0.04 + (i % 5) / 1000}})
+    return points
+
+
+def test_the_page_is_byte_for_byte_the_pinned_one(utc):
+    """Pins the whole page for a fixed run (a rollback, folded passing checks) and for hostile strings; when the
+    page changes on purpose, write the new golden files with ``NGINX_CANARY_WRITE_GOLDEN=1``."""
+    history = json.loads((GOLDEN / "run.json").read_text())
+    evil = '<script>alert("x")</script>'
+    pages = {
+        "run.html": render_report("app", history, golden_points(history[0]["time"]), generated_at=GENERATED,
+                                  source="the files in /var/lib/nginx-canary/rollouts"),
+        "escaped.html": render_report(evil, [dict(r, detail=dict(r["detail"], message=evil, reason=evil))
+                                             for r in history[:3]],
+                                      [], generated_at=GENERATED, source=evil),
+    }
+    for name, page in pages.items():
+        if os.environ.get("NGINX_CANARY_WRITE_GOLDEN"):
+            (GOLDEN / name).write_text(page, encoding="utf-8")
+        assert page == (GOLDEN / name).read_text(encoding="utf-8"), name
+
+
 def test_points_from_before_the_run_are_left_out(scenario):
     stale = {"time": T0 - 500, "canary_percent": 50, "state": "rolled_back",
              "canary": {"requests": 1, "errors_5xx": 1, "error_rate": 1.0, "p99": 9.0}, "stable": {}}
@@ -422,55 +471,6 @@ def test_report_renders_in_headless_chromium_with_charts_that_are_not_blank(scen
         for x in range(left, right + 1, 3):
             colours.add(row[x * bpp:x * bpp + 3])
     assert len(colours) > 20, f"the chart area holds {len(colours)} colours"
-
-
-# --- writing the file: never through a planted symlink ------------------------------------------------------
-
-
-def test_default_name_taken_by_a_planted_symlink_gets_the_next_free_name(tmp_path):
-    from nginx_canary.report.file import write_report_file
-
-    victim = tmp_path / "victim"
-    victim.write_text("precious\n")
-    planted = tmp_path / "nginx-canary-report-app-20260101-000000.html"
-    planted.symlink_to(victim)
-    (tmp_path / "nginx-canary-report-app-20260101-000000-2.html").symlink_to(tmp_path / "dangling")
-    written = write_report_file("<p>page</p>", str(planted), chosen_by_user=False)
-    assert written == str(tmp_path / "nginx-canary-report-app-20260101-000000-3.html")
-    assert Path(written).read_text() == "<p>page</p>" and not Path(written).is_symlink()
-    assert victim.read_text() == "precious\n" and not (tmp_path / "dangling").exists()
-
-
-def test_no_free_default_name_is_a_one_line_error(tmp_path):
-    from nginx_canary.errors import CanaryError
-    from nginx_canary.report.file import MAX_TRIES, write_report_file
-
-    path = tmp_path / "r.html"
-    path.write_text("old")
-    for n in range(2, MAX_TRIES + 1):
-        (tmp_path / f"r-{n}.html").write_text("old")
-    with pytest.raises(CanaryError, match="exist \\(give --output\\)$"):
-        write_report_file("new", str(path), chosen_by_user=False)
-    assert path.read_text() == "old"
-
-
-def test_output_replaces_a_regular_file_keeping_its_mode_and_refuses_a_symlink(tmp_path):
-    from nginx_canary.errors import BadInputError
-    from nginx_canary.report.file import write_report_file
-
-    existing = tmp_path / "report.html"
-    existing.write_text("old")
-    existing.chmod(0o640)
-    assert write_report_file("new", str(existing), chosen_by_user=True) == str(existing)
-    assert existing.read_text() == "new" and existing.stat().st_mode & 0o777 == 0o640
-    victim = tmp_path / "victim"
-    victim.write_text("precious\n")
-    link = tmp_path / "link.html"
-    link.symlink_to(victim)
-    with pytest.raises(BadInputError, match="is a symbolic link"):
-        write_report_file("new", str(link), chosen_by_user=True)
-    assert victim.read_text() == "precious\n" and link.is_symlink()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "report.html", "victim"]  # no temp left
 
 
 def test_report_command_never_follows_a_symlink_planted_at_its_default_name(scenario, tmp_path):
