@@ -76,7 +76,7 @@ def test_the_unit_runs_the_daemon_as_a_notify_service():
 def test_the_limits_leave_room_for_a_rollback_whatever_clients_do():
     """LimitNOFILE= and TasksMax= are set, and the servers' fixed bounds fit well inside them."""
     from nginx_canary.daemon import control_socket
-    from nginx_canary.integrations import metrics
+    from nginx_canary.integrations import metrics_server as metrics
     from nginx_canary.daemon.bounded_server import NOFILE_SHARE
 
     service = unit_sections()["Service"]

@@ -59,7 +59,8 @@ from nginx_canary.daemon.runtime import (
 from nginx_canary.daemon.sd_notify import Notifier
 from nginx_canary.domain import ACTIVE_STATES
 from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError
-from nginx_canary.integrations.metrics import DaemonMetrics, MetricsServer
+from nginx_canary.integrations.metrics import DaemonMetrics
+from nginx_canary.integrations.metrics_server import MetricsServer
 from nginx_canary.logs.analyze import GROUP
 from nginx_canary.logs.sketch import LatencySketch
 from nginx_canary.nginx import operations

@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: HTTP receivers on loopback for webhooks, gates and HTTP checks."""
+"""Fixtures of the integration tests: HTTP receivers on loopback for webhooks, gates and HTTP checks; a
+DaemonMetrics and its served endpoint for the metrics tests."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any, Iterator, List
 
 import pytest
 
+from nginx_canary.integrations.metrics import DaemonMetrics
+from nginx_canary.integrations.metrics_server import MetricsServer
 from tests.integrations.test_webhooks import Receiver
 
 
@@ -21,3 +24,15 @@ def receivers() -> Iterator[Any]:
     yield make
     for server in made:
         server.close()
+
+
+@pytest.fixture
+def metrics() -> DaemonMetrics:
+    return DaemonMetrics()
+
+
+@pytest.fixture
+def served(metrics: DaemonMetrics) -> Iterator[MetricsServer]:
+    server = metrics.serve("127.0.0.1:0")
+    yield server
+    server.close()

@@ -1,13 +1,10 @@
-"""The Prometheus endpoint: every figure scraped over real HTTP and read with prometheus_client's own parser."""
+"""DaemonMetrics: every figure the main loop feeds, scraped over real HTTP and read with prometheus_client's own parser."""
 
 from __future__ import annotations
 
-import gzip
 import random
-import socket
 import threading
 import time
-import urllib.error
 import urllib.request
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
@@ -15,12 +12,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from nginx_canary.rollout.analysis import CHECKS, FAIL, PASS
-from nginx_canary.daemon.bounded_server import Limits
-from nginx_canary.errors import CanaryError, NginxRejectedError, StateError
-from tests.peers import trickle
+from nginx_canary.errors import NginxRejectedError, StateError
 from nginx_canary.logs.window import Stats
-from nginx_canary.integrations.metrics import (CODES, LATENCY_BUCKETS, RELOAD_BUCKETS, DaemonMetrics, MetricsError, MetricsServer,
-                                  split_listen)
+from nginx_canary.integrations.metrics import LATENCY_BUCKETS, RELOAD_BUCKETS, DaemonMetrics
+from nginx_canary.integrations.metrics_families import CODES
 from nginx_canary.domain import State
 from tests.rollout.test_machine import T0, Env
 
@@ -68,18 +63,6 @@ def scrape(url: str) -> Scraped:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain")
         return Scraped(response.read().decode("utf-8"))
-
-
-@pytest.fixture
-def metrics() -> DaemonMetrics:
-    return DaemonMetrics()
-
-
-@pytest.fixture
-def served(metrics):
-    server = metrics.serve("127.0.0.1:0")
-    yield server
-    server.close()
 
 
 def stats_of(*entries: Tuple[Optional[int], Optional[float], int]) -> Stats:
@@ -335,206 +318,6 @@ def test_start_time_gauge():
     metrics = DaemonMetrics(clock=lambda: 1_700_000_123.0)
     with metrics.serve("127.0.0.1:0") as server:
         assert scrape(server.url).value("nginx_canary_start_time_seconds") == 1_700_000_123.0
-
-
-# --- the exposition text, pinned --------------------------------------------------------------------------
-
-
-EXPOSITION = """\
-# HELP nginx_canary_upstream_requests_total Upstream attempts in the access log, by group and status class.
-# TYPE nginx_canary_upstream_requests_total counter
-nginx_canary_upstream_requests_total{code="2xx",group="canary",rollout="app"} 3.0
-nginx_canary_upstream_requests_total{code="3xx",group="canary",rollout="app"} 0.0
-nginx_canary_upstream_requests_total{code="4xx",group="canary",rollout="app"} 0.0
-nginx_canary_upstream_requests_total{code="5xx",group="canary",rollout="app"} 1.0
-nginx_canary_upstream_requests_total{code="other",group="canary",rollout="app"} 1.0
-nginx_canary_upstream_requests_total{code="2xx",group="stable",rollout="app"} 0.0
-nginx_canary_upstream_requests_total{code="3xx",group="stable",rollout="app"} 2.0
-nginx_canary_upstream_requests_total{code="4xx",group="stable",rollout="app"} 0.0
-nginx_canary_upstream_requests_total{code="5xx",group="stable",rollout="app"} 0.0
-nginx_canary_upstream_requests_total{code="other",group="stable",rollout="app"} 0.0
-# HELP nginx_canary_upstream_response_seconds Upstream response time of the attempts, by group (buckets from a sketch with 1 % relative accuracy).
-# TYPE nginx_canary_upstream_response_seconds histogram
-nginx_canary_upstream_response_seconds_bucket{group="canary",le="0.1",rollout="app"} 3.0
-nginx_canary_upstream_response_seconds_bucket{group="canary",le="1.0",rollout="app"} 4.0
-nginx_canary_upstream_response_seconds_bucket{group="canary",le="+Inf",rollout="app"} 4.0
-nginx_canary_upstream_response_seconds_count{group="canary",rollout="app"} 4.0
-nginx_canary_upstream_response_seconds_sum{group="canary",rollout="app"} 0.65
-nginx_canary_upstream_response_seconds_bucket{group="stable",le="0.1",rollout="app"} 0.0
-nginx_canary_upstream_response_seconds_bucket{group="stable",le="1.0",rollout="app"} 0.0
-nginx_canary_upstream_response_seconds_bucket{group="stable",le="+Inf",rollout="app"} 2.0
-nginx_canary_upstream_response_seconds_count{group="stable",rollout="app"} 2.0
-nginx_canary_upstream_response_seconds_sum{group="stable",rollout="app"} 4.0
-# HELP nginx_canary_canary_weight_percent The canary's share of the upstream's traffic, in percent.
-# TYPE nginx_canary_canary_weight_percent gauge
-nginx_canary_canary_weight_percent{rollout="app"} 12.5
-# HELP nginx_canary_rollout_state 1 for the rollout's current state, 0 for the others.
-# TYPE nginx_canary_rollout_state gauge
-nginx_canary_rollout_state{rollout="app",state="idle"} 0.0
-nginx_canary_rollout_state{rollout="app",state="progressing"} 1.0
-nginx_canary_rollout_state{rollout="app",state="paused"} 0.0
-nginx_canary_rollout_state{rollout="app",state="promoted"} 0.0
-nginx_canary_rollout_state{rollout="app",state="rolled_back"} 0.0
-nginx_canary_rollout_state{rollout="app",state="aborted"} 0.0
-nginx_canary_rollout_state{rollout="app",state="failed"} 0.0
-# HELP nginx_canary_rollbacks_total Automatic rollbacks of the rollout to its start snapshot.
-# TYPE nginx_canary_rollbacks_total counter
-nginx_canary_rollbacks_total{rollout="app"} 1.0
-# HELP nginx_canary_check_failures_total Failed checks, by check.
-# TYPE nginx_canary_check_failures_total counter
-nginx_canary_check_failures_total{check="custom",rollout="app"} 0.0
-nginx_canary_check_failures_total{check="error_rate",rollout="app"} 1.0
-nginx_canary_check_failures_total{check="error_rate_increase",rollout="app"} 0.0
-nginx_canary_check_failures_total{check="p99_latency",rollout="app"} 0.0
-nginx_canary_check_failures_total{check="p99_latency_ratio",rollout="app"} 0.0
-# HELP nginx_canary_reload_seconds Time from nginx's reload signal to the proof that it took effect.
-# TYPE nginx_canary_reload_seconds histogram
-nginx_canary_reload_seconds_bucket{le="0.5"} 1.0
-nginx_canary_reload_seconds_bucket{le="+Inf"} 1.0
-nginx_canary_reload_seconds_count 1.0
-nginx_canary_reload_seconds_sum 0.25
-# HELP nginx_canary_log_lines_total Access-log lines read, by whether they fit the format.
-# TYPE nginx_canary_log_lines_total counter
-nginx_canary_log_lines_total{result="parsed"} 10.0
-nginx_canary_log_lines_total{result="unparsed"} 2.0
-# HELP nginx_canary_start_time_seconds When the daemon started, in seconds since the epoch.
-# TYPE nginx_canary_start_time_seconds gauge
-nginx_canary_start_time_seconds 1.7e+09
-"""
-
-
-def test_the_exposition_text_names_helps_labels_and_order_are_pinned():
-    # Small buckets keep the text short; names, HELP texts, types, labels and order are the defaults'.
-    metrics = DaemonMetrics(latency_buckets=(0.1, 1.0), reload_buckets=(0.5,), check_names=("custom",),
-                            clock=lambda: 1_700_000_000.0)
-    metrics.update_rollout("app", state="progressing", canary_percent=12.5,
-                           canary=stats_of((200, 0.05, 3), (503, 0.5, 1), (None, None, 1)),
-                           stable=stats_of((304, 2.0, 2)))
-    listen = metrics.listener("app")
-    listen("rollback", {"event": "rollback", "detail": {}})
-    listen("check", {"event": "check", "detail": {"verdict": {"verdict": FAIL, "checks": [
-        {"name": "error_rate", "verdict": FAIL}]}}})
-    metrics.observe_reload(0.25)
-    metrics.set_log_lines(10, 2, source="app")
-    assert metrics.render().decode() == EXPOSITION
-
-
-# --- the server -----------------------------------------------------------------------------------------------
-
-
-def test_paths_other_than_metrics(metrics, served):
-    base = served.url[: -len("/metrics")]
-    with urllib.request.urlopen(base + "/", timeout=10) as response:
-        assert b"/metrics" in response.read()
-    with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(base + "/nope", timeout=10)
-    assert caught.value.code == 404
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not ipv6_loopback(), reason="this host has no IPv6 loopback (::1)")
-def test_a_bracketed_ipv6_address(metrics):
-    metrics.update_rollout("app", state="idle", canary_percent=0, canary=Stats(), stable=Stats())
-    with metrics.serve("[::1]:0") as server:
-        assert server.port > 0 and server.url == f"http://[::1]:{server.port}/metrics"
-        assert scrape(server.url).value("nginx_canary_rollout_state", rollout="app", state="idle") == 1
-
-
-def test_an_address_in_use_is_one_line_naming_it(metrics):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with pytest.raises(MetricsError) as caught:
-            metrics.serve(f"127.0.0.1:{port}")
-    message = str(caught.value)
-    assert isinstance(caught.value, CanaryError)
-    assert message == f"cannot serve metrics on 127.0.0.1:{port}: Address already in use"
-    assert "\n" not in message
-
-
-def test_an_unknown_host_is_one_line_naming_it(metrics):
-    with pytest.raises(MetricsError, match=r"^cannot serve metrics on no-such-host\.invalid:9145: ") as caught:
-        metrics.serve("no-such-host.invalid:9145")
-    assert "\n" not in str(caught.value)
-
-
-def test_close_frees_the_port_and_is_idempotent(metrics):
-    server = metrics.serve("127.0.0.1:0")
-    port = server.port
-    scrape(server.url)
-    server.close()
-    server.close()
-    with pytest.raises(OSError):
-        urllib.request.urlopen(server.url, timeout=5)
-    again = metrics.serve(f"127.0.0.1:{port}")  # the port can be bound again at once
-    again.close()
-
-
-def raw_http(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(data)
-        reply = b""
-        while True:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return reply
-            reply += chunk
-
-
-def test_content_negotiation_and_compression_are_prometheus_client_s(metrics, served):
-    request = urllib.request.Request(served.url, headers={"Accept": "application/openmetrics-text; version=1.0.0",
-                                                          "Accept-Encoding": "gzip"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
-        assert response.headers["Content-Encoding"] == "gzip"
-        body = gzip.decompress(response.read())
-    assert body.rstrip().endswith(b"# EOF")
-
-
-def test_bad_requests_get_an_http_error(metrics, served):
-    assert raw_http(served.port, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
-    assert raw_http(served.port, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 405 ")
-    assert raw_http(served.port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000).startswith(b"HTTP/1.1 431 ")
-
-
-def test_a_trickling_client_is_cut_off_at_the_total_deadline(metrics):
-    with MetricsServer("127.0.0.1:0", metrics.registry, limits=Limits(request_deadline=0.5)) as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
-            # A byte every 0.1 s: at most 14 s.
-            reply = trickle(slow, b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 100, lambda r: b"\r\n\r\n" in r)
-        assert reply.startswith(b"HTTP/1.1 408 ")
-        scrape(server.url)
-
-
-def test_many_silent_clients_hold_no_thread_and_do_not_stop_a_scrape(metrics, served):
-    threads = threading.active_count()
-    silent = []
-    try:
-        for _ in range(3 * served.limits.max_pending):
-            silent.append(socket.create_connection(("127.0.0.1", served.port), timeout=10))
-        scrape(served.url)
-        assert threading.active_count() == threads
-    finally:
-        for conn in silent:
-            conn.close()
-
-
-def test_split_listen():
-    assert split_listen("127.0.0.1:9145") == ("127.0.0.1", 9145)
-    assert split_listen("[::1]:9145") == ("::1", 9145)
-    assert split_listen("metrics.example:80") == ("metrics.example", 80)
-    for bad in ("9145", ":9145", "host:", "host:http", "host:70000"):
-        with pytest.raises(MetricsError, match="is not host:port"):
-            split_listen(bad)
 
 
 # --- thread safety --------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ import pytest
 
 from nginx_canary.daemon import control_socket
 
-from nginx_canary.integrations import metrics
+from nginx_canary.integrations import metrics_server as metrics
 from nginx_canary.demo.nginx_harness import free_port
 from nginx_canary.errors import CanaryError
 from tests.reliability.conftest import Steps, history, saved_state, wait_for
