@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from nginx_canary.errors import LogFormatError
-from nginx_canary.logs.format import _ENTRY_BYTES, CANARY_SNIPPET, CompiledFormat, Segment, UpstreamFields, _value_syntax
+from nginx_canary.logs.format import CANARY_SNIPPET, CompiledFormat, UpstreamFields
+from nginx_canary.logs.syntax import ENTRY_BYTES, Segment, value_syntax
 
 _ALL = frozenset(range(256))
 _NEWLINE = ord("\n")
@@ -121,7 +122,7 @@ def _possible(name: str, escape: str) -> Tuple[FrozenSet[int], bool]:
     known = client_bytes(name)
     if known is not None:
         return _logged(known, escape), True
-    syntax = _value_syntax(name, escape)
+    syntax = value_syntax(name, escape)
     allowed = _ALL - syntax.stops
     # Under escape=none a variable nginx-canary does not know may hold a newline ($uri through a map).
     return (allowed | {_NEWLINE} if escape == "none" else allowed), False
@@ -131,10 +132,10 @@ def _absorbs(segments: Tuple[Segment, ...], w: int, escape: str) -> FrozenSet[in
     """The bytes the parser lets the value at ``segments[w]`` span (an entry's, when it is read entry by entry)."""
     name = segments[w]
     assert isinstance(name, str)
-    syntax = _value_syntax(name, escape)
+    syntax = value_syntax(name, escape)
     nxt = segments[w + 1] if w + 1 < len(segments) else None
-    if syntax.structure is not None and isinstance(nxt, bytes) and nxt[0] not in _ENTRY_BYTES[name]:
-        return _ENTRY_BYTES[name] | _ATTEMPT_SEPARATOR_BYTES
+    if syntax.structure is not None and isinstance(nxt, bytes) and nxt[0] not in ENTRY_BYTES[name]:
+        return ENTRY_BYTES[name] | _ATTEMPT_SEPARATOR_BYTES
     return _ALL - syntax.stops
 
 
@@ -171,7 +172,7 @@ def _keeps_first_entries(name: str, spanned: FrozenSet[int], escape: str) -> boo
     leaves the forged ones standing, but an address no nginx writes (one made
     of anything but entries and separators) drops the whole line.
     """
-    if _value_syntax(name, escape).structure is None:
+    if value_syntax(name, escape).structure is None:
         return False
     return name != "upstream_addr" or spanned <= _ATTEMPT_SEPARATOR_BYTES
 
