@@ -69,7 +69,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: Optional[str]) 
     """A DURATION option (250ms, 10s, 5m) in seconds; the error names the option."""
     if value is None:
         return None
-    from nginx_canary.config.settings import parse_duration
+    from nginx_canary.config.syntax import parse_duration
 
     try:
         return parse_duration(value)

@@ -27,15 +27,8 @@ from nginx_canary.config.model import (
     WebhookSettings,
 )
 from nginx_canary.config.settings import (
-    CONFIG_ENV,
-    DEFAULT_CONFIG_PATH,
-    MAX_CONFIG_BYTES,
-    MAX_URL_LENGTH,
-    config_path,
-    load_settings,
-    parse_settings,
-    url_problem,
-)
+    CONFIG_ENV, DEFAULT_CONFIG_PATH, MAX_CONFIG_BYTES, config_path, load_settings, parse_settings)
+from nginx_canary.config.syntax import MAX_URL_LENGTH, url_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "conf.d" / "nginx-canary.example.yaml"
@@ -592,14 +585,6 @@ def test_bad_url(url, fragment):
     assert "\n" not in problem
     text = MINIMAL + f"    webhooks:\n      - {json.dumps(url)}\n"
     assert_refused(text, 6, "rollouts.app.webhooks[0]", fragment)
-
-
-@pytest.mark.parametrize("url", ["http://a.example/hooks/T0KEN x", "http://u:T0KEN@a.example:99999/x",
-                                 "http://a_b.example/T0KEN?k=T0KEN", "http://a.example/T0KEN\u00e9", "http:///T0KEN"])
-def test_a_refused_url_is_not_quoted_whole(url):
-    # Its path, query or password may be a secret; the error names the key and line instead.
-    problem = url_problem(url)
-    assert problem is not None and "T0KEN" not in problem, problem
 
 
 def test_webhook_entry_needs_a_url():
