@@ -11,7 +11,7 @@ from typing import Set
 import pytest
 import yaml
 
-from nginx_canary.rollout.analysis import FAIL
+from nginx_canary.rollout.verdict import FAIL
 from nginx_canary.logs.window import Stats
 from nginx_canary.integrations.metrics import DaemonMetrics
 

@@ -24,7 +24,7 @@ from nginx_canary.logs.window import Stats
 from nginx_canary.nginx import operations
 from nginx_canary.nginx.conf import NginxConfig
 from nginx_canary.report.series import SeriesRecorder
-from nginx_canary.rollout.analysis import Verdict
+from nginx_canary.rollout.verdict import Verdict
 from nginx_canary.rollout.machine import Rollout
 from nginx_canary.rollout.store import GATES
 

@@ -68,7 +68,7 @@ from nginx_canary.nginx.conf import NginxConfig
 from nginx_canary.nginx.transaction import Transaction
 from nginx_canary.permissions import describe, insecure_paths, insecure_state_dir
 from nginx_canary.report.series import SeriesRecorder
-from nginx_canary.rollout.analysis import Verdict
+from nginx_canary.rollout.verdict import Verdict
 from nginx_canary.rollout.applier import NginxSplitApplier
 from nginx_canary.rollout.machine import Rollout
 from nginx_canary.rollout.store import StateStore

@@ -28,7 +28,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import requests
 
-from nginx_canary.rollout.analysis import FAIL, INCONCLUSIVE, PASS, Check, CheckResult, Thresholds
+from nginx_canary.rollout.checks import Check, Thresholds
+from nginx_canary.rollout.verdict import FAIL, INCONCLUSIVE, PASS, CheckResult
 from nginx_canary.logs.window import Stats
 from nginx_canary.config.model import HttpCheckSettings
 from nginx_canary.integrations.urls import redact_url

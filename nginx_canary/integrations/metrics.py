@@ -47,7 +47,7 @@ from nginx_canary.domain import State
 from nginx_canary.integrations.metrics_families import GROUPS, RolloutSnapshot, Snapshot, families
 from nginx_canary.integrations.metrics_server import MetricsServer
 from nginx_canary.logs.window import Stats
-from nginx_canary.rollout.analysis import CHECKS
+from nginx_canary.rollout.checks import CHECKS
 from nginx_canary.rollout.record import HistoryRecord
 
 #: Upper bounds (seconds) of the upstream latency buckets: 1 ms (nginx logs milliseconds) to a minute.

@@ -19,7 +19,10 @@ import logging
 from fractions import Fraction
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from nginx_canary.rollout.analysis import CHECKS, FAIL, PASS, Check, Thresholds, Verdict, evaluate, next_failure_streak
+from nginx_canary.rollout.analysis import evaluate
+from nginx_canary.rollout.checks import CHECKS, Check, Thresholds
+from nginx_canary.rollout.streak import next_failure_streak
+from nginx_canary.rollout.verdict import FAIL, PASS, Verdict
 from nginx_canary.errors import BadInputError, BusyError, CanaryError, StateError
 from nginx_canary.logs.window import Stats
 from nginx_canary.config.model import RolloutSettings

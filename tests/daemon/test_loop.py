@@ -15,7 +15,7 @@ from nginx_canary.daemon.sd_notify import Notifier
 from nginx_canary.daemon.service import POLL_EVERY, Daemon
 from nginx_canary.errors import ControlError
 from nginx_canary.report.series import SeriesRecorder
-from nginx_canary.rollout.analysis import FAIL, INCONCLUSIVE, PASS
+from nginx_canary.rollout.verdict import FAIL, INCONCLUSIVE, PASS
 from nginx_canary.rollout.machine import Rollout
 from tests.daemon.test_commands import FakeLog
 from tests.rollout.test_machine import T0, FakeApplier, FakeTraffic, make_settings

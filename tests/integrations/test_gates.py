@@ -14,7 +14,9 @@ from typing import Any, Iterator, List
 
 import pytest
 
-from nginx_canary.rollout.analysis import CHECKS, FAIL, INCONCLUSIVE, PASS, Thresholds, evaluate
+from nginx_canary.rollout.analysis import evaluate
+from nginx_canary.rollout.checks import CHECKS, Thresholds
+from nginx_canary.rollout.verdict import FAIL, INCONCLUSIVE, PASS
 from nginx_canary.integrations.gates import (
     CLOSED,
     OPEN,

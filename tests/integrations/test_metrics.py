@@ -11,7 +11,8 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nginx_canary.rollout.analysis import CHECKS, FAIL, PASS
+from nginx_canary.rollout.checks import CHECKS
+from nginx_canary.rollout.verdict import FAIL, PASS
 from nginx_canary.errors import NginxRejectedError, StateError
 from nginx_canary.logs.window import Stats
 from nginx_canary.integrations.metrics import LATENCY_BUCKETS, RELOAD_BUCKETS, DaemonMetrics

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 import requests
 
-from nginx_canary.rollout.analysis import FAIL
+from nginx_canary.rollout.verdict import FAIL
 from nginx_canary.rollout.machine import Rollout
 from nginx_canary.config.model import WEBHOOK_EVENTS, WebhookSettings
 from nginx_canary.integrations.webhooks import DELIVERY_HEADER, WebhookSender, describe, public_event, why_failed

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from nginx_canary.rollout.analysis import FAIL, INCONCLUSIVE, PASS
+from nginx_canary.rollout.verdict import FAIL, INCONCLUSIVE, PASS
 from nginx_canary.report.html import CANARY_COLOUR, MAX_BINS, STABLE_COLOUR, WEIGHT_COLOUR, render_report
 from nginx_canary.report.series import SeriesRecorder
 from tests.rollout.test_machine import T0, Env

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from nginx_canary.rollout.analysis import FAIL, INCONCLUSIVE, PASS
+from nginx_canary.rollout.verdict import FAIL, INCONCLUSIVE, PASS
 from nginx_canary.errors import BadInputError, BusyError, CanaryError, NginxRejectedError, StateError
 from nginx_canary.logs.window import Stats
 from nginx_canary.domain import State, percent_text
@@ -1364,7 +1364,8 @@ def test_promote_overrides_gates(env):
 
 
 def test_extra_checks_take_part_in_the_verdict(env):
-    from nginx_canary.rollout.analysis import Check, CheckResult
+    from nginx_canary.rollout.checks import Check
+    from nginx_canary.rollout.verdict import CheckResult
 
     def failing(canary: Stats, stable: Stats, thresholds: Any) -> CheckResult:
         return CheckResult("http_checks", FAIL, None, 0.0, canary.requests, stable.requests,

@@ -10,7 +10,8 @@ from typing import Any, Dict
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from nginx_canary.rollout.analysis import Thresholds, evaluate
+from nginx_canary.rollout.analysis import evaluate
+from nginx_canary.rollout.checks import Thresholds
 from nginx_canary.errors import BadInputError, StateError
 from nginx_canary.logs.window import Stats
 from nginx_canary.domain import State, validate_name
