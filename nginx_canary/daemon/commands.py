@@ -18,7 +18,7 @@ from nginx_canary.domain import ACTIVE_STATES, check_step_interval, validate_nam
 from nginx_canary.errors import BadInputError, CanaryError, UnknownRolloutError
 from nginx_canary.inputs import parse_percent
 from nginx_canary.logs.sketch import LatencySketch
-from nginx_canary.report.html import last_run
+from nginx_canary.report.run import last_run
 from nginx_canary.rollout.store import StateStore
 
 

@@ -2,7 +2,7 @@
 
 The daemon calls :meth:`SeriesRecorder.record` once per second while a
 rollout runs (and a few seconds after it ends) with the ``Stats.summary()``
-of each group over the last second; :mod:`nginx_canary.report.html` draws the
+of each group over the last second; :mod:`nginx_canary.report.charts` draws the
 points. A point, as :meth:`SeriesRecorder.points` returns it::
 
     {"time": 1700000012.0, "canary_percent": 25, "state": "progressing",

@@ -25,7 +25,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 from nginx_canary.rollout.verdict import FAIL, INCONCLUSIVE, PASS
-from nginx_canary.report.html import CANARY_COLOUR, MAX_BINS, STABLE_COLOUR, WEIGHT_COLOUR, render_report
+from nginx_canary.report.bins import MAX_BINS
+from nginx_canary.report.charts import CANARY_COLOUR, STABLE_COLOUR, WEIGHT_COLOUR
+from nginx_canary.report.html import render_report
 from nginx_canary.report.series import SeriesRecorder
 from tests.rollout.test_machine import T0, Env
 
@@ -315,7 +317,8 @@ def golden_points(start: float) -> List[Dict[str, Any]]:
         points.append({"time": start + i, "canary_percent": percent, "state": "progressing",
                        "canary": {"requests": canary, "errors_5xx": errors, "p99": None if i % 23 == 0 else
                                   (0.31 if i >= 150 else 0.045 + (i % 7) / 1000)},
-                       "stable": {"requests": 40 - canary, "errors_5xx": int(i % 53 == 0), "p99": 0.04 + (i % 5) / 1000}})
+                       "stable": {"requests": 40 - canary, "errors_5xx": int(i % 53 == 0),
+                                  "p99": 0.04 + (i % 5) / 1000}})
     return points
 
 
