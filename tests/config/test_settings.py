@@ -15,7 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nginx_canary.errors import BadInputError, ExitCode, SettingsError
+from nginx_canary.errors import ExitCode, SettingsError
 from nginx_canary.config.model import (
     WEBHOOK_EVENTS,
     AnalysisSettings,
@@ -27,77 +27,13 @@ from nginx_canary.config.model import (
     WebhookSettings,
 )
 from nginx_canary.config.settings import (
-    CONFIG_ENV, DEFAULT_CONFIG_PATH, MAX_CONFIG_BYTES, config_path, load_settings, parse_settings)
-from nginx_canary.config.syntax import MAX_URL_LENGTH, url_problem
+    CONFIG_ENV, DEFAULT_CONFIG_PATH, MAX_CONFIG_BYTES, config_path, load_settings)
+from nginx_canary.config.syntax import MAX_URL_LENGTH
+from tests.config.cases import DURATION, HOOK, LEVELS, MINIMAL, SOURCE, assert_refused, parse, refused, read_back, setting
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "conf.d" / "nginx-canary.example.yaml"
 REFERENCE = ROOT / "docs" / "CONFIG.md"
-SOURCE = "cfg.yaml"
-
-MINIMAL = """\
-rollouts:
-  app:
-    upstream: backend
-    canary: ["10.0.0.12:8080"]
-"""
-
-HOOK = "https://hooks.example.com/canary"
-# Each level: the text with one `{key}: {value}` line, that line's number,
-# and the key path prefix errors carry. In a list entry that needs a `url`,
-# `{url}` is a url line after it (empty when the key tried is `url` itself).
-LEVELS: Dict[str, Tuple[str, int, str]] = {
-    "top": ("{key}: {value}\n", 1, ""),
-    "nginx": ("nginx:\n  {key}: {value}\n", 2, "nginx."),
-    "rollout": (MINIMAL + "    {key}: {value}\n", 5, "rollouts.app."),
-    "analysis": (MINIMAL + "    analysis:\n      {key}: {value}\n", 6, "rollouts.app.analysis."),
-    "webhook": (MINIMAL + "    webhooks:\n      - {key}: {value}\n{url}", 6, "rollouts.app.webhooks[0]."),
-    "gates": (MINIMAL + "    gates:\n      {key}: {value}\n", 6, "rollouts.app.gates."),
-    "http_check": (MINIMAL + "    analysis:\n      http_checks:\n        - {key}: {value}\n{url}", 7,
-                   "rollouts.app.analysis.http_checks[0]."),
-}
-URL_LINES = {"webhook": f"        url: {HOOK}\n", "http_check": "          url: http://127.0.0.1:8082/health\n"}
-
-
-def parse(text: str) -> DaemonSettings:
-    return parse_settings(text, SOURCE)
-
-
-def refused(text: str, source: str = SOURCE) -> SettingsError:
-    with pytest.raises(SettingsError) as info:
-        parse_settings(text, source)
-    error = info.value
-    assert "\n" not in str(error)
-    assert isinstance(error, BadInputError) and error.exit_code == ExitCode.BAD_INPUT
-    return error
-
-
-def assert_refused(text: str, line: int, key: Optional[str], fragment: str) -> SettingsError:
-    error = refused(text)
-    where = f"{SOURCE}:{line}: {key}: " if key else f"{SOURCE}:{line}: "
-    assert str(error).startswith(where), str(error)
-    assert fragment in str(error), str(error)
-    assert (error.file, error.line, error.key) == (SOURCE, line, key)
-    return error
-
-
-def setting(level: str, key: str, value: str) -> str:
-    url = "" if key == "url" else URL_LINES.get(level, "")
-    return LEVELS[level][0].format(key=key, value=value, url=url)
-
-
-def read_back(parsed: DaemonSettings, level: str, key: str) -> Any:
-    owner: Any = {
-        "top": parsed,
-        "nginx": parsed.nginx,
-        "rollout": parsed.rollouts.get("app"),
-        "analysis": parsed.rollouts["app"].analysis if "app" in parsed.rollouts else None,
-        "webhook": parsed.rollouts["app"].webhooks[0] if level == "webhook" else None,
-        "gates": parsed.rollouts["app"].gates if level == "gates" else None,
-        "http_check": parsed.rollouts["app"].analysis.http_checks[0] if level == "http_check" else None,
-    }[level]
-    return getattr(owner, key)
-
 
 # --- defaults ----------------------------------------------------------------
 
@@ -114,43 +50,9 @@ def test_empty_mapping_means_every_default():
     )
 
 
-def test_rollout_defaults():
-    rollout = parse(MINIMAL).rollouts["app"]
-    assert rollout == RolloutSettings(
-        name="app", upstream="backend", canary=("10.0.0.12:8080",), access_log=None, log_format=None,
-        steps=(Fraction(10), Fraction(25), Fraction(50), Fraction(100)), step_interval=60.0, on_success="keep",
-        analysis=AnalysisSettings(interval=1.0, window=30.0, min_requests=20, max_error_rate=0.05,
-                                  max_error_rate_increase=0.02, max_p99_latency=1.0, max_p99_latency_ratio=2.0,
-                                  failure_threshold=2, http_checks=()),
-        webhooks=(), gates=GateSettings(pre_rollout=None, confirm_step=None, confirm_promotion=None),
-    )
-    assert all(isinstance(step, Fraction) for step in rollout.steps)
-
-
-def test_webhook_and_http_check_defaults():
-    assert WebhookSettings(url=HOOK) == WebhookSettings(
-        url=HOOK, events=("started", "step", "paused", "resumed", "promoted", "rolled_back", "aborted", "check_failed"),
-        format="json", timeout=5.0, retries=3)
-    assert HttpCheckSettings(url=HOOK) == HttpCheckSettings(url=HOOK, timeout=2.0)
-    rollout = parse(MINIMAL + f"    webhooks:\n      - url: {HOOK}\n    analysis:\n      http_checks:\n"
-                              f"        - url: {HOOK}\n").rollouts["app"]
-    assert rollout.webhooks == (WebhookSettings(url=HOOK),)
-    assert rollout.analysis.http_checks == (HttpCheckSettings(url=HOOK),)
-
-
 @pytest.mark.parametrize("text", ["nginx:\n", "nginx: {}\n", "rollouts:\n", "rollouts: {}\n"])
 def test_empty_sections_mean_their_defaults(text):
     assert parse(text) == DaemonSettings()
-
-
-@pytest.mark.parametrize("lines", ["    webhooks:\n", "    webhooks: []\n", "    gates:\n", "    gates: {}\n",
-                                   "    analysis:\n      http_checks:\n", "    analysis:\n      http_checks: []\n"])
-def test_empty_webhooks_gates_and_http_checks_mean_none(lines):
-    assert parse(MINIMAL + lines) == parse(MINIMAL)
-
-
-def test_empty_analysis_section_means_its_defaults():
-    assert parse(MINIMAL + "    analysis:\n").rollouts["app"].analysis == AnalysisSettings()
 
 
 def test_settings_are_frozen():
@@ -161,14 +63,6 @@ def test_settings_are_frozen():
         parsed.rollouts["app"].analysis.window = 1.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         parsed.rollouts["other"] = parsed.rollouts["app"]  # type: ignore[index]
-
-
-def test_rollouts_keep_file_order_and_their_names():
-    text = "rollouts:\n" + "".join(f"  {name}: {{upstream: u{i}, canary: [a]}}\n"
-                                   for i, name in enumerate(["zeta", "alpha", "mid"]))
-    parsed = parse(text)
-    assert list(parsed.rollouts) == ["zeta", "alpha", "mid"]
-    assert [rollout.name for rollout in parsed.rollouts.values()] == ["zeta", "alpha", "mid"]
 
 
 # --- every value rule: good ------------------------------------------------------
@@ -295,18 +189,6 @@ def test_good_value(level, key, value, expected):
     assert read_back(parse(setting(level, key, value)), level, key) == expected
 
 
-@pytest.mark.parametrize("upstream, canary, expected_upstream, expected_canary", [
-    ("backend", '["10.0.0.12:8080"]', "backend", ("10.0.0.12:8080",)),
-    ("app-v2.internal", "[10.0.0.12:8080, 'unix:/run/app.sock', '[::1]:80']", "app-v2.internal",
-     ("10.0.0.12:8080", "unix:/run/app.sock", "[::1]:80")),
-    ("1.10", "[8080]", "1.10", ("8080",)),  # as written, not YAML's float 1.1
-    ("'yes'", "[a, b]", "yes", ("a", "b")),
-])
-def test_good_upstream_and_canary(upstream, canary, expected_upstream, expected_canary):
-    rollout = parse(f"rollouts:\n  app:\n    upstream: {upstream}\n    canary: {canary}\n").rollouts["app"]
-    assert (rollout.upstream, rollout.canary) == (expected_upstream, expected_canary)
-
-
 def test_block_style_lists():
     text = MINIMAL.replace('canary: ["10.0.0.12:8080"]', "canary:\n      - 10.0.0.12:8080\n      - 10.0.0.13:8080")
     text += "    steps:\n      - 50\n      - 100\n"
@@ -317,7 +199,6 @@ def test_block_style_lists():
 
 # --- every value rule: bad --------------------------------------------------------
 
-DURATION = "expected a duration like 250ms, 10s or 5m, got "
 BAD = [
     # durations: spelling
     ("analysis", "interval", "10 seconds", DURATION + "'10 seconds'"),
@@ -507,387 +388,6 @@ def test_every_rule_has_good_and_bad_cases():
     every |= {("http_check", f.name) for f in dataclasses.fields(HttpCheckSettings)}
     assert every - good == set()
     assert every - bad == set()
-
-
-STEP_LINE = 5
-
-
-@pytest.mark.parametrize("steps, index, fragment", [
-    ("[0, 100]", 0, "must be greater than 0: a step of 0 % sends the canary nothing"),
-    ("[10, 10, 100]", 1, "steps must increase, but 10 follows 10"),
-    ("[50, 25, 100]", 1, "steps must increase, but 25 follows 50"),
-    ("[12.5, 12.50, 100]", 1, "steps must increase, but 12.50 follows 12.5"),
-    ("[100, 100.00]", 1, "steps must increase"),
-    ("[10, 50]", 1, "the last step must be 100 (a rollout ends with all traffic on the canary), got 50"),
-    ("[99.99]", 0, "the last step must be 100"),
-    ("[101]", 0, "expected a percent from 0 to 100 with at most two decimals, like 12.5, got the number 101"),
-    ("[100.01]", 0, "got the number 100.01"),
-    ("[12.345, 100]", 0, "got the number 12.345"),
-    ("[-10, 100]", 0, "got the number -10"),
-    ("['10', 100]", 0, "got '10' (numbers are written without quotes)"),
-    ("[true, 100]", 0, "got the boolean true"),
-    ("[10%, 100]", 0, "got '10%'"),
-    ("[1e2]", 0, "got '1e2'"),
-    ("[[10], 100]", 0, "got a list"),
-    ("[null, 100]", 0, "got null"),
-])
-def test_bad_steps(steps, index, fragment):
-    assert_refused(setting("rollout", "steps", steps), STEP_LINE, f"rollouts.app.steps[{index}]", fragment)
-
-
-@pytest.mark.parametrize("url", [
-    "http://a.example", "https://a.example/", "http://127.0.0.1:8082/health", "http://[::1]:8082/health",
-    "https://[2001:db8::1]/x", "http://localhost", "https://user:pw@a.example:1/p?q=1&r=%20#top", "HTTP://A.EXAMPLE",
-    "http://a.example:65535", "http://" + "a" * 63 + ".example/" + "p" * (MAX_URL_LENGTH - 80),
-])
-def test_good_url(url):
-    assert url_problem(url) is None
-    rollout = parse(MINIMAL + f"    gates:\n      confirm_step: {json.dumps(url)}\n").rollouts["app"]
-    assert rollout.gates.confirm_step == url
-
-
-@pytest.mark.parametrize("url, fragment", [
-    ("", "expected an http:// or https:// URL, got ''"),
-    ("a.example", "expected an http:// or https:// URL"),
-    ("//a.example/", "expected an http:// or https:// URL"),
-    ("http:/a.example", "expected an http:// or https:// URL"),
-    ("file:///etc/passwd", "expected an http:// or https:// URL"),
-    ("javascript://a.example/", "expected an http:// or https:// URL"),
-    ("gopher://a.example/", "expected an http:// or https:// URL"),
-    ("http://", "has no host"),
-    ("http:///path", "has no host"),
-    ("http://user@/x", "has no host"),
-    ("http://:80/", "has no host"),
-    ("http://a.example:0/", "invalid port '0'"),
-    ("http://a.example:080/", "invalid port '080'"),
-    ("http://a.example:/", "invalid port ''"),
-    ("http://a.example:http/", "invalid port 'http'"),
-    ("http://[::1]x/", "invalid port 'x'"),
-    ("http://[zz]/", "invalid host '[zz]'"),
-    ("http://::1/", "has no host"),
-    ("http://999.1.1.1/", "invalid host '999.1.1.1'"),
-    ("http://-a.example/", "invalid host '-a.example'"),
-    ("http://a_b.example/", "invalid host 'a_b.example'"),
-    ("http://a.example /", "contains the character ' '"),
-    ("http://a.example/x y", "contains the character ' '"),
-    ("http://a.example/\t", "contains the character '\\t'"),
-    ("http://a.example/\r\nX-Injected: 1", "contains the character '\\r'"),
-    ("http://a.example/\x00", "contains the character '\\x00'"),
-    ("http://a.example/\x7f", "contains the character '\\x7f'"),
-    ("http://a.example\\@b.example/", "contains the character '\\\\'"),
-    ("http://b\u0430d.example/", "contains the non-ASCII character '\u0430'"),
-    ("http://a.example/\u2028", "contains the non-ASCII character"),
-    ("http://a.example/" + "x" * MAX_URL_LENGTH, f"URL is {MAX_URL_LENGTH + 17} characters long, more than the 2048"),
-])
-def test_bad_url(url, fragment):
-    problem = url_problem(url)
-    assert problem is not None and fragment in problem, problem
-    assert "\n" not in problem
-    text = MINIMAL + f"    webhooks:\n      - {json.dumps(url)}\n"
-    assert_refused(text, 6, "rollouts.app.webhooks[0]", fragment)
-
-
-def test_webhook_entry_needs_a_url():
-    assert_refused(MINIMAL + "    webhooks:\n      - format: slack\n", 6, "rollouts.app.webhooks[0]",
-                   "missing required key 'url'")
-    assert_refused(MINIMAL + "    webhooks: [{}]\n", 5, "rollouts.app.webhooks[0]", "missing required key 'url'")
-    assert_refused(MINIMAL + "    analysis:\n      http_checks: [{timeout: 1s}]\n", 6,
-                   "rollouts.app.analysis.http_checks[0]", "missing required key 'url'")
-    assert_refused(MINIMAL + "    webhooks: [null]\n", 5, "rollouts.app.webhooks[0]",
-                   "expected a webhook: a URL, or a mapping with url, events, format, timeout, retries, got null")
-    assert_refused(MINIMAL + "    analysis:\n      http_checks: [[x]]\n", 6, "rollouts.app.analysis.http_checks[0]",
-                   "expected an HTTP check: a URL, or a mapping with url, timeout, got a list")
-
-
-@pytest.mark.parametrize("events, index, fragment", [
-    ("[rollback]", 0, "unknown event 'rollback', did you mean 'rolled_back'? (known: started, step, paused, resumed, "
-                      "promoted, rolled_back, aborted, check_failed)"),
-    ("[start]", 0, "did you mean 'started'?"),
-    ("[promoted, Promoted]", 1, "unknown event 'Promoted'"),
-    ("[step, step]", 1, "duplicate event 'step' (also rollouts.app.webhooks[0].events[0])"),
-    ("[all]", 0, "unknown event 'all' (known: started,"),
-    ("[[step]]", 0, "expected an event name like 'rolled_back', got a list"),
-    ("[null]", 0, "got null"),
-])
-def test_bad_webhook_events(events, index, fragment):
-    assert_refused(setting("webhook", "events", events), 6, f"rollouts.app.webhooks[0].events[{index}]", fragment)
-
-
-def test_at_most_16_webhooks_and_http_checks():
-    hooks = "".join(f"      - http://127.0.0.1:{9000 + i}/\n" for i in range(17))
-    assert len(parse(MINIMAL + "    webhooks:\n" + hooks[:-len(hooks) // 17]).rollouts["app"].webhooks) == 16
-    assert_refused(MINIMAL + "    webhooks:\n" + hooks, 22, "rollouts.app.webhooks[16]",
-                   "at most 16 entries are allowed here")
-    checks = "".join(f"        - http://127.0.0.1:{9000 + i}/\n" for i in range(17))
-    assert_refused(MINIMAL + "    analysis:\n      http_checks:\n" + checks, 23,
-                   "rollouts.app.analysis.http_checks[16]", "at most 16 entries are allowed here")
-
-
-def test_duplicate_key_in_a_webhook():
-    text = MINIMAL + f"    webhooks:\n      - url: {HOOK}\n        format: json\n        format: slack\n"
-    assert_refused(text, 8, "rollouts.app.webhooks[0]", "duplicate key 'format' (first on line 7)")
-
-
-def test_webhooks_can_be_shared_by_alias():
-    text = f"""\
-rollouts:
-  app:
-    upstream: backend
-    canary: [a]
-    webhooks: &hooks
-      - {{url: {HOOK}, format: slack, events: [rolled_back]}}
-  api:
-    upstream: api
-    canary: [b]
-    webhooks: *hooks
-"""
-    parsed = parse(text)
-    assert parsed.rollouts["api"].webhooks == parsed.rollouts["app"].webhooks == (
-        WebhookSettings(url=HOOK, format="slack", events=("rolled_back",)),)
-
-
-def test_window_shorter_than_interval_is_refused_where_it_was_written():
-    analysis = MINIMAL + "    analysis:\n"
-    assert_refused(analysis + "      interval: 2s\n      window: 1s\n", 7, "rollouts.app.analysis.window",
-                   "window (1s) must be at least interval (2s), or requests between checks go unseen")
-    # Against the default window of 30s, the culprit is the interval.
-    assert_refused(analysis + "      interval: 1m\n", 6, "rollouts.app.analysis.interval",
-                   "window (30s) must be at least interval (60s)")
-    assert parse(analysis + "      interval: 5s\n      window: 5s\n").rollouts["app"].analysis.window == 5.0
-
-
-# --- upstream and canary ----------------------------------------------------------------
-
-
-def rollout_with(upstream: str, canary: str) -> str:
-    return f"rollouts:\n  app:\n    upstream: {upstream}\n    canary: {canary}\n"
-
-
-@pytest.mark.parametrize("upstream, canary, line, key, fragment", [
-    ("null", "[a]", 3, "rollouts.app.upstream", "expected upstream name like 'backend', got null"),
-    ("''", "[a]", 3, "rollouts.app.upstream", "upstream name must not be empty"),
-    ("[backend]", "[a]", 3, "rollouts.app.upstream", "got a list"),
-    ("{a: b}", "[a]", 3, "rollouts.app.upstream", "got a mapping"),
-    ("backend", "[]", 4, "rollouts.app.canary",
-     "expected a list of server addresses like ['10.0.0.12:8080'], got an empty list"),
-    ("backend", "10.0.0.12:8080", 4, "rollouts.app.canary", "got '10.0.0.12:8080'"),
-    ("backend", "null", 4, "rollouts.app.canary", "got null"),
-    ("backend", "[a, b, a]", 4, "rollouts.app.canary[2]", "duplicate server address 'a' (also rollouts.app.canary[0])"),
-    ("backend", "[[x]]", 4, "rollouts.app.canary[0]", "expected server address like '10.0.0.12:8080', got a list"),
-    ("backend", "[null]", 4, "rollouts.app.canary[0]", "got null"),
-    ("backend", "['']", 4, "rollouts.app.canary[0]", "server address must not be empty"),
-])
-def test_bad_upstream_and_canary(upstream, canary, line, key, fragment):
-    assert_refused(rollout_with(upstream, canary), line, key, fragment)
-
-
-INJECTIONS = [
-    "backend; include /etc/passwd",
-    "a\nb",
-    "a\r\nb",
-    "x{",
-    "}",
-    "$x",
-    "${x}",
-    "b\u0430ckend",  # Cyrillic а
-    "backend\u200b",  # zero-width space
-    "a\u00a0b",  # non-breaking space
-    "a\u2028b",  # line separator
-    "x" * 300,
-    "a b",
-    "a\tb",
-    "a#b",
-    "a'b",
-    'a"b',
-    "a`b",
-    "a\\b",
-    "a\x00b",
-    "a\x1bb",
-    "a\x7fb",
-]
-
-
-@pytest.mark.parametrize("value", INJECTIONS)
-@pytest.mark.parametrize("field, line, key", [
-    ("upstream", 3, "rollouts.app.upstream"),
-    ("canary", 4, "rollouts.app.canary[1]"),
-    ("log_format", 5, "rollouts.app.log_format"),
-])
-def test_injection_is_refused(field, line, key, value):
-    quoted = json.dumps(value)  # a JSON string is a YAML double-quoted scalar
-    upstream = quoted if field == "upstream" else "backend"
-    canary = f"[ok, {quoted}]" if field == "canary" else "[ok]"
-    text = rollout_with(upstream, canary)
-    if field == "log_format":
-        text += f"    log_format: {quoted}\n"
-    error = assert_refused(text, line, key, "")
-    assert re.search(r"(forbidden character|non-ASCII|longer than 256)", str(error)), str(error)
-
-
-@pytest.mark.parametrize("value", ["backend; include /etc/passwd", "a b", "$x", "x{"])
-def test_injection_in_plain_style_is_refused(value):
-    assert_refused(rollout_with(value, "[a]"), 3, "rollouts.app.upstream", "forbidden character")
-
-
-def test_two_rollouts_cannot_steer_one_upstream():
-    text = MINIMAL + "  web:\n    upstream: backend\n    canary: [b]\n"
-    assert_refused(text, 6, "rollouts.web.upstream",
-                   "upstream 'backend' is already steered by rollout 'app' (line 3); one upstream, one rollout")
-
-
-# --- rollout names ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["app", "a", "App_1.v-2", "9lives", "x" * 64, "null", "1"])
-def test_good_rollout_name(name):
-    assert list(parse(f"rollouts:\n  {name}: {{upstream: b, canary: [a]}}\n").rollouts) == [name]
-
-
-@pytest.mark.parametrize("name", [
-    "-app", ".x", "_x", "a b", "x" * 65, "b\u0430ckend", "a/b", "a:b", "", "a\nb", "../etc", "a;b", "$x",
-])
-def test_bad_rollout_name(name):
-    assert_refused(f"rollouts:\n  {json.dumps(name)}: {{upstream: b, canary: [a]}}\n", 2, "rollouts",
-                   "must be 1 to 64 ASCII letters, digits, '_', '.' or '-', starting with a letter or digit")
-
-
-@pytest.mark.parametrize("body, fragment", [
-    ("{canary: [a]}", "missing required key 'upstream'"),
-    ("{upstream: b}", "missing required key 'canary'"),
-    ("", "missing required key 'upstream'"),
-    ("backend", "expected a mapping of rollout settings, got 'backend'"),
-    ("[b]", "expected a mapping of rollout settings, got a list"),
-])
-def test_bad_rollout_body(body, fragment):
-    assert_refused(f"# rollouts\nrollouts:\n  app: {body}\n", 3, "rollouts.app", fragment)
-
-
-def test_missing_key_in_block_mapping_points_at_the_rollout_name():
-    assert_refused("rollouts:\n  app:\n    canary: [a]\n    steps: [100]\n", 2, "rollouts.app",
-                   "missing required key 'upstream'")
-
-
-# --- structure: unknown keys, duplicates, types ------------------------------------------------
-
-
-@pytest.mark.parametrize("level, key, prefix, fragment", [
-    ("top", "stat_dir", "", "unknown key 'stat_dir', did you mean 'state_dir'? (known: nginx, state_dir, "
-                            "control_socket, control_group, metrics_listen, allow_insecure_permissions, rollouts)"),
-    ("top", "conf", "", "unknown key 'conf', it belongs under nginx"),
-    ("top", "analysis", "", "unknown key 'analysis', it belongs under rollouts.NAME"),
-    ("nginx", "config", "nginx", "unknown key 'config', did you mean 'conf'? (known: conf, binary, prefix)"),
-    ("nginx", "state_dir", "nginx", "unknown key 'state_dir', it belongs under the top level"),
-    ("rollout", "upstreams", "rollouts.app", "unknown key 'upstreams', did you mean 'upstream'? (known: upstream, "
-                                             "canary, access_log, log_format, steps, step_interval, on_success, analysis, "
-                                             "webhooks, gates)"),
-    ("rollout", "url", "rollouts.app", "unknown key 'url', it belongs under rollouts.NAME.webhooks[N] or "
-                                       "rollouts.NAME.analysis.http_checks[N]"),
-    ("rollout", "confirm_step", "rollouts.app", "unknown key 'confirm_step', it belongs under rollouts.NAME.gates"),
-    ("analysis", "webhooks", "rollouts.app.analysis", "unknown key 'webhooks', it belongs under rollouts.NAME"),
-    ("webhook", "event", "rollouts.app.webhooks[0]", "unknown key 'event', did you mean 'events'? (known: url, "
-                                                     "events, format, timeout, retries)"),
-    ("webhook", "retry", "rollouts.app.webhooks[0]", "did you mean 'retries'?"),
-    ("gates", "confirm", "rollouts.app.gates", "unknown key 'confirm', did you mean 'confirm_step'? (known: "
-                                               "pre_rollout, confirm_step, confirm_promotion)"),
-    ("gates", "timeout", "rollouts.app.gates", "unknown key 'timeout', it belongs under rollouts.NAME.webhooks[N] or "
-                                               "rollouts.NAME.analysis.http_checks[N]"),
-    ("http_check", "retries", "rollouts.app.analysis.http_checks[0]", "unknown key 'retries', it belongs under "
-                                                                      "rollouts.NAME.webhooks[N] (known: url, timeout)"),
-    ("rollout", "window", "rollouts.app", "unknown key 'window', it belongs under rollouts.NAME.analysis"),
-    ("rollout", "weight", "rollouts.app", "unknown key 'weight' (known: upstream,"),
-    ("analysis", "intervall", "rollouts.app.analysis", "unknown key 'intervall', did you mean 'interval'? (known: "
-                                                       "interval, window, min_requests, max_error_rate,"),
-    ("analysis", "steps", "rollouts.app.analysis", "unknown key 'steps', it belongs under rollouts.NAME"),
-    ("analysis", "p99", "rollouts.app.analysis", "unknown key 'p99' (known: interval,"),
-])
-def test_unknown_key(level, key, prefix, fragment):
-    assert_refused(setting(level, key, "1"), LEVELS[level][1], prefix or None, fragment)
-
-
-def test_unknown_key_is_shown_safely():
-    error = assert_refused('"a\\nb": 1\n', 1, None, "unknown key 'a\\nb'")
-    assert "\n" not in str(error)
-
-
-DUPLICATES = [
-    ("state_dir: /a\nstate_dir: /b\n", 2, None, "duplicate key 'state_dir' (first on line 1)"),
-    ("nginx:\n  conf: /a\n  binary: nginx\n  conf: /b\n", 4, "nginx", "duplicate key 'conf' (first on line 2)"),
-    (MINIMAL + "  app:\n    upstream: x\n    canary: [b]\n", 5, "rollouts", "duplicate key 'app' (first on line 2)"),
-    (MINIMAL + "    upstream: other\n", 5, "rollouts.app", "duplicate key 'upstream' (first on line 3)"),
-    (MINIMAL + "    analysis:\n      window: 10s\n      window: 20s\n", 7, "rollouts.app.analysis",
-     "duplicate key 'window' (first on line 6)"),
-    ("rollouts: {}\nrollouts: {}\n", 2, None, "duplicate key 'rollouts' (first on line 1)"),
-]
-
-
-@pytest.mark.parametrize("text, line, key, fragment", DUPLICATES)
-def test_duplicate_key(text, line, key, fragment):
-    assert_refused(text, line, key, fragment)
-
-
-@pytest.mark.parametrize("text, line, key, fragment", [
-    ("- a\n- b\n", 1, None, "expected a mapping of settings at the top level, got a list"),
-    ("just text\n", 1, None, "expected a mapping of settings at the top level, got 'just text'"),
-    ("42\n", 1, None, "got the number 42"),
-    ("nginx: [conf]\n", 1, "nginx", "expected a mapping, got a list"),
-    ("nginx: /etc/nginx/nginx.conf\n", 1, "nginx", "expected a mapping, got '/etc/nginx/nginx.conf'"),
-    ("rollouts:\n  - app\n", 2, "rollouts", "expected a mapping of rollout name to its settings, got a list"),
-    ("rollouts: app\n", 1, "rollouts", "got 'app'"),
-    (MINIMAL + "    analysis: strict\n", 5, "rollouts.app.analysis",
-     "expected a mapping of analysis settings, got 'strict'"),
-    (MINIMAL + "    analysis: [1s]\n", 5, "rollouts.app.analysis", "got a list"),
-    ("? [a, b]\n: 1\n", 1, None, "keys must be plain names, got a list"),
-    ("nginx:\n  ? {a: 1}\n  : 1\n", 2, "nginx", "keys must be plain names, got a mapping"),
-    ("state_dir: !!python/object/apply:os.system ['true']\n", 1, "state_dir",
-     "expected an absolute path, got a value tagged '!!python/object/apply:os.system'"),
-    ("state_dir: !custom /x\n", 1, "state_dir", "got a value tagged '!custom'"),
-    ("state_dir: !!binary aGVsbG8=\n", 1, "state_dir", "got a value tagged '!!binary'"),
-    ("nginx: !!omap [conf: /x]\n", 1, "nginx", "expected a mapping, got a value tagged '!!omap'"),
-    ("nginx: !!python/object:os.X {conf: /x}\n", 1, "nginx", "got a value tagged '!!python/object:os.X'"),
-    ("nginx: !!str {conf: /x}\n", 1, "nginx", "got a value tagged '!!str'"),
-    ("state_dir: !!str &a [*a]\n", 1, "state_dir", "expected an absolute path, got a value tagged '!!str'"),
-    (MINIMAL + "    steps: !!set {100: null}\n", 5, "rollouts.app.steps", "got a value tagged '!!set'"),
-])
-def test_wrong_type(text, line, key, fragment):
-    assert_refused(text, line, key, fragment)
-
-
-def test_merge_keys_are_refused():
-    text = MINIMAL + "    analysis:\n      <<: {window: 10s}\n"
-    assert_refused(text, 6, "rollouts.app.analysis", "YAML merge keys ('<<') are not supported")
-
-
-def test_aliases_share_a_section():
-    text = """\
-rollouts:
-  app:
-    upstream: backend
-    canary: [a]
-    analysis: &strict
-      max_error_rate: 0.01
-      window: 10s
-  api:
-    upstream: api
-    canary: [b]
-    analysis: *strict
-"""
-    parsed = parse(text)
-    assert parsed.rollouts["api"].analysis == parsed.rollouts["app"].analysis
-    assert parsed.rollouts["api"].analysis.max_error_rate == 0.01
-
-
-def test_aliased_error_names_the_key_it_is_used_under():
-    text = "x: &bad 10 seconds\n"
-    assert_refused(text, 1, None, "unknown key 'x'")
-    text = MINIMAL + "    step_interval: &d 10 seconds\n    analysis:\n      window: *d\n"
-    assert_refused(text, 5, "rollouts.app.step_interval", DURATION + "'10 seconds'")
-
-
-def test_alias_bomb_is_not_expanded():
-    # Billion laughs: each level refers to the one before ten times.
-    lines = ["rollouts:", "  app:", "    upstream: backend", "    canary:", "      - &l0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"      - &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 12)]
-    assert_refused("\n".join(lines) + "\n", 5, "rollouts.app.canary[0]", "got a list")
 
 
 # --- empty, syntax, encoding --------------------------------------------------------------
