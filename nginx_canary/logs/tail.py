@@ -24,85 +24,19 @@ Known limits, all inherent to following a path:
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
-import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
-
-from watchdog.events import (
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from typing import Callable, List, Optional
 
 from nginx_canary.errors import LogReadError
-
-_Identity = Tuple[int, int]
-
-_NEWLINE = ord("\n")
-
-
-@dataclass
-class _OpenLog:
-    """One open log file and how far into it we are."""
-
-    fd: int
-    identity: _Identity
-    read_pos: int
-    # Offset just past the last newline consumed: where a restart loses nothing.
-    line_start: int
-    # The byte at read_pos - 1 when we read it (None when read_pos is 0).
-    last_byte: Optional[int]
-    # Discarding up to the next newline (an over-long line, or the tail of a
-    # line we started in the middle of).
-    skipping: bool = False
-    partial: bytearray = field(default_factory=bytearray)
-    quiet_since: float = 0.0
-
-    def restart(self) -> None:
-        """Forget everything read: the file was truncated under us."""
-        self.read_pos = self.line_start = 0
-        self.last_byte = None
-        self.skipping = False
-        self.partial.clear()
-
-
-class _Wakeup(FileSystemEventHandler):
-    """Runs on watchdog's thread: sets an Event when our path changes, and opens a file created there.
-
-    Opening at once, rather than at the next ``read_lines()``, is what keeps a
-    file that is created and rotated away again between two reads (rotation
-    faster than the reader polls) from being missed: the open descriptor
-    follows the file wherever it is renamed.
-    """
-
-    def __init__(self, path: str, event: threading.Event, opened: Callable[[], None]) -> None:
-        super().__init__()
-        self._path = path
-        self._event = event
-        self._opened = opened
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        created = event.event_type == "created" and os.fsdecode(event.src_path) == self._path
-        moved_here = event.event_type == "moved" and os.fsdecode(event.dest_path) == self._path
-        if created or moved_here:
-            self._opened()
-        if os.fsdecode(event.src_path) == self._path or os.fsdecode(event.dest_path) == self._path:
-            self._event.set()
+from nginx_canary.logs.logfile import LineReader, OpenLog, open_log
+from nginx_canary.logs.path_watch import PathWatch
 
 
 class LogTailer:
     """Follow ``path`` and return each line nginx wrote completely exactly once.
 
-    Counters (plain ints, read them any time): ``rotations`` (switches to a new
+    Counters (ints, read them any time): ``rotations`` (switches to a new
     file at the path after a first one was followed), ``truncations``,
     ``overlong`` (lines longer than ``max_line_bytes``, discarded),
     ``unterminated`` (partial last lines of a rotated or deleted file that
@@ -155,46 +89,54 @@ class LogTailer:
         if offset is not None and offset < 0:
             raise ValueError(f"offset must be >= 0, not {offset}")
         self._path = os.path.abspath(path)
-        self._max_line = max_line_bytes
         self._drain_seconds = drain_seconds
         self._clock = clock
         self._max_read = max_read_bytes
-        self._chunk = bytearray(chunk_bytes)
-        self._current: Optional[_OpenLog] = None
-        self._draining: List[_OpenLog] = []
+        self._reader = LineReader(max_line_bytes, chunk_bytes)
+        self._current: Optional[OpenLog] = None
+        self._draining: List[OpenLog] = []
         self._more_pending = False
         self._closed = False
-        self._wakeup = threading.Event()
-        # Files watchdog's thread opened as they appeared at the path: (fd, identity), oldest first.
-        self._early: List[Tuple[int, Tuple[int, int]]] = []
-        self._early_lock = threading.Lock()
-        self._observer: Optional[BaseObserver] = None
 
         self.rotations = 0
-        self.truncations = 0
-        self.overlong = 0
         self.unterminated = 0
-        self.bytes_read = 0
-        self.peak_buffered = 0
         self.skipped_bytes = 0
         self.skips = 0
         self.error: Optional[str] = None
 
         try:
-            self._current = self._open(offset if offset is not None else (None if from_end else 0))
+            self._current = open_log(self._path, offset if offset is not None else (None if from_end else 0))
         except OSError as exc:
             raise LogReadError(f"cannot follow log: {exc.strerror or exc}", file=self._path) from exc
         # Only a switch away from a file we followed counts as a rotation; a
         # file missing now is read from 0 when it appears, like every later one.
         self._followed = self._current is not None
-        self._watch_writes = watch_writes
-        if watch:
-            self._observer = self._start_observer()
+        self._watch = PathWatch(self._path, watch=watch, watch_writes=watch_writes)
 
     @property
     def watching(self) -> bool:
         """Whether watchdog wakes ``wait()`` (else it sleeps its full timeout)."""
-        return self._observer is not None
+        return self._watch.watching
+
+    @property
+    def truncations(self) -> int:
+        """Files found cut under us (and read again from 0)."""
+        return self._reader.truncations
+
+    @property
+    def overlong(self) -> int:
+        """Lines longer than ``max_line_bytes``, discarded."""
+        return self._reader.overlong
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from every file followed."""
+        return self._reader.bytes_read
+
+    @property
+    def peak_buffered(self) -> int:
+        """Largest partial line held."""
+        return self._reader.peak_buffered
 
     @property
     def position(self) -> int:
@@ -208,13 +150,7 @@ class LogTailer:
 
     def backlog(self) -> int:
         """Bytes written to the files followed (current and draining) and not read yet. Never raises."""
-        total = 0
-        for log in self._open_logs():
-            try:
-                total += max(0, os.fstat(log.fd).st_size - log.read_pos)
-            except OSError:
-                pass
-        return total
+        return sum(log.unread() for log in self._open_logs())
 
     def skip_to_end(self) -> int:
         """Give up on everything written and not read yet: go on from the end of each file. Returns the bytes skipped.
@@ -226,27 +162,14 @@ class LogTailer:
         """
         if self._closed:
             raise ValueError("skip_to_end() on a closed LogTailer")
-        skipped = 0
-        for log in self._open_logs():
-            try:
-                size = os.fstat(log.fd).st_size
-                if size <= log.read_pos:
-                    continue
-                last = os.pread(log.fd, 1, size - 1)[0]
-            except OSError:
-                continue
-            skipped += size - log.read_pos
-            log.partial.clear()
-            log.read_pos = log.line_start = size
-            log.last_byte = last
-            log.skipping = last != _NEWLINE
+        skipped = sum(log.skip_to_end() for log in self._open_logs())
         if skipped:
             self.skipped_bytes += skipped
             self.skips += 1
         self._more_pending = False
         return skipped
 
-    def _open_logs(self) -> List[_OpenLog]:
+    def _open_logs(self) -> List[OpenLog]:
         return self._draining + ([self._current] if self._current is not None else [])
 
     def read_lines(self) -> List[bytes]:
@@ -265,7 +188,7 @@ class LogTailer:
         budget = self._max_read
         now = self._clock()
         for log in list(self._draining):
-            got = self._read_available(log, out, budget)
+            got = self._reader.read_available(log, out, budget)
             budget -= got
             if got:
                 log.quiet_since = now
@@ -273,7 +196,7 @@ class LogTailer:
                 self._draining.remove(log)
                 self._release(log)
         if self._current is not None and budget > 0:
-            budget -= self._read_available(self._current, out, budget)
+            budget -= self._reader.read_available(self._current, out, budget)
         self._more_pending = budget <= 0
         return out
 
@@ -287,28 +210,18 @@ class LogTailer:
         """
         if self._more_pending or self._closed:
             return
-        # Also the plain sleep without watchdog: close() can cut it short.
-        self._wakeup.wait(timeout)
-        self._wakeup.clear()
+        self._watch.wait(timeout)
 
     def close(self) -> None:
         """Stop watching and close every file; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        self._wakeup.set()
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-            self._observer = None
-        for log in self._draining + ([self._current] if self._current is not None else []):
+        self._watch.close()
+        for log in self._open_logs():
             os.close(log.fd)
         self._draining.clear()
         self._current = None
-        with self._early_lock:
-            for fd, _ in self._early:
-                os.close(fd)
-            self._early.clear()
 
     def __enter__(self) -> "LogTailer":
         return self
@@ -316,78 +229,14 @@ class LogTailer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _start_observer(self) -> Optional[BaseObserver]:
-        # inotify may be unavailable or out of watches, or the directory may
-        # not exist yet: the stat in read_lines() does the job alone then.
-        observer = Observer()
-        try:
-            observer.schedule(
-                _Wakeup(self._path, self._wakeup, self._open_early),
-                os.path.dirname(self._path),
-                recursive=False,
-                event_filter=([FileModifiedEvent] if self._watch_writes else [])
-                + [FileCreatedEvent, FileMovedEvent, FileDeletedEvent],
-            )
-            observer.start()
-        except OSError:
-            return None
-        return observer
-
-    def _open(self, start: Optional[int]) -> Optional[_OpenLog]:
-        """Open the path, positioned at ``start`` (None: its end); None if it does not exist.
-
-        Raises:
-            OSError: it exists but cannot be opened, or is not a regular file.
-        """
-        try:
-            # O_NONBLOCK: a FIFO at the path must not hang us in open().
-            fd = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise OSError(errno.EINVAL, "not a regular file")
-            pos = st.st_size if start is None else start
-            log = _OpenLog(fd, (st.st_dev, st.st_ino), pos, pos, None)
-            if 0 < pos <= st.st_size:
-                log.last_byte = os.pread(fd, 1, pos - 1)[0]
-                log.skipping = log.last_byte != _NEWLINE
-        except BaseException:
-            os.close(fd)
-            raise
-        return log
-
-    def _open_early(self) -> None:
-        """On watchdog's thread: open what was just created at the path, to be taken up by ``_check_path``."""
-        try:
-            fd = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
-            return  # gone already, or unreadable: the stat in read_lines() says what is there
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            os.close(fd)
-            return
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            return
-        with self._early_lock:
-            if self._closed:
-                os.close(fd)
-                return
-            self._early.append((fd, (st.st_dev, st.st_ino)))
-
-    def _take_early(self) -> None:
+    def _take_opened(self) -> None:
         """Follow the files watchdog opened as they appeared, unless already followed (read from byte 0)."""
-        with self._early_lock:
-            early, self._early = self._early, []
-        for fd, identity in early:
+        for opened in self._watch.take_opened():
             known = [log.identity for log in self._draining]
             if self._current is not None:
                 known.append(self._current.identity)
-            if identity in known:
-                os.close(fd)
+            if opened.identity in known:
+                os.close(opened.fd)
                 continue
             counted = self._current is not None or self._followed
             if self._current is not None:
@@ -396,14 +245,15 @@ class LogTailer:
                 self._draining.append(self._current)
                 self._current = None
             # Drained like a rotated file; _check_path makes it current if it is still at the path.
-            self._draining.append(_OpenLog(fd, identity, 0, 0, None, quiet_since=self._clock()))
+            opened.quiet_since = self._clock()
+            self._draining.append(opened)
             if counted:
                 self.rotations += 1
             self._followed = True
 
     def _check_path(self) -> None:
         """Notice a rotation, deletion or (re)creation at the path."""
-        self._take_early()
+        self._take_opened()
         try:
             st: Optional[os.stat_result] = os.stat(self._path)
         except (FileNotFoundError, NotADirectoryError):
@@ -432,7 +282,7 @@ class LogTailer:
                 self.error = None
                 return
         try:
-            new = self._open(0)
+            new = open_log(self._path, 0)
         except OSError as exc:
             self.error = f"cannot open {self._path}: {exc.strerror or exc}"
             return
@@ -444,60 +294,7 @@ class LogTailer:
         self._followed = True
         self._current = new
 
-    def _read_available(self, log: _OpenLog, out: List[bytes], budget: int) -> int:
-        """Append ``log``'s complete new lines to ``out``; return the bytes read (at most about ``budget``)."""
-        size = os.fstat(log.fd).st_size
-        if size < log.read_pos or (
-            size > log.read_pos and log.last_byte is not None and os.pread(log.fd, 1, log.read_pos - 1)[0] != log.last_byte
-        ):
-            self.truncations += 1
-            log.restart()
-        got = 0
-        while got < budget:
-            n = os.preadv(log.fd, [self._chunk], log.read_pos)
-            if n == 0:
-                break
-            log.read_pos += n
-            log.last_byte = self._chunk[n - 1]
-            got += n
-            self._split(log, n, out)
-        self.bytes_read += got
-        return got
-
-    def _split(self, log: _OpenLog, n: int, out: List[bytes]) -> None:
-        """Cut the first ``n`` bytes of the chunk buffer into lines."""
-        data = self._chunk
-        base = log.read_pos - n
-        start = 0
-        if log.skipping:
-            newline = data.find(b"\n", 0, n)
-            if newline < 0:
-                return
-            log.skipping = False
-            start = newline + 1
-            log.line_start = base + start
-        last = data.rfind(b"\n", start, n)
-        if last >= start:
-            lines = bytes(memoryview(data)[start:last]).split(b"\n")
-            if log.partial:
-                lines[0] = bytes(log.partial) + lines[0]
-                log.partial.clear()
-            if max(map(len, lines)) > self._max_line:
-                kept = [line for line in lines if len(line) <= self._max_line]
-                self.overlong += len(lines) - len(kept)
-                lines = kept
-            out.extend(lines)
-            start = last + 1
-            log.line_start = base + start
-        if len(log.partial) + n - start > self._max_line:
-            self.overlong += 1
-            log.partial.clear()
-            log.skipping = True
-        else:
-            log.partial += memoryview(data)[start:n]
-            self.peak_buffered = max(self.peak_buffered, len(log.partial))
-
-    def _release(self, log: _OpenLog) -> None:
+    def _release(self, log: OpenLog) -> None:
         """Close a drained file; a partial last line in it will never be completed."""
         if log.partial:
             self.unterminated += 1

@@ -729,8 +729,8 @@ def test_files_rotated_away_between_two_reads_are_not_missed(tmp_path: Path) -> 
             path.write_bytes(b"")  # a new file at the path, as after nginx -s reopen
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:  # let watchdog's thread see the new file
-                with tailer._early_lock:
-                    opened = len(tailer._early)
+                with tailer._watch._lock:
+                    opened = len(tailer._watch._opened)
                 if opened == n + 1:
                     break
                 time.sleep(0.005)
