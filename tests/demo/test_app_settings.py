@@ -1,0 +1,23 @@
+"""The demo app's settings: the deterministic error pattern."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+
+from nginx_canary.demo.app_settings import ErrorPattern
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.01, 0.1, 0.25, 1 / 3, 0.5, 0.7, 0.999, 1.0])
+def test_error_pattern_keeps_floor_n_times_rate_at_every_step(rate):
+    pattern, failed, exact = ErrorPattern(rate), 0, Fraction(rate).limit_denominator(10**6)
+    for n in range(1, 2001):
+        failed += pattern.next_fails()
+        assert failed == math.floor(n * exact)
+
+
+def test_error_rate_half_fails_every_second_request():
+    pattern = ErrorPattern(0.5)
+    assert [pattern.next_fails() for _ in range(6)] == [False, True] * 3
