@@ -33,10 +33,10 @@ from nginx_canary.logs.logfile import LineReader, OpenLog, open_log
 from nginx_canary.logs.path_watch import PathWatch
 
 
-class LogTailer:
+class LogTailer(LineReader):
     """Follow ``path`` and return each line nginx wrote completely exactly once.
 
-    Counters (ints, read them any time): ``rotations`` (switches to a new
+    Counters (plain ints, read them any time): ``rotations`` (switches to a new
     file at the path after a first one was followed), ``truncations``,
     ``overlong`` (lines longer than ``max_line_bytes``, discarded),
     ``unterminated`` (partial last lines of a rotated or deleted file that
@@ -49,8 +49,10 @@ class LogTailer:
     path cannot be followed right now (None when it can); it is retried at
     every ``read_lines()``. ``watching`` is False when watchdog is not used.
 
-    Call it from one thread; only watchdog's handler runs on another, and it
-    just sets an Event.
+    Lines are cut from each file's new bytes by :class:`LineReader`, whose
+    counters these are; watchdog is wired by :class:`PathWatch`. Call it from
+    one thread; only watchdog's handler runs on another, and it just sets an
+    Event and opens the files that appear at the path.
     """
 
     def __init__(
@@ -92,7 +94,7 @@ class LogTailer:
         self._drain_seconds = drain_seconds
         self._clock = clock
         self._max_read = max_read_bytes
-        self._reader = LineReader(max_line_bytes, chunk_bytes)
+        super().__init__(max_line_bytes, chunk_bytes)
         self._current: Optional[OpenLog] = None
         self._draining: List[OpenLog] = []
         self._more_pending = False
@@ -117,26 +119,6 @@ class LogTailer:
     def watching(self) -> bool:
         """Whether watchdog wakes ``wait()`` (else it sleeps its full timeout)."""
         return self._watch.watching
-
-    @property
-    def truncations(self) -> int:
-        """Files found cut under us (and read again from 0)."""
-        return self._reader.truncations
-
-    @property
-    def overlong(self) -> int:
-        """Lines longer than ``max_line_bytes``, discarded."""
-        return self._reader.overlong
-
-    @property
-    def bytes_read(self) -> int:
-        """Bytes read from every file followed."""
-        return self._reader.bytes_read
-
-    @property
-    def peak_buffered(self) -> int:
-        """Largest partial line held."""
-        return self._reader.peak_buffered
 
     @property
     def position(self) -> int:
@@ -188,7 +170,7 @@ class LogTailer:
         budget = self._max_read
         now = self._clock()
         for log in list(self._draining):
-            got = self._reader.read_available(log, out, budget)
+            got = self.read_available(log, out, budget)
             budget -= got
             if got:
                 log.quiet_since = now
@@ -196,7 +178,7 @@ class LogTailer:
                 self._draining.remove(log)
                 self._release(log)
         if self._current is not None and budget > 0:
-            budget -= self._reader.read_available(self._current, out, budget)
+            budget -= self.read_available(self._current, out, budget)
         self._more_pending = budget <= 0
         return out
 
