@@ -84,15 +84,19 @@ class StateDir:
 
     def rollout_state(self, name: str) -> str:
         """Raises BadInputError for an invalid rollout name."""
-        return os.path.join(self.rollouts, validate_name(name) + ROLLOUT_STATE_SUFFIX)
+        return self._rollout_file(name, ROLLOUT_STATE_SUFFIX)
 
     def history(self, name: str) -> str:
         """Raises BadInputError for an invalid rollout name."""
-        return os.path.join(self.rollouts, validate_name(name) + ".history.jsonl")
+        return self._rollout_file(name, ".history.jsonl")
 
     def series(self, name: str) -> str:
         """Raises BadInputError for an invalid rollout name."""
-        return os.path.join(self.rollouts, validate_name(name) + ".series.jsonl")
+        return self._rollout_file(name, ".series.jsonl")
+
+    def _rollout_file(self, name: str, suffix: str) -> str:
+        # The one place a rollout name becomes part of a path: checked first (no "/", no "..").
+        return os.path.join(self.rollouts, validate_name(name) + suffix)
 
     # -- creation ----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from nginx_canary.cli.context import DEFAULT_CONFIG_PATH, CliContext
 from nginx_canary.domain import percent_text
 from nginx_canary.errors import CanaryError, ExitCode
 from nginx_canary.inputs import parse_percent
-from nginx_canary.nginx.conf import NginxConfig, Upstream
+from nginx_canary.nginx.model import NginxConfig, Upstream
 from nginx_canary.statedir import StateDir
 from nginx_canary.text import printable, printable_lines
 

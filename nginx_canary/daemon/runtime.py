@@ -22,7 +22,7 @@ from nginx_canary.logs.live import LogTraffic
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
 from nginx_canary.logs.window import Stats
 from nginx_canary.nginx import operations
-from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.report.series import SeriesRecorder
 from nginx_canary.rollout.verdict import Verdict
 from nginx_canary.rollout.machine import Rollout

@@ -64,7 +64,7 @@ from nginx_canary.integrations.metrics_server import MetricsServer
 from nginx_canary.logs.analyze import GROUP
 from nginx_canary.logs.sketch import LatencySketch
 from nginx_canary.nginx import operations
-from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.nginx.transaction import Transaction
 from nginx_canary.permissions import describe, insecure_paths, insecure_state_dir
 from nginx_canary.report.series import SeriesRecorder

@@ -24,7 +24,7 @@ from nginx_canary.logs.forgery import check_format
 from nginx_canary.logs.format import CompiledFormat, upstream_fields
 from nginx_canary.logs.window import Stats, WindowedStats
 from nginx_canary.nginx.addresses import Resolver, logged_forms, system_resolver
-from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.nginx.model import NginxConfig
 
 SERVER, UPSTREAM, GROUP, FORCED = "server:", "upstream:", "group:", "forced:"
 _NO_VIA = ("-", "")

@@ -10,7 +10,7 @@ from nginx_canary.logs.analyze import GROUP, AddressBook, Analyzer, unmarked_for
 from nginx_canary.logs.format import FormatSpec, compile_format
 from nginx_canary.logs.tail import LogTailer
 from nginx_canary.logs.window import Stats, WindowedStats
-from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.nginx.model import NginxConfig
 
 log = logging.getLogger(__name__)
 

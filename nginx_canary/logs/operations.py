@@ -14,7 +14,7 @@ from nginx_canary.logs.reader import block_batches
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
 from nginx_canary.logs.tail import LogTailer
 from nginx_canary.logs.window import WindowedStats
-from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.nginx.operations import Settings, read_config
 
 ESCAPES = ("default", "json", "none")

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from nginx_canary.errors import BadInputError
 from nginx_canary.logs.format import COMBINED, FormatSpec, compile_format, parse_log_format_args, upstream_fields
-from nginx_canary.nginx.conf import AccessLog, NginxConfig
+from nginx_canary.nginx.model import AccessLog, NginxConfig
 from nginx_canary.nginx.control import Nginx
 
 # access.log.1, access.log.2.gz, access.log-20241128(.gz): what logrotate leaves behind.

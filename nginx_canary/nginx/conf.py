@@ -4,297 +4,28 @@ Parsing is crossplane's, one file at a time (``single=True``); includes are
 followed here the way nginx resolves them: relative paths against the main
 file's directory, globs expanded in sorted order, a glob matching nothing is
 fine, a plain path that does not exist is an error. Parsed files can be kept in
-a :class:`ParseCache` keyed by inode, size and mtime, so that a large tree of
-includes is only re-read where it changed.
+a :class:`~nginx_canary.nginx.parse_cache.ParseCache` keyed by inode, size and
+mtime, so that a large tree of includes is only re-read where it changed. What
+is read becomes the frozen model of :mod:`nginx_canary.nginx.model`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import json
 import os
-import stat
-import tempfile
-import threading
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import crossplane
 
-from nginx_canary.errors import BadInputError, ConfigError
-from nginx_canary.fsutil import TEMP_SUFFIX, discard
+from nginx_canary.errors import ConfigError
 from nginx_canary.nginx.lexer import unescape
+from nginx_canary.nginx.model import AccessLog, LogFormatDef, NginxConfig, ProxyPass, Upstream, UpstreamServer
+from nginx_canary.nginx.parse_cache import ParseCache, Tree
 
-Tree = List[Dict[str, Any]]
 _GLOB_CHARS = "*?["
 _BLOCK_CONTEXTS = {"http", "stream", "mail", "events"}
 _PASS_DIRECTIVES = {"proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass", "memcached_pass"}
 _KEPT_DIRECTIVES = {"include", "server", "pid", "error_log", "log_format", "access_log",
                     "load_module"} | _PASS_DIRECTIVES
-
-
-@dataclass(frozen=True)
-class UpstreamServer:
-    """A ``server`` line of an upstream block, as written."""
-
-    address: str
-    params: Tuple[str, ...]
-    file: str
-    line: int
-
-    @property
-    def weight(self) -> int:
-        """The ``weight=`` in effect (1 when absent or unreadable; nginx -t judges the rest)."""
-        for param in reversed(self.params):
-            if param.startswith("weight="):
-                raw = param[len("weight="):]
-                return int(raw) if raw.isdigit() and int(raw) > 0 else 1
-        return 1
-
-    @property
-    def down(self) -> bool:
-        return "down" in self.params
-
-    @property
-    def backup(self) -> bool:
-        return "backup" in self.params
-
-    @property
-    def flags(self) -> Tuple[str, ...]:
-        """Every parameter but ``weight=``: ``down``, ``backup``, ``max_fails=3``, ..."""
-        return tuple(p for p in self.params if not p.startswith("weight="))
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """An ``upstream NAME { ... }`` block."""
-
-    name: str
-    context: str
-    file: str
-    line: int
-    servers: Tuple[UpstreamServer, ...]
-
-    @property
-    def location(self) -> str:
-        return f"{self.file}:{self.line}"
-
-    def share_percent(self, server: UpstreamServer) -> float:
-        """The share of traffic ``server`` gets in percent (0 when down or backup)."""
-        active = [s for s in self.servers if not s.down and not s.backup]
-        total = sum(s.weight for s in active)
-        if server not in active or total == 0:
-            return 0.0
-        return 100.0 * server.weight / total
-
-
-@dataclass(frozen=True)
-class LogFormatDef:
-    """A ``log_format`` directive: ``args`` (name, [escape=], strings...) with escapes read as nginx does."""
-
-    name: str
-    args: Tuple[str, ...]
-    context: str
-    file: str
-    line: int
-
-
-@dataclass(frozen=True)
-class AccessLog:
-    """An ``access_log PATH [FORMAT]`` directive; ``path`` None is nginx's compiled-in default log."""
-
-    path: Optional[str]
-    format: str
-    file: Optional[str]
-    line: Optional[int]
-
-
-@dataclass(frozen=True)
-class ProxyPass:
-    """A ``proxy_pass`` (or ``fastcgi_pass``, ...) and the access logs in effect where it stands."""
-
-    target: str
-    access_logs: Tuple[AccessLog, ...]
-    file: str
-    line: int
-
-
-@dataclass(frozen=True)
-class NginxConfig:
-    """What nginx-canary needs to know of a whole configuration."""
-
-    conf_path: str
-    files: Tuple[str, ...]
-    upstreams: Tuple[Upstream, ...]
-    pid: Optional[str] = None
-    error_logs: Tuple[str, ...] = field(default_factory=tuple)
-    log_formats: Tuple[LogFormatDef, ...] = field(default_factory=tuple)
-    access_logs: Tuple[AccessLog, ...] = field(default_factory=tuple)
-    proxies: Tuple[ProxyPass, ...] = field(default_factory=tuple)
-    #: ``load_module`` paths as written (relative ones are relative to nginx's prefix).
-    modules: Tuple[str, ...] = field(default_factory=tuple)
-
-    def log_format(self, name: str) -> Optional[LogFormatDef]:
-        """The http ``log_format`` called ``name`` (None when the config has none by that name)."""
-        found = [f for f in self.log_formats if f.name == name and f.context == "http"]
-        return found[-1] if found else None
-
-    def access_logs_for(self, upstream: str) -> Tuple[AccessLog, ...]:
-        """The access logs written where ``upstream`` is proxied to, in config order, without repeats."""
-        out: List[AccessLog] = []
-        for proxy in self.proxies:
-            if proxy.target == upstream:
-                out.extend(log for log in proxy.access_logs if log not in out)
-        return tuple(out)
-
-    def upstream(self, name: str) -> Upstream:
-        """The one upstream called ``name``.
-
-        Raises:
-            BadInputError: no upstream has that name.
-            ConfigError: more than one upstream has it.
-        """
-        found = [u for u in self.upstreams if u.name == name]
-        if not found:
-            known = ", ".join(sorted({u.name for u in self.upstreams})) or "none"
-            raise BadInputError(f"no upstream named {name!r} in {self.conf_path} (upstreams: {known})")
-        if len(found) > 1:
-            where = ", ".join(u.location for u in found)
-            raise ConfigError(f"upstream {name!r} is defined {len(found)} times: {where}")
-        return found[0]
-
-
-def _valid_tree(tree: Any) -> bool:
-    """Whether ``tree`` has the shape :func:`_prune` gives (a cache file is data from disk, checked before use)."""
-    pending = [tree]
-    while pending:
-        block = pending.pop()
-        if type(block) is not list:
-            return False
-        for stmt in block:
-            if type(stmt) is not dict:
-                return False
-            args = stmt.get("args")
-            if type(stmt.get("directive")) is not str or type(stmt.get("line")) is not int or type(args) is not list:
-                return False
-            for arg in args:
-                if type(arg) is not str:
-                    return False
-            if "block" in stmt:
-                pending.append(stmt["block"])
-    return True
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Decoding many small dicts triggers the cyclic GC over and over; they hold no cycles.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-class ParseCache:
-    """crossplane trees of single files, reused while a file's inode, size and mtime stay the same.
-
-    Kept as JSON, which is data only: a cache file is never code. A cache that
-    cannot be read, is not valid, or cannot be written is ignored: it only
-    saves time. The file is written under a random temporary name
-    (``mkstemp``: ``O_EXCL|O_NOFOLLOW``; named like
-    :func:`~nginx_canary.fsutil.atomic_write`'s, so a leftover one is swept)
-    and renamed into place; it is read without following a symlink.
-    """
-
-    #: The ``version`` key of the file; bump it when what :func:`_prune` keeps changes.
-    VERSION = 4
-
-    def __init__(self, path: Optional[str]) -> None:
-        self.path = path
-        self._entries: Dict[str, Tuple[Tuple[int, int, int, int], Tree]] = {}
-        self._dirty = False
-        if path:
-            self._entries = self._load(path)
-
-    @staticmethod
-    def _load(path: str) -> Dict[str, Tuple[Tuple[int, int, int, int], Tree]]:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as fh:
-                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                    return {}
-                with _gc_paused():
-                    loaded = json.loads(fh.read())
-        except (OSError, ValueError, RecursionError):
-            return {}
-        if not isinstance(loaded, dict) or loaded.get("version") != ParseCache.VERSION \
-                or not isinstance(loaded.get("entries"), dict):
-            return {}
-        entries: Dict[str, Tuple[Tuple[int, int, int, int], Tree]] = {}
-        for file, entry in loaded["entries"].items():
-            # A file's tree is checked when it is used (get), so a large cache is not walked twice.
-            if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], list) and len(entry[0]) == 4 \
-                    and all(type(n) is int for n in entry[0]):
-                entries[file] = (tuple(entry[0]), entry[1])  # type: ignore[assignment]
-        return entries
-
-    @staticmethod
-    def _key(path: str) -> Tuple[int, int, int, int]:
-        st = os.stat(path)
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def get(self, path: str) -> Optional[Tree]:
-        entry = self._entries.get(path)
-        if entry is None:
-            return None
-        try:
-            if entry[0] != self._key(path):
-                return None
-        except OSError:
-            return None
-        if not _valid_tree(entry[1]):
-            del self._entries[path]
-            return None
-        return entry[1]
-
-    def put(self, path: str, key: Tuple[int, int, int, int], tree: Tree) -> None:
-        self._entries[path] = (key, tree)
-        self._dirty = True
-
-    def save(self, background: bool = False) -> None:
-        """Write the cache if it changed; with ``background``, in a thread the interpreter waits for at exit."""
-        if not self.path or not self._dirty:
-            return
-        if background:
-            # Overlaps with nginx -t and the reload, which leave this process waiting.
-            try:
-                threading.Thread(target=self._write, name="parse-cache-save").start()
-                return
-            except RuntimeError:
-                # "can't start new thread" (task limit reached): a cache is not
-                # worth failing a change or a rollback for; write it here instead.
-                pass
-        self._write()
-
-    def _write(self) -> None:
-        assert self.path is not None
-        data = json.dumps({"version": self.VERSION, "entries": self._entries}, separators=(",", ":")).encode()
-        tmp = None
-        try:
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix="." + os.path.basename(self.path) + ".",
-                                       suffix=TEMP_SUFFIX)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, self.path)
-            tmp = None
-            self._dirty = False
-        except OSError:
-            pass
-        finally:
-            discard(tmp)
 
 
 def _prune(tree: Tree) -> Tree:
@@ -317,7 +48,7 @@ def _parse_file(path: str, cache: Optional[ParseCache]) -> Tree:
         if hit is not None:
             return hit
     try:
-        key = ParseCache._key(path)
+        key = ParseCache.key(path)
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
     payload = crossplane.parse(path, single=True, comments=False, check_ctx=False, check_args=False)
@@ -453,26 +184,3 @@ def load_config(conf_path: str, cache: Optional[ParseCache] = None, *, backgroun
         proxies=tuple(reader.proxies),
         modules=tuple(reader.modules),
     )
-
-
-def servers_named(upstream: Upstream, addresses: Iterable[str]) -> List[UpstreamServer]:
-    """The servers of ``upstream`` written with these addresses, in file order.
-
-    Raises:
-        BadInputError: an address is not a server of the upstream, names a
-            ``backup`` server, or is written more than once in it.
-    """
-    wanted = list(dict.fromkeys(addresses))
-    by_address: Dict[str, List[UpstreamServer]] = {}
-    for server in upstream.servers:
-        by_address.setdefault(server.address, []).append(server)
-    for address in wanted:
-        found = by_address.get(address, [])
-        if not found:
-            known = ", ".join(s.address for s in upstream.servers) or "none"
-            raise BadInputError(f"{address!r} is not a server of upstream {upstream.name!r} (servers: {known})")
-        if len(found) > 1:
-            raise BadInputError(f"{address!r} is written {len(found)} times in upstream {upstream.name!r}; cannot tell them apart")
-        if found[0].backup:
-            raise BadInputError(f"{address!r} is a backup server of upstream {upstream.name!r}; backup servers are never touched")
-    return [s for s in upstream.servers if s.address in wanted]

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import psutil
 
 from nginx_canary.errors import ConfigError, NginxNotRunningError, NginxRejectedError
-from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.nginx.error_log import ReloadWitness, first_failure, size_of
 from nginx_canary.text import printable
 

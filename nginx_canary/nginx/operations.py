@@ -10,7 +10,9 @@ from typing import Dict, List, Optional, Sequence
 
 from nginx_canary.errors import BadInputError, ConfigError
 from nginx_canary.inputs import check_word
-from nginx_canary.nginx.conf import NginxConfig, ParseCache, Upstream, UpstreamServer, load_config, servers_named
+from nginx_canary.nginx.conf import load_config
+from nginx_canary.nginx.model import NginxConfig, Upstream, UpstreamServer, servers_named
+from nginx_canary.nginx.parse_cache import ParseCache
 from nginx_canary.nginx.control import Nginx
 from nginx_canary.nginx.edit import ServerChange, edit_servers
 from nginx_canary.nginx.split import Split, compute_split
@@ -61,7 +63,8 @@ class Plan:
     diff: str
 
 
-def _read_bytes(path: str) -> bytes:
+def read_config_file(path: str) -> bytes:
+    """The bytes of a managed config file, read through its symlinks. Raises ConfigError (cannot read)."""
     try:
         with open(os.path.realpath(path), "rb") as fh:
             return fh.read()
@@ -95,7 +98,7 @@ def plan_split(config: NginxConfig, upstream_name: str, canary_addresses: Sequen
     changes: List[FileChange] = []
     diff_parts: List[str] = []
     for path, server_changes in by_file.items():
-        old = _read_bytes(path)
+        old = read_config_file(path)
         old_text = old.decode(*ENCODING)
         new_text = edit_servers(old_text, server_changes, filename=path)
         if new_text == old_text:

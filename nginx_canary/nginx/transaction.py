@@ -20,7 +20,8 @@ import psutil
 from nginx_canary import faults
 from nginx_canary.errors import CanaryError, NginxNotRunningError, StateError
 from nginx_canary.fsutil import atomic_write
-from nginx_canary.nginx.conf import NginxConfig, load_config
+from nginx_canary.nginx.conf import load_config
+from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.nginx.control import Nginx, ReloadResult
 from nginx_canary.nginx.snapshots import read_copy, sha256, write_snapshot
 from nginx_canary.statedir import StateDir

@@ -1,4 +1,4 @@
-"""The rollout's hands on nginx: a :class:`nginx_canary.rollout.machine.SplitApplier` over the config engine."""
+"""The rollout's hands on nginx: a :class:`nginx_canary.rollout.ports.SplitApplier` over the config engine."""
 
 from __future__ import annotations
 
@@ -10,23 +10,15 @@ from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from nginx_canary.errors import BusyError, ConfigError, StateError
-from nginx_canary.nginx.conf import NginxConfig
+from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.nginx.edit import ServerChange, current_weight, edit_servers, server_statements
-from nginx_canary.nginx.operations import ENCODING, Settings, plan_split, read_config
+from nginx_canary.nginx.operations import ENCODING, Settings, plan_split, read_config, read_config_file
 from nginx_canary.nginx.snapshots import read_copy, sha256, write_snapshot
 from nginx_canary.nginx.transaction import FileChange, Transaction
 from nginx_canary.domain import NAME_PATTERN, validate_name
 from nginx_canary.statedir import MANIFEST, StateDir
 
 _SNAPSHOT_ID = re.compile(NAME_PATTERN + r"-[0-9]{1,16}")
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(os.path.realpath(path), "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
 
 
 def _read_copy(entry: dict) -> bytes:
@@ -64,7 +56,7 @@ class NginxSplitApplier:
         return list(dict.fromkeys(s.file for s in config.upstream(self.upstream).servers))
 
     def _hashes(self, paths: Sequence[str]) -> Dict[str, str]:
-        return {path: sha256(_read(path)) for path in paths}
+        return {path: sha256(read_config_file(path)) for path in paths}
 
     def _manifest(self, snapshot_id: str) -> List[dict]:
         if not isinstance(snapshot_id, str) or _SNAPSHOT_ID.fullmatch(snapshot_id) is None:
@@ -104,7 +96,7 @@ class NginxSplitApplier:
         """
         paths = self._paths(read_config(self.settings, logs=False))
         snapshot_id = f"{validate_name(rollout_name)}-{int(self.wall_clock() * 1000)}"
-        originals = [_read(path) for path in paths]
+        originals = [read_config_file(path) for path in paths]
         self.paths.ensure()
         write_snapshot(self.paths.rollout_snapshot(snapshot_id), originals,
                        lambda n, copy: {"path": paths[n], "copy": copy, "sha256": sha256(originals[n])},
@@ -133,7 +125,7 @@ class NginxSplitApplier:
         changes = []
         for entry in entries:
             original = _read_copy(entry)
-            current = _read(entry["path"])
+            current = read_config_file(entry["path"])
             if current != original:
                 changes.append(FileChange(entry["path"], current, original))
         self._transaction(changes, config)
@@ -169,7 +161,7 @@ class NginxSplitApplier:
                 ServerChange(server.line, server.address, current_weight(matches[0], server.file), down, bare))
         changes = []
         for path, server_changes in by_file.items():
-            old = _read(path)
+            old = read_config_file(path)
             new = edit_servers(old.decode(*ENCODING), server_changes, filename=path).encode(*ENCODING)
             if new != old:
                 changes.append(FileChange(path, old, new))
@@ -202,7 +194,7 @@ class NginxSplitApplier:
         hashes = {}
         for path in paths:
             try:
-                hashes[path] = sha256(_read(path))
+                hashes[path] = sha256(read_config_file(path))
             except ConfigError:
                 hashes[path] = ""
         return hashes

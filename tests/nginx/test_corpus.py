@@ -23,7 +23,8 @@ import crossplane
 import pytest
 
 from nginx_canary.errors import BadInputError
-from nginx_canary.nginx.conf import Upstream, UpstreamServer, load_config
+from nginx_canary.nginx.conf import load_config
+from nginx_canary.nginx.model import Upstream, UpstreamServer
 from nginx_canary.nginx.operations import plan_split
 from tests.conftest import CORPUS
 
