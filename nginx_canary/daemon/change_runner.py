@@ -89,7 +89,7 @@ class ChangeRunner:
 
 
 class OffLoopApplier:
-    """A :class:`~nginx_canary.rollout.machine.SplitApplier` whose nginx-changing calls go through a :class:`ChangeRunner`.
+    """A :class:`~nginx_canary.rollout.ports.SplitApplier` whose nginx-changing calls go through a :class:`ChangeRunner`.
 
     ``begin`` (the snapshot), ``apply``, ``restore`` and ``restore_weights``
     write files and reload nginx; everything else only reads and runs inline.

@@ -24,7 +24,6 @@ from nginx_canary.logs.window import Stats
 from nginx_canary.nginx import operations
 from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.report.series import SeriesRecorder
-from nginx_canary.rollout.verdict import Verdict
 from nginx_canary.rollout.machine import Rollout
 from nginx_canary.rollout.store import GATES
 
@@ -117,7 +116,6 @@ class RolloutRuntime:
     webhooks: Optional[WebhookSender] = None
     gates: Optional[GateChecker] = None
     http_checks: Optional[HttpChecker] = None
-    observed: Optional[Verdict] = None  # judged while a change was under way, to act on next turn
     watcher: Optional[ConfigWatcher] = None  # edits of the upstream's files, reported by watchdog
 
     def attach_integrations(self) -> None:

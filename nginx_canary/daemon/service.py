@@ -68,7 +68,6 @@ from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.nginx.transaction import Transaction
 from nginx_canary.permissions import describe, insecure_paths, insecure_state_dir
 from nginx_canary.report.series import SeriesRecorder
-from nginx_canary.rollout.verdict import Verdict
 from nginx_canary.rollout.applier import NginxSplitApplier
 from nginx_canary.rollout.machine import Rollout
 from nginx_canary.rollout.store import StateStore
@@ -302,15 +301,7 @@ class Daemon:
         self._check_edits(now)
         mono = self.monotonic()
         for name, runtime in self.runtimes.items():
-            observed, runtime.observed = runtime.observed, None
-            due = self._due(runtime, mono)
-            rollout = runtime.rollout
-            if observed is not None and (not due or rollout.state.failure_streak >= rollout.failure_threshold):
-                # Checks ran while a change was under way: act on the last one now, not at the next check
-                # (and a rollback they called for is not undone by a fresh check that happens to pass).
-                self._check(name, runtime, now, observed)
-            elif due:
-                self._check(name, runtime, now)
+            self._check(name, runtime, now, self._due(runtime, mono))
         self._record_all_series(now)
         self._run_queued()
         self._notify(mono)
@@ -402,9 +393,10 @@ class Daemon:
             self._last_summary = summary
             self.notifier.status(summary)
 
-    def _check(self, name: str, runtime: RolloutRuntime, now: float, verdict: Optional[Verdict] = None) -> None:
+    def _check(self, name: str, runtime: RolloutRuntime, now: float, due: bool) -> None:
+        """Run the rollout's ``due`` check, or act on one judged during a step change (rollout/step_checks.py)."""
         try:
-            runtime.rollout.tick(now, verdict)
+            runtime.rollout.check(now, due)
         except StateError as exc:
             log.error("rollout %s: %s", name, exc)
         except Exception:  # noqa: BLE001 - one rollout's bug must not stop the others' protection
@@ -412,19 +404,16 @@ class Daemon:
 
     def _observe(self, name: str, runtime: RolloutRuntime, now: float) -> None:
         try:
-            verdict = runtime.rollout.observe(now)
+            runtime.rollout.observe(now)
         except StateError as exc:
             log.error("rollout %s: %s", name, exc)
         except Exception:  # noqa: BLE001 - as in _check
             log.exception("rollout %s: the check failed", name)
-        else:
-            if verdict is not None:
-                runtime.observed = verdict
 
     def _sleep_time(self, pumping: bool = False) -> float:
         """Seconds until the loop has work; ``pumping``: while a change is under way (commands then wait)."""
         if not pumping and (not self._commands.empty() or self._reload_wanted
-                            or any(r.observed is not None for r in self.runtimes.values())):
+                            or any(r.rollout.checks.pending is not None for r in self.runtimes.values())):
             return 0.0
         if not (pumping and self.changes.urgent) and any(r.traffic.traffic.behind for r in self.runtimes.values()):
             return 0.0  # a log has more to read: read it now (in bounded bites, checks in between), not in 250 ms

@@ -1,4 +1,4 @@
-"""The rollout's eyes: a :class:`nginx_canary.rollout.machine.TrafficSource` fed live from nginx's access log."""
+"""The rollout's eyes: a :class:`nginx_canary.rollout.ports.TrafficSource` fed live from nginx's access log."""
 
 from __future__ import annotations
 

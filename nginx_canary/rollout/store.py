@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from nginx_canary.domain import State, is_rollout_name, validate_name
+from nginx_canary.domain import ACTIVE_STATES, TERMINAL_STATES, State, is_rollout_name, validate_name
 from nginx_canary.errors import BadInputError, StateError
 from nginx_canary.fsutil import append_lines, atomic_write
 from nginx_canary.statedir import FILE_MODE, ROLLOUT_STATE_SUFFIX, StateDir
@@ -39,9 +39,18 @@ GATES = ("pre_rollout", "confirm_step", "confirm_promotion")
 #: Version of the state file layout; a file of another version is refused, not guessed at.
 STATE_FORMAT = 1
 
+#: Restores a terminal state can owe (``RolloutState.owed_restore``): the whole snapshot, or only its
+#: weights on files someone else edited meanwhile.
+RESTORE_KINDS = ("snapshot", "weights")
+#: How the message of a terminal state that still owes its restore ends, by kind.
+RESTORING_MESSAGE = {
+    "snapshot": "; restoring the snapshot taken at start",
+    "weights": "; restoring the weights of the snapshot taken at start, keeping the edits made outside nginx-canary",
+}
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Keys added after format 1 was first written: a file without them is still format 1.
-_OPTIONAL_KEYS = frozenset({"upstream", "gate"})
+_OPTIONAL_KEYS = frozenset({"upstream", "gate", "owed_restore", "restore_summary", "step_interval"})
 _STATE_VALUES = frozenset(s.value for s in State)
 
 
@@ -60,6 +69,10 @@ class RolloutState:
     ``gate`` names the gate the run waits at (``pre_rollout``: its first step
     is not applied yet; ``confirm_step`` / ``confirm_promotion``: the bake
     time is over and the next step or the promotion waits for the gate).
+    ``owed_restore`` is the restore a terminal state still owes while it
+    holds a ``snapshot_id`` (one of :data:`RESTORE_KINDS`), ``restore_summary``
+    the outcome it ends ("rolled back: ..."); ``step_interval`` the run's
+    ``start --step-interval`` (None: the settings' bake time).
 
     Construction validates the fields (ValueError, naming the field); so does
     :meth:`StateStore.save`, for a state changed after construction.
@@ -81,6 +94,9 @@ class RolloutState:
     message: str = ""
     upstream: Optional[str] = None
     gate: Optional[str] = None
+    owed_restore: Optional[str] = None
+    restore_summary: Optional[str] = None
+    step_interval: Optional[float] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, list):
@@ -108,7 +124,7 @@ class RolloutState:
             raise ValueError(f"step_index {self.step_index} is past the last of {len(self.steps)} steps")
         if not isinstance(self.canary_percent, str) or not self.canary_percent:
             raise ValueError(f"canary_percent must be a percent string, not {self.canary_percent!r}")
-        for key in ("snapshot_id", "paused_reason"):
+        for key in ("snapshot_id", "paused_reason", "restore_summary"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{key} must be a string or None, not {value!r}")
@@ -131,6 +147,11 @@ class RolloutState:
             raise ValueError(f"upstream must be a non-empty string or None, not {self.upstream!r}")
         if self.gate not in (None,) + GATES:
             raise ValueError(f"gate must be one of {', '.join(GATES)} or None, not {self.gate!r}")
+        if self.owed_restore not in (None,) + RESTORE_KINDS:
+            raise ValueError(f"owed_restore must be one of {', '.join(RESTORE_KINDS)} or None, "
+                             f"not {self.owed_restore!r}")
+        if self.step_interval is not None and not (_is_time(self.step_interval) and self.step_interval > 0):
+            raise ValueError(f"step_interval must be a positive number of seconds or None, not {self.step_interval!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON data; independent copies of the containers."""
@@ -151,6 +172,9 @@ class RolloutState:
             "message": self.message,
             "upstream": self.upstream,
             "gate": self.gate,
+            "owed_restore": self.owed_restore,
+            "restore_summary": self.restore_summary,
+            "step_interval": self.step_interval,
         }
 
     @classmethod
@@ -173,9 +197,11 @@ class RolloutState:
         if not isinstance(values["steps"], list):
             raise ValueError(f"steps must be a list, not {values['steps']!r}")
         values["steps"] = tuple(values["steps"])
-        for key in ("started_at", "step_started_at", "updated_at"):
-            if _is_time(values[key]):
+        for key in ("started_at", "step_started_at", "updated_at", "step_interval"):
+            if _is_time(values.get(key)):
                 values[key] = float(values[key])
+        if "owed_restore" not in values:
+            values.update(_owed_restore_from_message(values))
         return cls(**values)
 
 
@@ -252,7 +278,22 @@ class StateStore:
             raise StateError(f"invalid rollout state: {exc}", file=path) from exc
         if state.name != name:
             raise StateError(f"holds rollout {state.name!r}, expected {name!r}", file=path)
+        if "step_interval" not in data and state.state in ACTIVE_STATES:
+            state.step_interval = self._step_interval_from_history(name)
         return state
+
+    def _step_interval_from_history(self, name: str) -> Optional[float]:
+        """A run's ``--step-interval`` from its "start" record, for a state file written before it was kept there."""
+        try:
+            records = self.history(name)
+        except StateError as exc:
+            log.warning("rollout %s: cannot read the history for this run's step interval: %s", name, exc)
+            return None
+        for record in reversed(records):
+            if record.get("event") == "start":
+                value = (record.get("detail") or {}).get("step_interval")
+                return float(value) if _is_time(value) and value > 0 else None
+        return None
 
     def names(self) -> List[str]:
         """The names of the saved rollouts, sorted.
@@ -372,8 +413,19 @@ def _parse_line(raw: bytes) -> Optional[Dict[str, Any]]:
     return record if isinstance(record, dict) else None
 
 
+def _owed_restore_from_message(values: Dict[str, Any]) -> Dict[str, Any]:
+    """``owed_restore`` and ``restore_summary`` of a state file written before they were kept as fields.
 
-
+    Such a file says it in its message alone: "<summary>; restoring the ...".
+    """
+    if values.get("state") not in TERMINAL_STATES or values.get("snapshot_id") is None:
+        return {}
+    message = values.get("message")
+    if not isinstance(message, str):
+        return {}
+    kind = "weights" if RESTORING_MESSAGE["weights"] in message else "snapshot"
+    summary = message.partition(RESTORING_MESSAGE[kind])[0]
+    return {"owed_restore": kind, "restore_summary": summary or None}
 
 
 def _to_json(value: Any) -> Any:

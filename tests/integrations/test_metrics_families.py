@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nginx_canary.integrations.metrics import DaemonMetrics
-from nginx_canary.rollout.analysis import FAIL
+from nginx_canary.rollout.verdict import FAIL
 from tests.integrations.test_metrics import stats_of
 
 

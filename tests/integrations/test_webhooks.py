@@ -345,7 +345,7 @@ def test_a_hanging_receiver_never_holds_up_the_rollout(tmp_path, receivers, send
         assert time.monotonic() - started < 0.5  # generous: queueing takes microseconds
         returned.append(hanging.answered)
 
-    rollout.listeners = [timed]
+    rollout.listeners[:] = [timed]
     rollout.start(T0)
     rollout.pause(T0 + 1)
     # The rollout went on while the hanging receiver held its first request.

@@ -250,7 +250,7 @@ def test_only_the_last_run_is_reported(tmp_path):
 def test_runs_of_passing_checks_are_folded(tmp_path):
     env = Env(tmp_path)
     rollout = env.rollout()
-    rollout.history_every = 0.0  # record every check
+    rollout.journal.history_every = 0.0  # record every check
     rollout.start(T0)
     for i in range(1, 40):
         rollout.tick(T0 + 5 * i)

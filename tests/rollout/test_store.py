@@ -371,3 +371,22 @@ def test_a_nested_state_dir_is_created(tmp_path):
     store.save(a_state())
     assert store.load("web") is not None
     assert mode(store.state_dir) == 0o700 and mode(store.rollouts_dir) == 0o700
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("owed_restore", "everything", "owed_restore must be one of snapshot, weights or None"),
+    ("step_interval", 0, "step_interval must be a positive number of seconds or None"),
+    ("step_interval", float("nan"), "step_interval must be a positive number of seconds or None"),
+    ("restore_summary", 3, "restore_summary must be a string or None"),
+])
+def test_typed_restore_and_step_interval_fields_are_validated(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        RolloutState(name="app", **{field: value})
+
+
+def test_typed_fields_round_trip(tmp_path):
+    store = StateStore(str(tmp_path / "state"))
+    state = RolloutState(name="app", state="rolled_back", steps=("10",), snapshot_id="snap-1",
+                         owed_restore="weights", restore_summary="rolled back: 2 failed checks", step_interval=5.0)
+    store.save(state)
+    assert store.load("app") == state

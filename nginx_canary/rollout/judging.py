@@ -1,0 +1,53 @@
+"""Judging one check of a rollout: the traffic's verdict, counted in the failure streak and recorded."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from nginx_canary.errors import StateError
+from nginx_canary.rollout.analysis import evaluate
+from nginx_canary.rollout.checks import CHECKS, Thresholds
+from nginx_canary.rollout.ports import ExtraChecks, TrafficSource
+from nginx_canary.rollout.run import Run
+from nginx_canary.rollout.step_checks import StepChangeChecks
+from nginx_canary.rollout.streak import next_failure_streak
+from nginx_canary.rollout.verdict import FAIL, Verdict
+
+log = logging.getLogger("nginx_canary.rollout.machine")
+
+
+class Judging:
+    """Runs one rollout's checks on the window of traffic that ends at ``now``."""
+
+    def __init__(self, run: Run, traffic: TrafficSource, checks: StepChangeChecks) -> None:
+        self.run = run
+        self.traffic = traffic
+        self.checks = checks
+
+    def judge(self, now: float, extra_checks: Optional[ExtraChecks]) -> Verdict:
+        """The verdict, counted in the failure streak and (see Journal.wants_check) recorded.
+
+        A failed check restarts the step's bake time (step_checks.py). A save
+        that fails is logged, never raised: bookkeeping must not stand
+        between a failing canary and its rollback.
+        """
+        run = self.run
+        st = run.state
+        analysis = run.settings.analysis
+        canary, stable = self.traffic.groups(analysis.window, now)
+        checks = CHECKS + (extra_checks(now) if extra_checks is not None else ())
+        verdict = evaluate(canary, stable, Thresholds.from_settings(analysis), now, checks)
+        st.last_verdict = verdict.to_dict()
+        st.failure_streak = next_failure_streak(st.failure_streak, verdict.verdict)
+        if verdict.verdict == FAIL:
+            self.checks.failed(st, now)
+        if run.journal.wants_check(verdict.verdict, now):
+            try:
+                run.save(now)
+            except StateError as exc:
+                log.error("rollout %s: cannot save the check: %s", run.name, exc)
+            run.record("check", now, level=logging.WARNING if verdict.verdict == FAIL else logging.DEBUG,
+                       verdict=verdict, failure_streak=st.failure_streak,
+                       failure_threshold=analysis.failure_threshold)
+        return verdict
