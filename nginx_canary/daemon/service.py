@@ -29,22 +29,18 @@ the YAML (see :meth:`Daemon.reload`).
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
-import queue
-import selectors
-import signal
 import time
 from dataclasses import replace
 from fractions import Fraction
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 from nginx_canary.config.model import DaemonSettings, RolloutSettings
 from nginx_canary.config.settings import load_settings
 from nginx_canary.daemon.change_runner import ChangeRunner, OffLoopApplier
-from nginx_canary.daemon.commands import CommandHandlers, for_rollout
+from nginx_canary.daemon.commands import CommandHandlers
 from nginx_canary.daemon.config_watch import ConfigWatcher
 from nginx_canary.daemon.control_socket import ControlServer
 from nginx_canary.daemon.reload import ReloadActions, apply_reload, plan_reload
@@ -56,9 +52,12 @@ from nginx_canary.daemon.runtime import (
     operation_settings,
     upstream_files,
 )
+from nginx_canary.daemon.command_queue import CommandQueue
 from nginx_canary.daemon.sd_notify import Notifier
+from nginx_canary.daemon.startup_checks import check_permissions, remove_leftover_temps
+from nginx_canary.daemon.wakeup import WakePipe, install_signals, restore_signals
 from nginx_canary.domain import ACTIVE_STATES
-from nginx_canary.errors import BadInputError, CanaryError, ControlError, StateError
+from nginx_canary.errors import CanaryError, ControlError, StateError
 from nginx_canary.integrations.metrics import DaemonMetrics
 from nginx_canary.integrations.metrics_server import MetricsServer
 from nginx_canary.logs.analyze import GROUP
@@ -66,7 +65,6 @@ from nginx_canary.logs.sketch import LatencySketch
 from nginx_canary.nginx import operations
 from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.nginx.transaction import Transaction
-from nginx_canary.permissions import describe, insecure_paths, insecure_state_dir
 from nginx_canary.report.series import SeriesRecorder
 from nginx_canary.rollout.applier import NginxSplitApplier
 from nginx_canary.rollout.machine import Rollout
@@ -75,16 +73,11 @@ from nginx_canary.statedir import StateDir
 
 log = logging.getLogger(__name__)
 
-#: A command from the control socket: name, arguments, and the future its thread waits on.
-_Queued = Tuple[str, Dict[str, Any], concurrent.futures.Future]
-
 #: Longest sleep between two reads of the logs: lines are stamped when read,
 #: so this bounds how late a request is counted in its one-second bucket.
 POLL_EVERY = 0.25
 #: How often the metrics get fresh copies of the figures (scrapes read the latest copy).
 METRICS_EVERY = 1.0
-#: How long a control-socket thread waits for the main loop to run its command.
-COMMAND_TIMEOUT = 110.0
 
 
 class Daemon:
@@ -109,11 +102,11 @@ class Daemon:
         self.store = StateStore(self.ops.state_dir, clock=clock)
         self.runtimes: Dict[str, RolloutRuntime] = {}
         self.started_at: Optional[float] = None
-        self._commands: "queue.SimpleQueue[_Queued]" = queue.SimpleQueue()
         self._stopping = False
         self._reload_wanted = False
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector: Optional[selectors.BaseSelector] = None
+        self._wakeup = WakePipe()
+        self._wake = self._wakeup.wake
+        self._queue = CommandQueue(self._wake)
         self._server: Optional[ControlServer] = None
         self._daemon_lock: Optional[int] = None
         self.commands = CommandHandlers(self)
@@ -128,9 +121,9 @@ class Daemon:
         Raises CanaryError (a rollout that does not fit the nginx config, a
         socket that cannot be set up, a state that cannot be read).
         """
-        self.check_permissions()  # before anything is read from the state dir (the parse cache)
+        check_permissions(self.settings, self.ops, self.config_path)  # before the state dir is read (parse cache)
         config = operations.read_config(self.ops, save_cache=False)
-        self.check_permissions(config)
+        check_permissions(self.settings, self.ops, self.config_path, config)
         state_dir = StateDir(self.ops.state_dir)
         self._daemon_lock = state_dir.daemon_lock()
         if self.metrics is not None and self.settings.metrics_listen:
@@ -138,7 +131,7 @@ class Daemon:
             log.info("daemon: metrics on %s", self._metrics_server.url)
         with state_dir.writer_lock():
             recovered = Transaction(self.ops.state_dir, self.ops.nginx()).recover()
-            self._remove_leftover_temps(state_dir, config)
+            remove_leftover_temps(self.settings, state_dir, config)
         if recovered:
             log.warning("daemon: %s", recovered)
             config = operations.read_config(self.ops)
@@ -157,15 +150,6 @@ class Daemon:
         self._last_summary = self.summary()
         self.notifier.ready(self._last_summary)
 
-    def _remove_leftover_temps(self, state_dir: StateDir, config: NginxConfig) -> None:
-        """Delete the temporary files of writes a crash cut short (call with both locks held: no write is under way)."""
-        managed = [path for r in self.settings.rollouts.values() for path in upstream_files(config, r.upstream)]
-        for path, error in state_dir.remove_leftover_temps(managed):
-            if error:
-                log.warning("daemon: cannot remove %s, left by an interrupted write: %s", path, error)
-            else:
-                log.warning("daemon: removed %s, left by an interrupted write", path)
-
     def summary(self) -> str:
         """One line for systemd's STATUS=: each rollout's state and canary share."""
         parts = []
@@ -176,37 +160,6 @@ class Daemon:
                 text += f" {st.canary_percent} % (step {st.step_index + 1}/{len(st.steps)})"
             parts.append(text)
         return "; ".join(parts) or "no rollouts configured"
-
-    def check_permissions(self, config: Optional[NginxConfig] = None) -> None:
-        """Refuse to run on files others can write (see :mod:`nginx_canary.permissions`).
-
-        Without ``config``: the daemon's config file, the state dir (and all
-        in it) and the nginx binary; with it: nginx's main file, every file it
-        includes and every module it loads.
-
-        Raises BadInputError naming the first such file and who can write it,
-        unless ``allow_insecure_permissions`` (then each is logged as a warning).
-        """
-        try:
-            if config is None:
-                binary = [self.ops.nginx_bin] if os.path.isabs(self.ops.nginx_bin) else []  # not in PATH: nginx -t says so
-                found = insecure_paths([self.config_path, *binary]) + insecure_state_dir(self.ops.state_dir)
-            else:
-                nginx = self.ops.nginx()
-                found = insecure_paths(list(config.files) + [nginx.full_path(m) for m in config.modules]
-                                       + [path for r in self.settings.rollouts.values()
-                                          for path in upstream_files(config, r.upstream)])
-        except OSError as exc:
-            raise BadInputError(f"refusing to start: cannot tell who can write {exc.filename}: {exc.strerror}") from exc
-        if not found:
-            return
-        if self.settings.allow_insecure_permissions:
-            for path, who in found:
-                log.warning("daemon: %s is writable by %s (allowed by allow_insecure_permissions)", path, who)
-            return
-        raise BadInputError(f"refusing to start: {describe(found)}; whoever can write it can steer nginx, or run code "
-                            "as root, through this daemon. Fix the owner, mode or ACL, or set "
-                            "allow_insecure_permissions: true")
 
     def _build(self, rollout_settings: RolloutSettings, config: NginxConfig) -> RolloutRuntime:
         check_rollout_against_config(rollout_settings, config)
@@ -235,7 +188,8 @@ class Daemon:
         if self._metrics_server is not None:
             self._metrics_server.close()
             self._metrics_server = None
-        self._fail_queued("the daemon is stopping")
+        self._queue.closed = True
+        self._queue.fail_all("the daemon is stopping")
         self.changes.close()
         for name, runtime in self.runtimes.items():
             runtime.flush_series()
@@ -243,15 +197,11 @@ class Daemon:
         if self._daemon_lock is not None:
             os.close(self._daemon_lock)  # last: nothing of this daemon writes after it
             self._daemon_lock = None
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._wakeup.close()
 
     def run(self) -> int:
         """Open, loop until asked to stop, close. Returns the exit status (0). Raises CanaryError from open()."""
-        previous = self._install_signals()
+        previous = install_signals(self._signalled_stop, self._signalled_reload, self._wakeup.write_fd)
         try:
             self.open()
             self.loop()
@@ -259,7 +209,7 @@ class Daemon:
             self.notifier.stopping()
             self.close()
             self.notifier.close()
-            self._restore_signals(previous)
+            restore_signals(previous)
         log.info("daemon: stopped")
         return 0
 
@@ -268,12 +218,16 @@ class Daemon:
         self._stopping = True
         self._wake()
 
+    def _signalled_stop(self) -> None:
+        self._stopping = True
+
+    def _signalled_reload(self) -> None:
+        self._reload_wanted = True
+
     # -- the loop -----------------------------------------------------------------
 
     def loop(self) -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(self._wake_r, selectors.EVENT_READ)
-        self._selector = selector
+        self._wakeup.open_selector()
         self.changes.enable()
         try:
             while not self._stopping:
@@ -282,14 +236,11 @@ class Daemon:
                     break
                 self._wait(self._sleep_time())
         finally:
-            self._selector = None
-            selector.close()
+            self._wakeup.close_selector()
 
     def _wait(self, timeout: float) -> None:
         """Sleep up to ``timeout`` s, until a command, a signal or a finished change wakes the loop."""
-        if self._selector is not None:
-            self._selector.select(timeout)
-        self._drain_wake()
+        self._wakeup.wait(timeout)
 
     def turn(self) -> None:
         """One turn of the loop: reload if asked, read the logs, run due checks, run queued commands."""
@@ -303,7 +254,7 @@ class Daemon:
         for name, runtime in self.runtimes.items():
             self._check(name, runtime, now, self._due(runtime, mono))
         self._record_all_series(now)
-        self._run_queued()
+        self._queue.run(self.commands.execute)
         self._notify(mono)
         self._publish_metrics_when_due(mono)
 
@@ -412,7 +363,7 @@ class Daemon:
 
     def _sleep_time(self, pumping: bool = False) -> float:
         """Seconds until the loop has work; ``pumping``: while a change is under way (commands then wait)."""
-        if not pumping and (not self._commands.empty() or self._reload_wanted
+        if not pumping and (not self._queue.empty() or self._reload_wanted
                             or any(r.rollout.checks.pending is not None for r in self.runtimes.values())):
             return 0.0
         if not (pumping and self.changes.urgent) and any(r.traffic.traffic.behind for r in self.runtimes.values()):
@@ -423,83 +374,11 @@ class Daemon:
             due = min(due, self._next_watchdog)
         return max(0.0, min(due - mono, POLL_EVERY))
 
-    # -- waking up ----------------------------------------------------------------
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"w")
-        except (BlockingIOError, OSError):
-            pass  # already awake, or closed during shutdown
-
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
-    def _install_signals(self) -> Dict[int, Any]:
-        previous = {}
-
-        def stop(signum: int, frame: Any) -> None:
-            log.info("daemon: %s received, finishing what is under way", signal.Signals(signum).name)
-            self._stopping = True
-
-        def reload(signum: int, frame: Any) -> None:
-            self._reload_wanted = True
-
-        for signum, handler in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, reload)):
-            previous[signum] = signal.signal(signum, handler)
-        previous[-1] = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        return previous
-
-    @staticmethod
-    def _restore_signals(previous: Dict[int, Any]) -> None:
-        wakeup = previous.pop(-1, -1)
-        signal.set_wakeup_fd(wakeup)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-    # -- commands -----------------------------------------------------------------
-
     def _submit(self, command: str, args: Dict[str, Any]) -> Any:
         """Called on a control-socket thread: queue the command for the loop and wait for its answer."""
         if self._stopping:
             raise ControlError("the daemon is stopping")
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._commands.put((command, args, future))
-        self._wake()
-        try:
-            return future.result(timeout=COMMAND_TIMEOUT)
-        except concurrent.futures.TimeoutError:
-            raise ControlError(f"{command!r} did not finish within {COMMAND_TIMEOUT:g} s") from None
-
-    def _run_queued(self) -> None:
-        while True:
-            try:
-                command, args, future = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(self.commands.execute(command, args))
-            except Exception as exc:  # noqa: BLE001 - every error travels back to the client
-                if isinstance(exc, CanaryError):
-                    # The client gets the message; the log keeps it for whoever reads it later.
-                    log.info("daemon: command %s%s: %s", command, for_rollout(args), exc)
-                else:
-                    log.exception("daemon: command %s failed", command)
-                future.set_exception(exc)
-
-    def _fail_queued(self, reason: str) -> None:
-        while True:
-            try:
-                _, _, future = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            if future.set_running_or_notify_cancel():
-                future.set_exception(ControlError(reason))
+        return self._queue.submit(command, args)
 
     def metrics_url(self) -> Optional[str]:
         """Where the metrics are served, or None."""

@@ -131,3 +131,17 @@ def test_a_stopping_daemon_refuses_new_commands(loop):
     daemon.stop()
     with pytest.raises(ControlError, match="the daemon is stopping"):
         daemon._submit("status", {})
+
+
+def test_checks_judged_during_a_step_change_are_acted_on_by_the_next_turn(loop):
+    daemon, clocks, traffic, log = loop
+    daemon.commands.execute("start", {"name": "app"})
+    rollout = daemon.runtimes["app"].rollout
+    traffic.mode = FAIL
+    for _ in range(3):  # the loop's work while a change runs on the worker thread: judged, counted, not acted on
+        clocks.advance(INTERVAL)
+        daemon._pump()
+    assert rollout.state.failure_streak == 2 and str(rollout.state.state) == "progressing"
+    assert rollout.checks.pending is not None and daemon._sleep_time() == 0.0  # the next turn comes at once
+    daemon.turn()  # no fresh check is due: the one judged during the change is acted on
+    assert str(rollout.state.state) == "rolled_back" and rollout.checks.pending is None
