@@ -19,6 +19,7 @@ from nginx_canary.errors import BadInputError, CanaryError, UnknownRolloutError
 from nginx_canary.inputs import parse_percent
 from nginx_canary.logs.sketch import LatencySketch
 from nginx_canary.report.run import last_run
+from nginx_canary.rollout.machine import Rollout
 from nginx_canary.rollout.store import StateStore
 
 
@@ -116,28 +117,24 @@ class CommandHandlers:
         return self._status_of(runtime, now)
 
     def pause(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        _, runtime = self._runtime(args)
-        now = self.host.clock()
         reason = args.get("reason")
-        runtime.rollout.pause(now, reason if isinstance(reason, str) and reason else None)
-        return self._status_of(runtime, now)
+        return self._act(args, lambda rollout, now: rollout.pause(now, reason if isinstance(reason, str) and reason
+                                                                  else None))
 
     def resume(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        _, runtime = self._runtime(args)
-        now = self.host.clock()
-        runtime.rollout.resume(now)
-        return self._status_of(runtime, now)
+        return self._act(args, lambda rollout, now: rollout.resume(now))
 
     def promote(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        _, runtime = self._runtime(args)
-        now = self.host.clock()
-        runtime.rollout.promote(now, full=bool(args.get("full")))
-        return self._status_of(runtime, now)
+        return self._act(args, lambda rollout, now: rollout.promote(now, full=bool(args.get("full"))))
 
     def abort(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        return self._act(args, lambda rollout, now: rollout.abort(now))
+
+    def _act(self, args: Dict[str, Any], action: Callable[[Rollout, float], None]) -> Dict[str, Any]:
+        """Run ``action`` on the named rollout now; its status after. Raises what the lookup or action raises."""
         _, runtime = self._runtime(args)
         now = self.host.clock()
-        runtime.rollout.abort(now)
+        action(runtime.rollout, now)
         return self._status_of(runtime, now)
 
     def history(self, args: Dict[str, Any]) -> Dict[str, Any]:

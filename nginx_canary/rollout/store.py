@@ -63,7 +63,7 @@ class RolloutState:
     now (it differs from the step after a rollback). ``expected_files`` maps
     each nginx config file the rollout manages to the sha256 it should hold at
     this step, so that drift made by someone else can be noticed.
-    ``last_verdict`` is an ``analysis.Verdict.to_dict()``. ``upstream`` names
+    ``last_verdict`` is a ``verdict.Verdict.to_dict()``. ``upstream`` names
     the upstream the run steers (None in files written before it was added),
     so that ``set-weight`` can refuse to touch it without the daemon's config.
     ``gate`` names the gate the run waits at (``pre_rollout``: its first step

@@ -7,47 +7,33 @@ from typing import List
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from nginx_canary.rollout.analysis import evaluate
-from nginx_canary.rollout.checks import Thresholds
-from nginx_canary.rollout.streak import FailureCounter, next_failure_streak
+from nginx_canary.rollout.streak import next_failure_streak
 from nginx_canary.rollout.verdict import FAIL, INCONCLUSIVE, PASS
-from tests.rollout.figures import stats
 
 
-def test_consecutive_failures_roll_back():
-    counter = FailureCounter(2)
-    assert counter.record(FAIL) is False and counter.streak == 1
-    assert counter.record(FAIL) is True and counter.should_roll_back
+def streak_of(history: List[str], start: int = 0) -> int:
+    streak = start
+    for verdict in history:
+        streak = next_failure_streak(streak, verdict)
+    return streak
+
+
+def test_consecutive_failures_count():
+    assert streak_of([FAIL]) == 1
+    assert streak_of([FAIL, FAIL]) == 2
+    assert streak_of([FAIL], start=2) == 3  # a persisted streak goes on
 
 
 def test_pass_resets_and_inconclusive_neither_counts_nor_resets():
-    counter = FailureCounter(2)
-    counter.record(FAIL)
-    counter.record(INCONCLUSIVE)
-    assert counter.streak == 1 and not counter.should_roll_back
-    assert counter.record(FAIL) is True  # fail, quiet, fail: two failures in a row
-    counter.record(PASS)
-    assert counter.streak == 0 and not counter.should_roll_back
-    for _ in range(10):
-        counter.record(INCONCLUSIVE)
-    assert counter.streak == 0
+    assert streak_of([FAIL, INCONCLUSIVE]) == 1
+    assert streak_of([FAIL, INCONCLUSIVE, FAIL]) == 2  # fail, quiet, fail: two failures in a row
+    assert streak_of([FAIL, INCONCLUSIVE, FAIL, PASS]) == 0
+    assert streak_of([INCONCLUSIVE] * 10) == 0
 
 
-def test_counter_takes_verdict_objects_and_a_persisted_streak():
-    counter = FailureCounter(3, streak=2)
-    failing = evaluate(stats(100, errors_5xx=100), stats(100), Thresholds(), 1_700_000_000.0)
-    assert counter.record(failing) is True and counter.streak == 3
-    counter.reset()
-    assert counter.streak == 0 and counter.failure_threshold == 3
-
-
-def test_counter_refuses_nonsense():
-    with pytest.raises(ValueError):
-        FailureCounter(0)
-    with pytest.raises(ValueError):
-        FailureCounter(2, streak=-1)
+def test_an_unknown_verdict_is_refused():
     with pytest.raises(ValueError, match="unknown verdict 'FAIL'"):
-        FailureCounter(2).record("FAIL")
+        next_failure_streak(0, "FAIL")
     with pytest.raises(ValueError):
         next_failure_streak(0, "skipped")
 
@@ -61,12 +47,6 @@ def reference_should_roll_back(history: List[str], threshold: int) -> bool:
 
 @settings(max_examples=300, deadline=None)
 @given(history=st.lists(st.sampled_from([PASS, FAIL, INCONCLUSIVE]), max_size=40), threshold=st.integers(1, 5))
-def test_counter_matches_the_reference_model(history, threshold):
-    counter = FailureCounter(threshold)
-    for n, verdict in enumerate(history, 1):
-        answer = counter.record(verdict)
-        assert answer == counter.should_roll_back == reference_should_roll_back(history[:n], threshold)
-    decisive = [v for v in history if v != INCONCLUSIVE]
-    trailing_fails = len(decisive) - (max(i for i, v in enumerate(decisive) if v == PASS) + 1) \
-        if PASS in decisive else len(decisive)
-    assert counter.streak == trailing_fails
+def test_the_streak_matches_the_reference_model(history, threshold):
+    for n in range(1, len(history) + 1):
+        assert (streak_of(history[:n]) >= threshold) == reference_should_roll_back(history[:n], threshold)
