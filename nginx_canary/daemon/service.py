@@ -33,7 +33,6 @@ import logging
 import os
 import time
 from dataclasses import replace
-from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Optional
 
@@ -53,6 +52,7 @@ from nginx_canary.daemon.runtime import (
     upstream_files,
 )
 from nginx_canary.daemon.command_queue import CommandQueue
+from nginx_canary.daemon.publish import Publisher, summary
 from nginx_canary.daemon.sd_notify import Notifier
 from nginx_canary.daemon.startup_checks import check_permissions, remove_leftover_temps
 from nginx_canary.daemon.wakeup import WakePipe, install_signals, restore_signals
@@ -60,7 +60,6 @@ from nginx_canary.domain import ACTIVE_STATES
 from nginx_canary.errors import CanaryError, ControlError, StateError
 from nginx_canary.integrations.metrics import DaemonMetrics
 from nginx_canary.integrations.metrics_server import MetricsServer
-from nginx_canary.logs.analyze import GROUP
 from nginx_canary.logs.sketch import LatencySketch
 from nginx_canary.nginx import operations
 from nginx_canary.nginx.model import NginxConfig
@@ -76,8 +75,6 @@ log = logging.getLogger(__name__)
 #: Longest sleep between two reads of the logs: lines are stamped when read,
 #: so this bounds how late a request is counted in its one-second bucket.
 POLL_EVERY = 0.25
-#: How often the metrics get fresh copies of the figures (scrapes read the latest copy).
-METRICS_EVERY = 1.0
 
 
 class Daemon:
@@ -89,9 +86,7 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier()
         self.metrics: Optional[DaemonMetrics] = DaemonMetrics() if settings.metrics_listen else None
         self._metrics_server: Optional[MetricsServer] = None
-        self._next_metrics = 0.0
-        self._next_watchdog = 0.0
-        self._last_summary = ""
+        self.publisher = Publisher(self.notifier, self.metrics)
         #: Seconds each check of an active rollout ran after its scheduled time (status shows the figures).
         self.check_lateness = LatencySketch()
         self.config_path = config_path
@@ -147,19 +142,11 @@ class Daemon:
         log.info("daemon: pid %d, %d rollout(s) (%s), control socket %s", os.getpid(), len(self.runtimes),
                  ", ".join(f"{n}: {r.rollout.state.state}" for n, r in self.runtimes.items()) or "none",
                  self.settings.control_socket)
-        self._last_summary = self.summary()
-        self.notifier.ready(self._last_summary)
+        self.publisher.ready(self.runtimes)
 
     def summary(self) -> str:
         """One line for systemd's STATUS=: each rollout's state and canary share."""
-        parts = []
-        for name, runtime in self.runtimes.items():
-            st = runtime.rollout.state
-            text = f"{name}: {st.state}"
-            if st.state in ACTIVE_STATES and st.steps:
-                text += f" {st.canary_percent} % (step {st.step_index + 1}/{len(st.steps)})"
-            parts.append(text)
-        return "; ".join(parts) or "no rollouts configured"
+        return summary(self.runtimes)
 
     def _build(self, rollout_settings: RolloutSettings, config: NginxConfig) -> RolloutRuntime:
         check_rollout_against_config(rollout_settings, config)
@@ -255,8 +242,7 @@ class Daemon:
             self._check(name, runtime, now, self._due(runtime, mono))
         self._record_all_series(now)
         self._queue.run(self.commands.execute)
-        self._notify(mono)
-        self._publish_metrics_when_due(mono)
+        self.publisher.turn(mono, self.runtimes)
 
     def _pump(self) -> None:
         """The loop's work while a step change or restore is under way on the worker thread.
@@ -276,8 +262,7 @@ class Daemon:
                 if self._due(runtime, mono):
                     self._observe(name, runtime, now)
         self._record_all_series(now)
-        self._notify(mono)
-        self._publish_metrics_when_due(mono)
+        self.publisher.turn(mono, self.runtimes)
 
     def _check_edits(self, now: float) -> None:
         """Check for drift at once each rollout whose files watchdog saw touched.
@@ -316,34 +301,6 @@ class Daemon:
         runtime.next_check = max(runtime.next_check + interval, mono + interval / 2)
         return True
 
-    def _publish_metrics_when_due(self, mono: float) -> None:
-        if self.metrics is not None and mono >= self._next_metrics:
-            self._next_metrics = mono + METRICS_EVERY
-            self._publish_metrics()
-
-    def _publish_metrics(self) -> None:
-        """Hand copies of every rollout's cumulative figures to the metrics (read by the scrape thread)."""
-        assert self.metrics is not None
-        for name, runtime in self.runtimes.items():
-            traffic = runtime.traffic.traffic
-            st = runtime.rollout.state
-            self.metrics.update_rollout(name, state=st.state, canary_percent=float(Fraction(st.canary_percent)),
-                                        canary=traffic.windows.cumulative(GROUP + "canary"),
-                                        stable=traffic.windows.cumulative(GROUP + "stable"))
-            analyzer = traffic.analyzer
-            self.metrics.set_log_lines(analyzer.lines - analyzer.unparsed, analyzer.unparsed, source=name)
-
-    def _notify(self, mono: float) -> None:
-        if not self.notifier.enabled:
-            return
-        if self.notifier.watchdog_seconds is not None and mono >= self._next_watchdog:
-            self.notifier.watchdog()
-            self._next_watchdog = mono + self.notifier.watchdog_seconds
-        summary = self.summary()
-        if summary != self._last_summary:
-            self._last_summary = summary
-            self.notifier.status(summary)
-
     def _check(self, name: str, runtime: RolloutRuntime, now: float, due: bool) -> None:
         """Run the rollout's ``due`` check, or act on one judged during a step change (rollout/step_checks.py)."""
         try:
@@ -371,7 +328,7 @@ class Daemon:
         mono = self.monotonic()
         due = min((r.next_check for r in self.runtimes.values()), default=mono + POLL_EVERY)
         if self.notifier.watchdog_seconds is not None:
-            due = min(due, self._next_watchdog)
+            due = min(due, self.publisher.next_watchdog)
         return max(0.0, min(due - mono, POLL_EVERY))
 
     def _submit(self, command: str, args: Dict[str, Any]) -> Any:
