@@ -293,9 +293,10 @@ def analyze(settings: operations.Settings, logfiles: Sequence[str], format_name:
 
 
 def _add_rollout_commands() -> None:
+    from nginx_canary.cli.replay import replay
     from nginx_canary.cli.rollout import COMMANDS
 
-    for command in COMMANDS:
+    for command in COMMANDS + (replay,):
         cli.add_command(command)
 
 
