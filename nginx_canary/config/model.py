@@ -38,16 +38,25 @@ class HttpCheckSettings:
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    """Thresholds the canary is judged against; durations in seconds, rates as shares of 1."""
+    """How the canary is judged (see rollout/judge.py); durations in seconds, rates as shares of 1.
+
+    ``window`` is no longer used (the judge counts every request since the
+    step began); it is kept so that configs that set it still load.
+    """
 
     interval: float = 1.0
-    window: float = 30.0
+    window: Optional[float] = None
     min_requests: int = 20
     max_error_rate: float = 0.05
+    error_rate_tolerance: float = 0.0
     max_error_rate_increase: float = 0.02
     max_p99_latency: float = 1.0
     max_p99_latency_ratio: float = 2.0
-    failure_threshold: int = 2
+    max_p50_latency_ratio: float = 1.1
+    risk: float = 0.01
+    promotion_risk: float = 0.05
+    max_step_wait: Optional[float] = None
+    failure_threshold: int = 1
     http_checks: Tuple[HttpCheckSettings, ...] = ()
 
 

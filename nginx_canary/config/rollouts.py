@@ -13,7 +13,7 @@ from nginx_canary.config.model import AnalysisSettings, OnSuccess, RolloutSettin
 from nginx_canary.config.nodes import describe, is_null, join_key, line_of
 from nginx_canary.config.reader import NodeReader, nullable
 from nginx_canary.config.schema import ANALYSIS_KEYS, ROLLOUT_KEYS
-from nginx_canary.config.syntax import DECIMAL, seconds
+from nginx_canary.config.syntax import DECIMAL
 from nginx_canary.domain import StepError, check_steps, validate_name
 from nginx_canary.errors import BadInputError
 from nginx_canary.inputs import parse_percent
@@ -97,22 +97,31 @@ class RolloutReader(NodeReader):
 
     def analysis(self, node: yaml.Node, key: str) -> AnalysisSettings:
         entries = self.section(node, key, ANALYSIS_KEYS, "a mapping of analysis settings")
-        analysis = self.fields(entries, key, AnalysisSettings(), {
+        return self.fields(entries, key, AnalysisSettings(), {
             "interval": self.duration,
             "window": self.duration,
             "min_requests": self.count,
             "max_error_rate": self.share,
+            "error_rate_tolerance": self.tolerance,
             "max_error_rate_increase": self.share,
             "max_p99_latency": self.duration,
             "max_p99_latency_ratio": self.ratio,
+            "max_p50_latency_ratio": self.ratio,
+            "risk": self.risk,
+            "promotion_risk": self.risk,
+            "max_step_wait": nullable(self.duration),
             "failure_threshold": self.count,
             "http_checks": self.endpoints.http_checks,
         })
-        if analysis.window < analysis.interval:
-            # Checks that run less often than the window they read never see
-            # the requests in between.
-            culprit = "window" if "window" in entries else "interval"
-            raise self.error(entries[culprit][0], join_key(key, culprit),
-                             f"window ({seconds(analysis.window)}) must be at least interval "
-                             f"({seconds(analysis.interval)}), or requests between checks go unseen")
-        return analysis
+
+    def risk(self, node: yaml.Node, key: str) -> float:
+        value = self.number(node, key, "a chance from 0 to 0.5 like 0.01 (1 %)", DECIMAL)
+        if not 0 < value < 0.5:
+            raise self.error(node, key, f"must be above 0 and below 0.5 (0.01 = 1 %), got {node.value}")
+        return float(value)
+
+    def tolerance(self, node: yaml.Node, key: str) -> float:
+        value = self.number(node, key, "a share like 0.25 (the canary's rate may be 25 % above stable's)", DECIMAL)
+        if value < 0:
+            raise self.error(node, key, f"must be 0 or more (0.25 = 25 % above stable's rate), got {node.value}")
+        return float(value)

@@ -9,8 +9,9 @@ TOP_KEYS = ("nginx", "state_dir", "control_socket", "control_group", "metrics_li
 NGINX_KEYS = ("conf", "binary", "prefix")
 ROLLOUT_KEYS = ("upstream", "canary", "access_log", "log_format", "steps", "step_interval", "on_success", "analysis",
                 "webhooks", "gates")
-ANALYSIS_KEYS = ("interval", "window", "min_requests", "max_error_rate", "max_error_rate_increase",
-                 "max_p99_latency", "max_p99_latency_ratio", "failure_threshold", "http_checks")
+ANALYSIS_KEYS = ("interval", "window", "min_requests", "max_error_rate", "error_rate_tolerance",
+                 "max_error_rate_increase", "max_p99_latency", "max_p99_latency_ratio", "max_p50_latency_ratio",
+                 "risk", "promotion_risk", "max_step_wait", "failure_threshold", "http_checks")
 WEBHOOK_KEYS = ("url", "events", "format", "timeout", "retries")
 GATE_KEYS = ("pre_rollout", "confirm_step", "confirm_promotion")
 HTTP_CHECK_KEYS = ("url", "timeout")

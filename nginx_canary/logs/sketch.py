@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import sys
 from bisect import bisect_left, bisect_right, insort
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 _INF = math.inf
 _log = math.log
@@ -269,6 +269,50 @@ class LatencySketch:
             for key in keys[:bisect_right(keys, index)]:
                 total += bins[key]
         return total
+
+    def count_above(self, bound: float, *, surely: bool) -> int:
+        """How many values are above ``bound``: ``surely`` above it, or possibly (as far as the bins can tell).
+
+        A value sharing ``bound``'s bin (or the next one down) may count as
+        possibly above it without surely being so: ``count_above(b, surely=True)
+        <= truth <= count_above(b, surely=False)``, so a test can be
+        conservative in either direction. Raises ValueError for NaN.
+        """
+        if surely:
+            return self._count - self.count_at_most(bound)
+        if bound != bound:
+            raise ValueError("bound must be a number, not NaN")
+        if bound < 0.0:
+            return self._count
+        if bound < _MIN_POSITIVE:
+            return self._count - self._zero
+        return self._count - self.count_at_most(bound / self._gamma)
+
+    def rank_bounds(self, rank: int) -> Optional[Tuple[float, float]]:
+        """``(low, high)`` between which the value at 0-based ``rank`` of the sorted data surely lies.
+
+        The edges of its bin, clamped to the exact min and max (a collapsed
+        floor bin reaches down to ``min``). None when the sketch is empty.
+        Raises ValueError for a rank outside ``0 .. count - 1``.
+        """
+        if self._count == 0:
+            return None
+        if not 0 <= rank < self._count:
+            raise ValueError(f"rank must be between 0 and {self._count - 1}, not {rank!r}")
+        seen = self._zero
+        if rank < seen:
+            return (self._min, min(_MIN_POSITIVE, self._max))
+        bins = self._bins
+        for index in self._keys:
+            seen += bins[index]
+            if rank < seen:
+                low = self._min if index == self._floor else math.exp((index - 1) * self._log_gamma)
+                try:
+                    high = math.exp(index * self._log_gamma)
+                except OverflowError:
+                    high = _INF
+                return (min(max(low, self._min), self._max), min(max(high, self._min), self._max))
+        raise AssertionError("bin counts do not add up to count")  # pragma: no cover
 
     def copy(self) -> "LatencySketch":
         """An independent sketch with the same contents."""

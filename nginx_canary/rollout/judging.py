@@ -1,4 +1,4 @@
-"""Judging one check of a rollout: the traffic's verdict, counted in the failure streak and recorded."""
+"""Judging one check of a rollout: the step's evidence so far, the judge's verdict, counted and recorded."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 from typing import Optional
 
 from nginx_canary.errors import StateError
-from nginx_canary.rollout.analysis import evaluate
-from nginx_canary.rollout.checks import CHECKS, Thresholds
+from nginx_canary.rollout.checks import Thresholds
+from nginx_canary.rollout.judge import JudgeLimits, judge
 from nginx_canary.rollout.ports import ExtraChecks, TrafficSource
 from nginx_canary.rollout.run import Run
 from nginx_canary.rollout.step_checks import StepChangeChecks
@@ -18,12 +18,19 @@ log = logging.getLogger("nginx_canary.rollout.machine")
 
 
 class Judging:
-    """Runs one rollout's checks on the window of traffic that ends at ``now``."""
+    """Runs one rollout's checks on every request since its step took effect (rollout/judge.py)."""
 
     def __init__(self, run: Run, traffic: TrafficSource, checks: StepChangeChecks) -> None:
         self.run = run
         self.traffic = traffic
         self.checks = checks
+        #: When the evidence of the step under way began (None: not since this process started).
+        self.since: Optional[float] = None
+
+    def begin_step(self, at: float) -> None:
+        """The weights of a step took effect (or the daemon started judging it) at ``at``: fresh evidence."""
+        self.since = at
+        self.traffic.begin_step(at)
 
     def judge(self, now: float, extra_checks: Optional[ExtraChecks]) -> Verdict:
         """The verdict, counted in the failure streak and (see Journal.wants_check) recorded.
@@ -35,9 +42,13 @@ class Judging:
         run = self.run
         st = run.state
         analysis = run.settings.analysis
-        canary, stable = self.traffic.groups(analysis.window, now)
-        checks = CHECKS + (extra_checks(now) if extra_checks is not None else ())
-        verdict = evaluate(canary, stable, Thresholds.from_settings(analysis), now, checks)
+        canary, stable = self.traffic.evidence(now)
+        extra = ()
+        if extra_checks is not None:
+            thresholds = Thresholds.from_settings(analysis)
+            extra = tuple(check(canary, stable, thresholds) for check in extra_checks(now))
+        elapsed = max(0.0, now - self.since) if self.since is not None else 0.0
+        verdict = judge(canary, stable, JudgeLimits.from_settings(analysis), now, elapsed, extra)
         st.last_verdict = verdict.to_dict()
         st.failure_streak = next_failure_streak(st.failure_streak, verdict.verdict)
         if verdict.verdict == FAIL:

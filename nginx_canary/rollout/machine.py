@@ -28,7 +28,7 @@ from nginx_canary.domain import ACTIVE_STATES, STARTABLE_STATES, TERMINAL_STATES
 from nginx_canary.errors import BadInputError, CanaryError
 from nginx_canary.rollout.gating import Gating
 from nginx_canary.rollout.judging import Judging
-from nginx_canary.rollout.verdict import PASS, Verdict
+from nginx_canary.rollout.verdict import INCONCLUSIVE, PASS, Verdict
 from nginx_canary.rollout.journal import CHECK_HISTORY_EVERY, Journal, Listener
 from nginx_canary.rollout.ports import ExtraChecks, GateSource, SplitApplier, TrafficSource
 from nginx_canary.rollout.recovery import Recovery
@@ -76,10 +76,10 @@ class Rollout:
         #: Checks judged while a step change is under way (step_checks.py).
         self.checks = StepChangeChecks()
         self.restorer = Restorer(self.run)
-        self.mover = StepMover(self.run, self.restorer, self.checks)
+        self.judging = Judging(self.run, traffic, self.checks)
+        self.mover = StepMover(self.run, self.restorer, self.checks, self.judging.begin_step)
         self.recovery = Recovery(self.run, self.mover, self.restorer)
         self.gating = Gating(self.run)
-        self.judging = Judging(self.run, traffic, self.checks)
         self._now: Optional[float] = None
 
     # -- read-only views ----------------------------------------------------------
@@ -211,6 +211,8 @@ class Rollout:
         elif (st.state == State.PROGRESSING and verdict.verdict == PASS
                 and now - st.step_started_at >= self.step_interval):
             self._advance(now, verdict)
+        elif st.state == State.PROGRESSING and verdict.verdict == INCONCLUSIVE:
+            self._give_up_waiting(now, verdict)
         return verdict
 
     def check_drift(self, now: float) -> bool:
@@ -335,9 +337,21 @@ class Rollout:
         do. Raises StateError when the state cannot be saved.
         """
         self._now = now
-        return self.recovery.recover(now)
+        account = self.recovery.recover(now)
+        if self.state.state in ACTIVE_STATES and self.judging.since is None:
+            self.judging.begin_step(now)  # the daemon saw none of the traffic while it was down
+        return account
 
     # -- transitions -------------------------------------------------------------------
+
+    def _give_up_waiting(self, now: float, verdict: Verdict) -> None:
+        """Pause a step that has waited ``max_step_wait`` for a decision the evidence does not give."""
+        wait = self.settings.analysis.max_step_wait
+        since = self.judging.since
+        if wait is None or since is None or now - since < wait:
+            return
+        self.run.pause(now, f"no decision after max_step_wait ({wait:g} s): {verdict.reason}; resume waits "
+                            "again, promote goes on, abort restores the snapshot", "pause")
 
     def _advance(self, now: float, verdict: Verdict) -> None:
         st = self.state

@@ -64,10 +64,13 @@ class SplitApplier(Protocol):
 
 
 class TrafficSource(Protocol):
-    """The in-memory log windows of one rollout's upstream."""
+    """What nginx logged for one rollout's upstream: the evidence of the step under way."""
 
-    def groups(self, window_seconds: float, now: float) -> Tuple[Stats, Stats]:
-        """``(canary, stable)`` stats over the ``window_seconds`` ending at ``now``."""
+    def begin_step(self, at: float) -> None:
+        """Evidence for the step that took effect at ``at`` starts empty: requests stamped before it do not count."""
+
+    def evidence(self, now: float) -> Tuple[Stats, Stats]:
+        """``(canary, stable)``: every request since the last :meth:`begin_step`, up to ``now`` (copies)."""
 
 
 #: ``gates(name, now)`` -> ``(state, reason)`` or None (gate not configured); never blocks.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
-from typing import Dict
+from typing import Callable, Dict
 
 from nginx_canary.domain import ACTIVE_STATES, State
 from nginx_canary.errors import BusyError, CanaryError
@@ -23,10 +23,13 @@ from nginx_canary.rollout.store import RolloutState
 class StepMover:
     """Moves one rollout to a step of its run."""
 
-    def __init__(self, run: Run, restorer: Restorer, checks: StepChangeChecks) -> None:
+    def __init__(self, run: Run, restorer: Restorer, checks: StepChangeChecks,
+                 on_applied: Callable[[float], None]) -> None:
+        """``on_applied(at)`` is told when a step's weights took effect (its evidence starts then)."""
         self.run = run
         self.restorer = restorer
         self.checks = checks
+        self.on_applied = on_applied
 
     def move(self, now: float, index: int, *, manual: bool, revert_to: RolloutState) -> bool:
         """Apply step ``index`` (intent, apply, done). True when it is applied.
@@ -61,11 +64,13 @@ class StepMover:
             applied = run.applier.apply(percent)
         except CanaryError as exc:
             return self._failed(now, label, exc, manual, revert_to, files_before)
+        finished = run.journal.finished_at(now)
+        self.on_applied(finished)
         st.expected_files = dict(applied)
         st.step_started_at = self.checks.bake_start(now)
         st.message = f"at {label}"
         run.save(now)
-        run.record("step", run.journal.finished_at(now), from_percent=from_percent, to_percent=st.canary_percent,
+        run.record("step", finished, from_percent=from_percent, to_percent=st.canary_percent,
                    manual=manual, files=sorted(applied))
         return True
 

@@ -74,8 +74,11 @@ class Traffic:
     def __init__(self) -> None:
         self.canary_errors = 0
 
-    def groups(self, window_seconds: float, now: float):
-        return figures(100, self.canary_errors), figures(400)
+    def begin_step(self, at: float) -> None:
+        pass
+
+    def evidence(self, now: float):
+        return figures(2000, self.canary_errors), figures(8000)
 
 
 def rollout_for(inst, traffic: Traffic) -> Rollout:

@@ -165,17 +165,25 @@ def make_stats(requests: int, errors: int = 0, latency: float = 0.05) -> Stats:
 
 
 class FakeTraffic:
-    """What the log windows show: a healthy, failing or too quiet canary next to a healthy stable group."""
+    """What the step's evidence shows: a healthy, failing or too quiet canary next to a healthy stable group.
+
+    Healthy is plenty of clean requests (the judge passes it at once); failing
+    is half of them 5xx; too quiet is fewer than min_requests.
+    """
 
     def __init__(self, mode: str = PASS) -> None:
         self.mode = mode
-        self.calls: List[Tuple[float, float]] = []
+        self.calls: List[float] = []
+        self.steps: List[float] = []
 
-    def groups(self, window_seconds: float, now: float) -> Tuple[Stats, Stats]:
-        self.calls.append((window_seconds, now))
-        stable = make_stats(400)
+    def begin_step(self, at: float) -> None:
+        self.steps.append(at)
+
+    def evidence(self, now: float) -> Tuple[Stats, Stats]:
+        self.calls.append(now)
+        stable = make_stats(8000)
         if self.mode == PASS:
-            return make_stats(100), stable
+            return make_stats(2000), stable
         if self.mode == FAIL:
             return make_stats(100, errors=50), stable
         return make_stats(5), stable
@@ -277,13 +285,36 @@ def test_healthy_rollout_promoted_through_every_step_only_after_each_bake_time(e
     assert rollout.tick(now) is None  # a finished rollout runs no checks
 
 
-def test_checks_use_the_configured_window_and_thresholds(env):
-    rollout = env.rollout(analysis=AnalysisSettings(window=12.0, interval=1.0, min_requests=50))
+def test_checks_judge_the_evidence_since_the_step_took_effect_with_the_configured_limits(env):
+    rollout = env.rollout(analysis=AnalysisSettings(interval=1.0, min_requests=50))
     rollout.start(T0)
+    assert env.traffic.steps == [T0]  # the first step's evidence begins when it is applied
     env.traffic.mode = INCONCLUSIVE
     verdict = rollout.tick(T0 + 1)
-    assert env.traffic.calls == [(12.0, T0 + 1)]
+    assert env.traffic.calls == [T0 + 1]
     assert verdict.verdict == INCONCLUSIVE and "need 50" in verdict.reason
+    env.traffic.mode = PASS
+    tick_until(rollout, T0 + 2, T0 + 61)
+    assert rollout.state.canary_percent == "25" and env.traffic.steps == [T0, T0 + 60]  # bake time over
+
+
+def test_a_step_without_a_decision_pauses_after_max_step_wait(env):
+    rollout = env.rollout(analysis=AnalysisSettings(interval=1.0, max_step_wait=30.0))
+    rollout.start(T0)
+    env.traffic.mode = INCONCLUSIVE
+    tick_until(rollout, T0 + 1, T0 + 29)
+    assert rollout.state.state == "progressing"
+    rollout.tick(T0 + 30)
+    assert rollout.state.state == "paused"
+    assert rollout.state.paused_reason.startswith("no decision after max_step_wait (30 s): only 5 canary requests")
+
+
+def test_after_a_restart_the_evidence_begins_afresh(env):
+    rollout = env.rollout()
+    rollout.start(T0)
+    env.traffic.steps.clear()
+    rollout, _ = env.restart(T0 + 5)
+    assert env.traffic.steps == [T0 + 5]
 
 
 def test_on_success_restore_puts_the_original_files_back(env):
@@ -767,7 +798,7 @@ def test_status_shape_is_json_and_complete(env):
     assert status["name"] == "app" and status["state"] == "progressing" and status["step"] == 0
     assert status["canary_percent"] == 10 and status["step_started_at"] == T0
     assert status["time_left_in_step"] == 40.0
-    assert status["canary"]["requests"] == 100 and status["stable"]["requests"] == 400
+    assert status["canary"]["requests"] == 2000 and status["stable"]["requests"] == 8000
     assert status["last_check"]["verdict"] == PASS and status["last_check"]["checks"]
     assert status["message"] == "at step 1 of 4 (10 %)"
     assert rollout.status()["time_left_in_step"] == 45.0  # the latest time it was given

@@ -1,0 +1,266 @@
+"""The sequential judge: every canary and stable request since the step began -> a :class:`Verdict`.
+
+Each check is an always-valid test (rollout/sequential.py), so the verdict
+may be asked for at every check, however often, without the risk growing:
+
+``fail`` (roll back)
+    the evidence that the canary breaks a limit has reached ``1/alpha``, with
+    ``alpha`` the configured ``risk`` shared among the five checks. A canary
+    within every limit is rolled back with a chance of at most ``risk``,
+    however long the step and however often it is looked at.
+``pass`` (may advance once the bake time is over)
+    at least ``min_requests`` canary requests, the evidence that its 5xx rate
+    is within ``max_error_rate`` and within ``max_error_rate_increase`` of
+    stable's has reached ``1/beta`` (``beta`` the ``promotion_risk``), and no
+    latency check has found a regression. Latency is not required to be
+    *proved* within its limits before a promotion: showing a p99 under a limit
+    takes about 700 requests even when every one is fast, which would hold
+    thin traffic at its first step for minutes; it is judged for regressions
+    all along, and more traffic at the next step judges it better.
+``inconclusive``
+    neither yet: the reason says how many more canary requests the 5xx
+    evidence needs at the rate seen so far, and about how long that is.
+
+The checks (their names are the metrics' and webhooks'):
+
+* ``error_rate``: the canary's 5xx rate against ``max_error_rate``.
+* ``error_rate_increase``: roll back when the canary's share of all 5xx shows
+  its rate above stable's times ``1 + error_rate_tolerance``; pass when its
+  rate is shown below stable's lower bound plus ``max_error_rate_increase``.
+  Skipped (no baseline) when the stable group had no requests (the 100 % step).
+* ``p99_latency``: the share of canary requests slower than
+  ``max_p99_latency`` shown above 1 %.
+* ``p99_latency_ratio``: the share slower than ``max_p99_latency_ratio``
+  times an upper bound of stable's p99 (and at least 25 ms more) shown above 1 %.
+* ``p50_latency_ratio``: the share slower than ``max_p50_latency_ratio``
+  times an upper bound of stable's median (and at least 2 ms more) shown
+  above half: a shift of typical latency.
+
+Latency comparisons are made on the values as nginx logged them, rounded to
+the millisecond on both sides alike, and count a canary request as slower
+only when its sketch bin lies wholly above the limit: rounding and binning
+can hide a regression for longer, never invent one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Optional, Tuple
+
+from nginx_canary.domain import number_text, percent_text
+from nginx_canary.logs.window import Stats
+from nginx_canary.rollout.sequential import (
+    log_evidence_above,
+    log_evidence_below,
+    log_evidence_share_above,
+    lower_bound,
+    quantile_upper_bound,
+    trials_needed,
+)
+from nginx_canary.rollout.verdict import FAIL, INCONCLUSIVE, PASS, CheckResult, Verdict
+
+#: A canary is slower only by more than these many seconds too (millisecond logging, tiny services).
+P99_MIN_DIFFERENCE = 0.025
+P50_MIN_DIFFERENCE = 0.002
+#: The share of requests above a p99.
+TAIL = 0.01
+_ROLLBACK_CHECKS = 5
+_PROMOTION_CHECKS = 2
+
+
+@dataclass(frozen=True)
+class JudgeLimits:
+    """The limits and risks the judge applies; rates are fractions (0.05 is 5 %), latencies seconds.
+
+    Raises ValueError for a value no check could apply.
+    """
+
+    min_requests: int = 20
+    max_error_rate: float = 0.05
+    error_rate_tolerance: float = 0.0
+    max_error_rate_increase: float = 0.02
+    max_p99_latency: float = 1.0
+    max_p99_latency_ratio: float = 2.0
+    max_p50_latency_ratio: float = 1.1
+    risk: float = 0.01
+    promotion_risk: float = 0.05
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_requests, bool) or not isinstance(self.min_requests, int) or self.min_requests < 1:
+            raise ValueError(f"min_requests must be an integer of at least 1, not {self.min_requests!r}")
+        for name in ("max_error_rate", "max_error_rate_increase"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, not {getattr(self, name)!r}")
+        for name in ("risk", "promotion_risk"):
+            if not 0.0 < getattr(self, name) < 0.5:
+                raise ValueError(f"{name} must be above 0 and below 0.5, not {getattr(self, name)!r}")
+        if not (math.isfinite(self.error_rate_tolerance) and self.error_rate_tolerance >= 0.0):
+            raise ValueError(f"error_rate_tolerance must be 0 or more, not {self.error_rate_tolerance!r}")
+        for name in ("max_p99_latency", "max_p99_latency_ratio", "max_p50_latency_ratio"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0.0):
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
+
+    @classmethod
+    def from_settings(cls, analysis: Any) -> "JudgeLimits":
+        """From an ``AnalysisSettings`` (or anything with these attributes)."""
+        return cls(**{f.name: getattr(analysis, f.name) for f in fields(cls) if hasattr(analysis, f.name)})
+
+
+def judge(canary: Stats, stable: Stats, limits: JudgeLimits, at: float, elapsed: float,
+          extra: Tuple[CheckResult, ...] = ()) -> Verdict:
+    """Judge the step so far: ``canary`` and ``stable`` hold every request since it began ``elapsed`` s before ``at``.
+
+    ``extra`` are results of other checks (the HTTP checks) that take part in the verdict like the judge's own.
+    """
+    alpha = limits.risk / _ROLLBACK_CHECKS
+    beta = limits.promotion_risk / _PROMOTION_CHECKS
+    outcomes = (
+        _error_rate(canary, stable, limits, alpha, beta),
+        _error_rate_increase(canary, stable, limits, alpha, beta),
+        _p99_latency(canary, stable, limits, alpha),
+        _latency_ratio("p99_latency_ratio", 1.0 - TAIL, TAIL, limits.max_p99_latency_ratio, P99_MIN_DIFFERENCE,
+                       canary, stable, limits, alpha),
+        _latency_ratio("p50_latency_ratio", 0.5, 0.5, limits.max_p50_latency_ratio, P50_MIN_DIFFERENCE,
+                       canary, stable, limits, alpha),
+    )
+    outcomes += tuple((result, None) for result in extra)
+    results = tuple(result for result, _ in outcomes)
+    failed = [r for r in results if r.verdict == FAIL]
+    waiting = [r for r in results if r.verdict == INCONCLUSIVE and not r.skipped]
+    if failed:
+        verdict = FAIL
+        reason = f"{len(failed)} of {len(results)} checks failed: " + "; ".join(f"{r.name}: {r.reason}" for r in failed)
+    elif canary.requests < limits.min_requests:
+        verdict = INCONCLUSIVE
+        reason = (f"only {canary.requests} canary requests since the step began, need {limits.min_requests}"
+                  f"{_time_for(limits.min_requests - canary.requests, canary.requests, elapsed)}")
+    elif waiting:
+        verdict = INCONCLUSIVE
+        needs = [more for (result, more) in outcomes if result in waiting and more is not None]
+        reason = "; ".join(f"{r.name}: {r.reason}" for r in waiting)
+        if needs:
+            reason += f"; about {max(needs)} more canary requests to decide{_time_for(max(needs), canary.requests, elapsed)}"
+    else:
+        verdict = PASS
+        skipped = [r for r in results if r.skipped]
+        reason = f"all {len(results) - len(skipped)} checks passed"
+        if skipped:
+            reason += "; skipped without a stable baseline: " + "; ".join(f"{r.name}: {r.reason}" for r in skipped)
+    return Verdict(verdict, results, reason, canary.summary(), stable.summary(), at)
+
+
+# --- the checks: each returns its result and, when inconclusive, about how many more canary requests it needs --
+
+_Outcome = Tuple[CheckResult, Optional[int]]
+
+
+def _error_rate(canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float, beta: float) -> _Outcome:
+    n, k, limit = canary.requests, canary.errors_5xx, limits.max_error_rate
+    seen = f"canary 5xx {_rate(k, n)}"
+    if log_evidence_above(n, k, limit) >= -math.log(alpha):
+        return _result("error_rate", FAIL, k / n, limit, canary, stable,
+                       f"{seen} is shown above the {percent_text(limit * 100)} % limit"), None
+    if log_evidence_below(n, k, limit) >= -math.log(beta):
+        return _result("error_rate", PASS, k / n, limit, canary, stable,
+                       f"{seen} is shown below the {percent_text(limit * 100)} % limit"), None
+    more = _more(n, k, limit, beta)
+    return _result("error_rate", INCONCLUSIVE, k / n if n else None, limit, canary, stable,
+                   f"{seen}: within the {percent_text(limit * 100)} % limit so far"), more
+
+
+def _error_rate_increase(canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float, beta: float) -> _Outcome:
+    n_c, k_c, n_s, k_s = canary.requests, canary.errors_5xx, stable.requests, stable.errors_5xx
+    limit = limits.max_error_rate_increase
+    seen = f"canary 5xx {_rate(k_c, n_c)} vs stable {_rate(k_s, n_s)}"
+    value = (k_c / n_c - k_s / n_s) if n_c and n_s else None
+    if n_s == 0:
+        return _result("error_rate_increase", INCONCLUSIVE, value, limit, canary, stable,
+                       "no stable requests since the step began: no baseline to compare with", skipped=True), None
+    ratio = 1.0 + limits.error_rate_tolerance
+    if log_evidence_share_above(k_c, k_s, n_c, n_s, ratio) >= -math.log(alpha):
+        above = "stable's" if ratio == 1.0 else f"{number_text(ratio, 2)} times stable's"
+        return _result("error_rate_increase", FAIL, value, limit, canary, stable,
+                       f"{seen}: the canary's rate is shown above {above}"), None
+    baseline = lower_bound(n_s, k_s, beta / 2)
+    ceiling = min(1.0, baseline + limit)
+    if log_evidence_below(n_c, k_c, ceiling) >= -math.log(beta / 2):
+        return _result("error_rate_increase", PASS, value, limit, canary, stable,
+                       f"{seen}: shown less than {_points(limit)} points above stable's"), None
+    more = _more(n_c, k_c, ceiling, beta / 2)
+    return _result("error_rate_increase", INCONCLUSIVE, value, limit, canary, stable,
+                   f"{seen}: within tolerance so far"), more
+
+
+def _p99_latency(canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float) -> _Outcome:
+    sketch, limit = canary.latency, limits.max_p99_latency
+    n = sketch.count
+    if n == 0:
+        return _result("p99_latency", INCONCLUSIVE, None, limit, canary, stable,
+                       "no canary latency samples yet"), None
+    slower = sketch.count_above(limit, surely=True)
+    value = sketch.quantile(1.0 - TAIL)
+    seen = f"{_rate(slower, n)} of canary requests slower than {_seconds(limit)}"
+    if log_evidence_above(n, slower, TAIL) >= -math.log(alpha):
+        return _result("p99_latency", FAIL, value, limit, canary, stable, f"{seen}: its p99 is shown above it"), None
+    return _result("p99_latency", PASS, value, limit, canary, stable, f"{seen}: no evidence of a p99 above it"), None
+
+
+def _latency_ratio(name: str, q: float, share: float, ratio: float, min_difference: float,
+                   canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float) -> _Outcome:
+    label = "p99" if q > 0.5 else "median"
+    n = canary.latency.count
+    if n == 0:
+        return _result(name, INCONCLUSIVE, None, ratio, canary, stable, "no canary latency samples yet"), None
+    bound = quantile_upper_bound(stable.latency, q, alpha / 2)
+    if bound is None:
+        return _result(name, INCONCLUSIVE, None, ratio, canary, stable,
+                       f"too few stable latency samples ({stable.latency.count}) to bound its {label}",
+                       skipped=True), None
+    limit = max(ratio * bound, bound + min_difference)
+    slower = canary.latency.count_above(limit, surely=True)
+    stable_q = stable.latency.quantile(q)
+    value = (canary.latency.quantile(q) or 0.0) / stable_q if stable_q else None
+    seen = (f"{_rate(slower, n)} of canary requests slower than {_seconds(limit)} ({number_text(ratio, 2)} times "
+            f"stable's {label} bound {_seconds(bound)})")
+    if log_evidence_above(n, slower, share) >= -math.log(alpha / 2):
+        return _result(name, FAIL, value, ratio, canary, stable, f"{seen}: its {label} is shown above that"), None
+    return _result(name, PASS, value, ratio, canary, stable, f"{seen}: no evidence of a slower {label}"), None
+
+
+# --- words --------------------------------------------------------------------------------------------------
+
+
+def _result(name: str, verdict: str, value: Optional[float], threshold: float, canary: Stats, stable: Stats,
+            reason: str, skipped: bool = False) -> CheckResult:
+    return CheckResult(name, verdict, value, threshold, canary.requests, stable.requests, reason, skipped)
+
+
+def _more(n: int, k: int, p0: float, beta: float) -> Optional[int]:
+    total = trials_needed(n, k, p0, beta, below=True)
+    return None if total is None else max(0, total - n)
+
+
+def _time_for(more: int, seen: int, elapsed: float) -> str:
+    if seen <= 0 or elapsed <= 0 or more <= 0:
+        return ""
+    seconds = more / (seen / elapsed)
+    return f" (about {_seconds(seconds)} at the current rate)"
+
+
+def _rate(k: int, n: int) -> str:
+    return f"{percent_text(100 * k / n)} % ({k} of {n})" if n else "- (0 requests)"
+
+
+def _points(fraction: float) -> str:
+    return number_text(fraction * 100, 2)
+
+
+def _seconds(seconds: float) -> str:
+    if seconds >= 60:
+        return f"{number_text(seconds / 60, 1)} min"
+    if seconds >= 1:
+        return f"{number_text(seconds, 1)} s"
+    return f"{number_text(seconds * 1000, 1)} ms"
+
