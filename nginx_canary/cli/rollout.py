@@ -238,9 +238,9 @@ def history(obj: CliContext, name: Optional[str], limit: Optional[int], as_json:
 @click.command("demo")
 @click.option("--keep", is_flag=True, help="Keep the temporary directory (configs, logs, state) afterwards.")
 @click.option("--report-dir", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Where the two HTML reports go [default: the system's temp directory].")
+              help="Where the three HTML reports go [default: the system's temp directory].")
 def demo(keep: bool, report_dir: Optional[str]) -> None:
-    """Watch a healthy rollout get promoted and a bad one rolled back, on a private nginx (about 20 s).
+    """Watch a healthy rollout get promoted, a failing and a slow one rolled back, on a private nginx (about 25 s).
 
     Everything runs on 127.0.0.1 from a temporary directory: nginx, demo apps
     v1 and v2, a load generator and the daemon. Ctrl-C stops it all cleanly.

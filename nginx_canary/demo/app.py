@@ -5,7 +5,9 @@ Endpoints (one port):
 ``GET|HEAD|POST`` any other path
     ``200 "<version>\\n"``, or ``500 "<version> error\\n"`` for an injected error;
     header ``X-Version: <version>`` either way. Delayed by ``latency`` seconds
-    plus up to ``latency_jitter`` more.
+    plus up to ``latency_jitter`` more plus a long-tailed draw of median
+    ``latency_median`` and p99 ``latency_p99``, all times ``latency_scale``
+    (see :mod:`nginx_canary.demo.latency`).
 ``GET|HEAD /health``
     ``200 "ok\\n"`` while the ``healthy`` flag is set, else ``503 "unhealthy\\n"``.
     Never delayed, never an injected error: like many real health endpoints it
@@ -16,20 +18,20 @@ Endpoints (one port):
 ``POST /__admin``
     ``Content-Type: application/json`` body such as
     ``{"error_rate": 1.0, "latency": 0.2}`` (keys: ``version``, ``error_rate``,
-    ``latency``, ``latency_jitter``, ``healthy``, plus ``"reset_counters": true``);
+    ``latency``, ``latency_jitter``, ``latency_median``, ``latency_p99``,
+    ``latency_scale``, ``healthy``, plus ``"reset_counters": true``);
     answers like ``GET``, or 400 with ``{"error": ...}``.
 
 The admin endpoint answers 403 unless the peer is a loopback address, the
 ``Host`` header names a loopback host, and no forwarding header is present (see
 :mod:`nginx_canary.demo.admin_access`). Injected errors are deterministic (see
-:mod:`nginx_canary.demo.app_settings`); only the latency jitter is random, from
-a generator seeded with ``seed``. The HTTP side: :mod:`nginx_canary.demo.app_http`.
+:mod:`nginx_canary.demo.app_settings`); only the latency is random, from a
+generator seeded with ``seed``. The HTTP side: :mod:`nginx_canary.demo.app_http`.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 import signal
 import socket
 import sys
@@ -41,7 +43,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from nginx_canary.demo.admin_access import admin_refusal, is_loopback_address
 from nginx_canary.demo.app_http import BackendServer
-from nginx_canary.demo.app_settings import ErrorPattern, Settings, apply_changes
+from nginx_canary.demo.app_settings import MAX_LATENCY, ErrorPattern, Settings, apply_changes
+from nginx_canary.demo.latency import LatencyModel
 
 
 class DemoApp:
@@ -52,13 +55,15 @@ class DemoApp:
     """
 
     def __init__(self, version: str = "v1", error_rate: float = 0.0, latency: float = 0.0,
-                 latency_jitter: float = 0.0, healthy: bool = True, *, host: str = "127.0.0.1",
+                 latency_jitter: float = 0.0, healthy: bool = True, *, latency_median: float = 0.0,
+                 latency_p99: float = 0.0, latency_scale: float = 1.0, host: str = "127.0.0.1",
                  port: int = 0, seed: int = 0, idle_timeout: float = 75.0, verbose: bool = False,
                  admin_peer_allowed: Callable[[str], bool] = is_loopback_address) -> None:
         """Raises ValueError for a bad setting."""
         self._settings = apply_changes(Settings(), {
             "version": version, "error_rate": error_rate, "latency": latency,
-            "latency_jitter": latency_jitter, "healthy": healthy})
+            "latency_jitter": latency_jitter, "latency_median": latency_median, "latency_p99": latency_p99,
+            "latency_scale": latency_scale, "healthy": healthy})
         self.host = host
         self._requested_port = port
         self.idle_timeout = idle_timeout  # above nginx's default keepalive_timeout (60s) for upstreams
@@ -66,7 +71,7 @@ class DemoApp:
         self._admin_peer_allowed = admin_peer_allowed
         self._lock = threading.Lock()
         self._pattern = ErrorPattern(self._settings.error_rate)
-        self._rng = random.Random(seed)
+        self._latency = LatencyModel(seed)
         self._stopping = threading.Event()
         self._server: Optional[BackendServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -186,7 +191,8 @@ class DemoApp:
         with self._lock:
             s = self._settings
             status = 500 if self._pattern.next_fails() else 200
-            delay = s.latency + (self._rng.uniform(0.0, s.latency_jitter) if s.latency_jitter else 0.0)
+            delay = min(MAX_LATENCY, self._latency.draw(s.latency, s.latency_jitter, s.latency_median,
+                                                        s.latency_p99, s.latency_scale))
             self._requests += 1
             self._responses[status] += 1
             self._in_flight += 1
@@ -246,7 +252,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--error-rate", type=float, default=0.0, help="share of requests answering 500, 0..1")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     p.add_argument("--latency-jitter", type=float, default=0.0, help="up to this many more seconds, at random")
-    p.add_argument("--seed", type=int, default=0, help="seed for the latency jitter")
+    p.add_argument("--latency-median", type=float, default=0.0,
+                   help="median of a long-tailed (lognormal) delay added on top, seconds; 0 = none")
+    p.add_argument("--latency-p99", type=float, default=0.0,
+                   help="p99 of that delay, seconds (default: 5x the median)")
+    p.add_argument("--latency-scale", type=float, default=1.0, help="multiplies the whole delay (3 = 3x slower)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random part of the latency")
     p.add_argument("--unhealthy", action="store_true", help="start with /health answering 503")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return p
@@ -258,7 +269,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         app = DemoApp(args.app_version, args.error_rate, args.latency, args.latency_jitter,
-                      not args.unhealthy, host=args.host, port=args.port, seed=args.seed, verbose=args.verbose)
+                      not args.unhealthy, latency_median=args.latency_median, latency_p99=args.latency_p99,
+                      latency_scale=args.latency_scale, host=args.host, port=args.port, seed=args.seed,
+                      verbose=args.verbose)
     except ValueError as exc:
         parser.error(str(exc))
     # Blocked before any thread starts, so every thread inherits the mask and sigwait() receives them.

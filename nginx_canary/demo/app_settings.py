@@ -5,6 +5,11 @@ Injected errors are deterministic, not random: after ``n`` requests since
 spread evenly (rate 0.5 fails every 2nd request, 0.3 fails the 4th, 7th, 10th,
 ...; the rate is used as a fraction with a denominator of at most 10**6). Tests
 can therefore assert exact counts.
+
+Latency settings (seconds) feed :class:`~nginx_canary.demo.latency.LatencyModel`:
+``latency`` fixed, ``latency_jitter`` uniform on top, ``latency_median`` and
+``latency_p99`` a capped lognormal tail on top (median 0: none; p99 0: five
+times the median); ``latency_scale`` multiplies the sum.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from fractions import Fraction
 from typing import Any, Dict, Mapping
 
 MAX_LATENCY = 60.0
+MAX_LATENCY_SCALE = 100.0
 _VERSION_RE = re.compile(r"[\x21-\x7e]{1,64}")  # visible ASCII: safe in a header and a body line
 
 
@@ -27,6 +33,9 @@ class Settings:
     error_rate: float = 0.0
     latency: float = 0.0
     latency_jitter: float = 0.0
+    latency_median: float = 0.0
+    latency_p99: float = 0.0
+    latency_scale: float = 1.0
     healthy: bool = True
 
 
@@ -62,9 +71,15 @@ def apply_changes(base: Settings, changes: Mapping[str, Any]) -> Settings:
             clean[name] = value
         elif name == "error_rate":
             clean[name] = _number(name, value, 0.0, 1.0)
+        elif name == "latency_scale":
+            clean[name] = _number(name, value, 0.0, MAX_LATENCY_SCALE)
         else:
             clean[name] = _number(name, value, 0.0, MAX_LATENCY)
-    return replace(base, **clean)
+    new = replace(base, **clean)
+    if new.latency_p99 and new.latency_p99 < new.latency_median:
+        raise ValueError(f"latency_p99 ({new.latency_p99:g}) must be at least latency_median "
+                         f"({new.latency_median:g}), or 0 for five times the median")
+    return new
 
 
 class ErrorPattern:

@@ -1,4 +1,4 @@
-"""``nginx-canary demo``: a healthy rollout to promotion, then a bad one to automatic rollback, on loopback.
+"""``nginx-canary demo``: a healthy rollout to promotion, then a failing and a slow one to automatic rollback.
 
 Everything lives in one temporary directory and on free 127.0.0.1 ports: a
 private nginx (:class:`~nginx_canary.demo.site.DemoSite`), demo apps v1 and v2
@@ -6,12 +6,17 @@ private nginx (:class:`~nginx_canary.demo.site.DemoSite`), demo apps v1 and v2
 subprocess in its own session, so that Ctrl-C reaches only this process, which
 then stops everything in order). Nothing is installed or written elsewhere.
 
-Run 1: v2 is healthy; the daemon steps it 10 -> 50 -> 100 % and promotes it.
+Both apps answer with a realistic latency (a lognormal of median
+:data:`LATENCY_MEDIAN` and p99 :data:`LATENCY_P99`, each with its own seed).
+Run 1: v2 is healthy; the daemon steps it 25 -> 50 -> 100 % and promotes it.
 Then v2 is staged ``down`` again (the same transaction as ``set-weight 0``)
 and made to answer 30 % of its requests with 500. Run 2: the daemon starts the
 same rollout, sees the canary's 5xx rate in the access log and restores the
-original config. The summary gives the time to rollback, the requests served
-and the errors clients saw.
+original config (v2 down). Then v2 answers every request with 200 again, but
+:data:`SLOW_LATENCY_SCALE` times slower. Run 3: the same rollout, rolled back
+on the canary's latency. The summary gives each run's outcome and the
+daemon's reason, the time to each rollback, the requests served and the
+errors clients saw.
 """
 
 from __future__ import annotations
@@ -37,14 +42,24 @@ from nginx_canary.demo.load import LoadResult, run_load
 from nginx_canary.demo.site import DemoSite
 from nginx_canary.errors import CanaryError, NginxNotRunningError
 
-STEPS = (10, 50, 100)
+#: The first step gives the canary enough of LOAD_RATE for the judge to decide within a few seconds: a pass
+#: needs a few hundred canary requests as evidence that its 5xx rate is within tolerance (75 req/s here).
+STEPS = (25, 50, 100)
 STEP_INTERVAL = "4s"
 ANALYSIS = {"interval": "250ms", "window": "10s", "min_requests": 20, "failure_threshold": 2}
 BAD_ERROR_RATE = 0.3
-LOAD_RATE = 200.0
-#: Each run must end within this; the whole demo stays under 90 s.
-RUN_TIMEOUT = 35.0
+#: Both apps' latency (seconds): a few ms to tens of ms, with a long tail.
+LATENCY_MEDIAN = 0.02
+LATENCY_P99 = 0.1
+#: Run 3's canary is this many times slower in every quantile.
+SLOW_LATENCY_SCALE = 3.0
+LOAD_RATE = 300.0
+#: Enough connections for LOAD_RATE at the slow canary's latency (mean ~60 ms at 3x) without falling behind.
+LOAD_CONCURRENCY = 32
+#: Each run must end within this; the whole demo (three runs) stays under 90 s.
+RUN_TIMEOUT = 24.0
 MAX_DEMO_SECONDS = 85.0
+EXPECTED_STATES = ["promoted", "rolled_back", "rolled_back"]
 
 
 def find_nginx() -> str:
@@ -61,6 +76,7 @@ class RunOutcome:
     """What one rollout of the demo ended in, from the daemon's status and history."""
 
     label: str
+    key: str = "run"  # in the report's file name
     state: str = "unknown"
     seconds: float = 0.0
     message: str = ""
@@ -80,8 +96,9 @@ class DemoReport:
 
     @property
     def ok(self) -> bool:
+        """Each run ended as the demo promises, the slow canary's on its latency."""
         states = [r.state for r in self.runs]
-        return states == ["promoted", "rolled_back"]
+        return states == EXPECTED_STATES and "latency" in self.runs[2].message
 
 
 class Demo:
@@ -120,8 +137,9 @@ class Demo:
         self.root = Path(tempfile.mkdtemp(prefix="nginx-canary-demo-"))
         site = self.site = DemoSite(self.root, nginx_bin)
         site.write(steps=STEPS, step_interval=STEP_INTERVAL, analysis=ANALYSIS, on_success="keep")
-        self.apps["v1"] = DemoApp("v1", port=site.ports["v1"])
-        self.apps["v2"] = DemoApp("v2", port=site.ports["v2"])
+        latency = {"latency_median": LATENCY_MEDIAN, "latency_p99": LATENCY_P99}
+        self.apps["v1"] = DemoApp("v1", port=site.ports["v1"], seed=1, **latency)
+        self.apps["v2"] = DemoApp("v2", port=site.ports["v2"], seed=2, **latency)
         for app in self.apps.values():
             app.start()
         site.start_nginx()
@@ -137,7 +155,8 @@ class Demo:
         self.say(f"  nginx   {site.url}  upstream backend: v1 {site.v1}, v2 {site.v2} (staged down)")
         self.say(f"  daemon  pid {self.daemon.pid}, log {self.root / 'daemon.log'}, checks every "
                  f"{ANALYSIS['interval']} over the last {ANALYSIS['window']}")
-        self.say(f"  load    {LOAD_RATE:.0f} req/s from 8 connections")
+        self.say(f"  apps    answer in {LATENCY_MEDIAN * 1000:.0f} ms (median), {LATENCY_P99 * 1000:.0f} ms (p99)")
+        self.say(f"  load    {LOAD_RATE:.0f} req/s from {LOAD_CONCURRENCY} connections")
         self.load_thread = threading.Thread(target=self._load, name="demo-load", daemon=True)
         self.load_thread.start()
         return site
@@ -166,8 +185,9 @@ class Demo:
 
     def _load(self) -> None:
         assert self.site is not None
-        self.load_result = run_load(self.site.url, rate=LOAD_RATE, duration=MAX_DEMO_SECONDS, max_requests=20_000,
-                                    concurrency=8, timeout=5.0, stop_event=self.load_stop)
+        self.load_result = run_load(self.site.url, rate=LOAD_RATE, duration=MAX_DEMO_SECONDS,
+                                    max_requests=int(LOAD_RATE * MAX_DEMO_SECONDS), concurrency=LOAD_CONCURRENCY,
+                                    timeout=5.0, stop_event=self.load_stop)
 
     def teardown(self) -> None:
         """Stop everything started, in order, and remove the temp directory (unless ``keep``).
@@ -204,10 +224,10 @@ class Demo:
         if self.root is not None and not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    # -- the two runs --------------------------------------------------------------------
+    # -- the three runs --------------------------------------------------------------------
 
     def run(self) -> DemoReport:
-        """Set up, run both rollouts, tear down; the report says how they ended. Raises CanaryError/OSError."""
+        """Set up, run the three rollouts, tear down; the report says how they ended. Raises CanaryError/OSError."""
         self._started = self.clock()
         report = DemoReport()
         try:
@@ -215,11 +235,16 @@ class Demo:
             report.directory = str(self.root)
             time.sleep(1.0)  # a second of stable traffic before the first rollout
             self.say(f"\nrun 1: v2 is healthy; rollout {' -> '.join(map(str, STEPS))} % every {STEP_INTERVAL}")
-            report.runs.append(self._rollout("healthy v2"))
+            report.runs.append(self._rollout("healthy v2", "healthy"))
             self._stage_v2_down(site)
             self.apps["v2"].update(error_rate=BAD_ERROR_RATE)
             self.say(f"\nrun 2: v2 now answers {BAD_ERROR_RATE:.0%} of its requests with 500; same rollout")
-            report.runs.append(self._rollout("v2 with 30 % 5xx"))
+            report.runs.append(self._rollout("v2 with 30 % 5xx", "errors"))
+            self.apps["v2"].update(error_rate=0.0, latency_scale=SLOW_LATENCY_SCALE)
+            self.say(f"\nrun 3: v2 answers 200 again but {SLOW_LATENCY_SCALE:g}x slower "
+                     f"({LATENCY_MEDIAN * SLOW_LATENCY_SCALE * 1000:.0f} ms median, "
+                     f"{LATENCY_P99 * SLOW_LATENCY_SCALE * 1000:.0f} ms p99); same rollout")
+            report.runs.append(self._rollout(f"v2 {SLOW_LATENCY_SCALE:g}x slower", "slow"))
         finally:
             self.load_stop.set()
             if self.load_thread is not None:
@@ -233,8 +258,8 @@ class Demo:
         assert self.site is not None
         return control_socket.call(self.site.socket_path, command, args, timeout=60)
 
-    def _rollout(self, label: str) -> RunOutcome:
-        outcome = RunOutcome(label)
+    def _rollout(self, label: str, key: str) -> RunOutcome:
+        outcome = RunOutcome(label, key)
         start = self.clock()
         status = self._call("start", name="app")
         last_line = ""
@@ -265,7 +290,7 @@ class Demo:
         generated_at = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(generated_at))
         slug = "promoted" if outcome.state == "promoted" else "rolled-back" if outcome.state == "rolled_back" else "run"
-        path = os.path.join(self.report_dir, f"nginx-canary-demo-{slug}-{stamp}.html")
+        path = os.path.join(self.report_dir, f"nginx-canary-demo-{outcome.key}-{slug}-{stamp}.html")
         page = render_report("app", answer["history"], answer["points"], generated_at=generated_at,
                              source=f"nginx-canary demo: {outcome.label}")
         try:
@@ -314,16 +339,19 @@ class Demo:
 
 
 def format_summary(report: DemoReport) -> str:
-    """The closing lines: each run's outcome, the time to rollback, what clients saw."""
+    """The closing lines: each run's outcome and the daemon's reason, the times to rollback, what clients saw."""
     lines = ["", "summary"]
     for run in report.runs:
         lines.append(f"  {run.label:<18} {run.state} after {run.seconds:.1f} s")
-    bad = report.runs[1] if len(report.runs) > 1 else None
-    if bad is not None and bad.restored_after is not None:
-        detected = "" if bad.first_failed_check is None else (
-            f"first failed check {bad.first_failed_check:.2f} s, ")
-        lines.append(f"  time to rollback   {bad.restored_after:.2f} s after the canary got traffic "
-                     f"({detected}original config restored and reloaded)")
+        if run.message:
+            lines.append(f"  {'':<18}   why: {run.message}")
+    for run in report.runs:
+        if run.restored_after is None:
+            continue
+        detected = "" if run.first_failed_check is None else (
+            f"first failed check {run.first_failed_check:.2f} s, ")
+        lines.append(f"  time to rollback   {run.restored_after:.2f} s after the canary got traffic "
+                     f"({run.label}: {detected}original config restored and reloaded)")
     for run in report.runs:
         if run.report_path:
             lines.append(f"  report             {run.report_path}  ({run.label})")

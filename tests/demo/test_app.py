@@ -8,6 +8,7 @@ import math
 import queue
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -57,6 +58,26 @@ def test_latency_is_added(make_app, connect):
         assert time.monotonic() - started >= 0.05
 
 
+def test_latency_scale_slows_every_answer_which_stays_200(make_app, connect):
+    # A p99 equal to the median makes the lognormal part a constant 20 ms: lower bounds hold exactly.
+    app = make_app("v1", latency_median=0.02, latency_p99=0.02, seed=3)
+    conn = connect(app)
+
+    def timings(n: int) -> list:
+        took = []
+        for _ in range(n):
+            started = time.monotonic()
+            assert request(conn)[0] == 200
+            took.append(time.monotonic() - started)
+        return took
+
+    normal = timings(5)
+    status, stats = admin_post(conn, {"latency_scale": 3})
+    assert status == 200 and stats["settings"]["latency_scale"] == 3.0
+    slow = timings(5)
+    assert min(normal) >= 0.02 and statistics.median(normal) < 0.06 <= min(slow)
+
+
 def test_runtime_update_through_admin(make_app, connect):
     app = make_app("v2")
     conn = connect(app)
@@ -64,7 +85,8 @@ def test_runtime_update_through_admin(make_app, connect):
     status, stats = admin_post(conn, {"error_rate": 1.0, "latency": 0.05, "version": "v2.1"})
     assert status == 200
     assert stats["settings"] == {"version": "v2.1", "error_rate": 1.0, "latency": 0.05,
-                                 "latency_jitter": 0.0, "healthy": True}
+                                 "latency_jitter": 0.0, "latency_median": 0.0, "latency_p99": 0.0,
+                                 "latency_scale": 1.0, "healthy": True}
     started = time.monotonic()
     answers = [request(conn) for _ in range(5)]
     assert time.monotonic() - started >= 5 * 0.05
@@ -86,6 +108,8 @@ def test_runtime_update_through_admin(make_app, connect):
     ({"error_rate": 1.5}, "application/json", 400),
     ({"latency": -1}, "application/json", 400),
     ({"latency": "slow"}, "application/json", 400),
+    ({"latency_scale": 101}, "application/json", 400),
+    ({"latency_median": 0.1, "latency_p99": 0.05}, "application/json", 400),
     ({"healthy": 1}, "application/json", 400),
     ({"version": "v 2\r\nX-Evil: 1"}, "application/json", 400),
     ({"colour": "blue"}, "application/json", 400),
@@ -202,7 +226,8 @@ def test_ipv6_loopback(make_app, connect):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_cli_serves_and_exits_zero_on_signal(signum):
     proc = subprocess.Popen([sys.executable, "-m", "nginx_canary.demo.app", "--port", "0", "--version", "v9",
-                             "--error-rate", "0.5", "--latency", "0.01"],
+                             "--error-rate", "0.5", "--latency", "0.01", "--latency-median", "0.002",
+                             "--latency-p99", "0.01", "--latency-scale", "2"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: "queue.Queue[str]" = queue.Queue()
     threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
@@ -213,7 +238,9 @@ def test_cli_serves_and_exits_zero_on_signal(signum):
         with urllib.request.urlopen(url, timeout=10) as resp:
             assert (resp.status, resp.read(), resp.headers["X-Version"]) == (200, b"v9\n", "v9")
         with urllib.request.urlopen(url + "__admin", timeout=10) as resp:
-            assert json.loads(resp.read())["settings"]["error_rate"] == 0.5
+            settings = json.loads(resp.read())["settings"]
+        assert (settings["error_rate"], settings["latency_median"], settings["latency_p99"],
+                settings["latency_scale"]) == (0.5, 0.002, 0.01, 2.0)
         proc.send_signal(signum)
         assert proc.wait(timeout=20) == 0
     finally:
