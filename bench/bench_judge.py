@@ -435,7 +435,12 @@ class _SlidingMerge:
 
 
 class NewJudge:
-    """``judge`` over the stats since the step began; a fail rolls back at once."""
+    """``judge`` over the stats since the step began; a fail rolls back at once.
+
+    The judge gets this adapter's own Stats, not copies (``evidence()`` hands out
+    copies): copying every check would cost more than the judging; the judge
+    must not change them.
+    """
 
     name = "new"
 
@@ -488,7 +493,7 @@ def simulate(cell: Cell, seed: int, makers: Dict[str, Callable[[float], Any]],
             for segment in segments:
                 judge.feed(segment)
             if judge.check(now):
-                result[name] = now - stream.start
+                result[name] = round(now - stream.start, 6)
                 del active[name]
         if not active:
             break
