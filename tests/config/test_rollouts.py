@@ -1,9 +1,10 @@
-"""The `rollouts` section: each rollout's defaults, upstream and canary, steps, names, and analysis's window."""
+"""The `rollouts` section: each rollout's defaults, upstream and canary, steps, names, and analysis's old window."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -17,9 +18,10 @@ def test_rollout_defaults():
     assert rollout == RolloutSettings(
         name="app", upstream="backend", canary=("10.0.0.12:8080",), access_log=None, log_format=None,
         steps=(Fraction(10), Fraction(25), Fraction(50), Fraction(100)), step_interval=60.0, on_success="keep",
-        analysis=AnalysisSettings(interval=1.0, window=30.0, min_requests=20, max_error_rate=0.05,
-                                  max_error_rate_increase=0.02, max_p99_latency=1.0, max_p99_latency_ratio=2.0,
-                                  failure_threshold=2, http_checks=()),
+        analysis=AnalysisSettings(interval=1.0, window=None, min_requests=20, max_error_rate=0.05,
+                                  error_rate_tolerance=0.0, max_error_rate_increase=0.02, max_p99_latency=1.0,
+                                  max_p99_latency_ratio=2.0, max_p50_latency_ratio=1.1, risk=0.01,
+                                  promotion_risk=0.05, max_step_wait=None, failure_threshold=1, http_checks=()),
         webhooks=(), gates=GateSettings(pre_rollout=None, confirm_step=None, confirm_promotion=None),
     )
     assert all(isinstance(step, Fraction) for step in rollout.steps)
@@ -75,14 +77,18 @@ def test_bad_steps(steps, index, fragment):
     assert_refused(setting("rollout", "steps", steps), STEP_LINE, f"rollouts.app.steps[{index}]", fragment)
 
 
-def test_window_shorter_than_interval_is_refused_where_it_was_written():
+def test_window_is_accepted_but_unused():
+    """The judge counts every request since the step began: window still loads (old configs), limits nothing."""
     analysis = MINIMAL + "    analysis:\n"
-    assert_refused(analysis + "      interval: 2s\n      window: 1s\n", 7, "rollouts.app.analysis.window",
-                   "window (1s) must be at least interval (2s), or requests between checks go unseen")
-    # Against the default window of 30s, the culprit is the interval.
-    assert_refused(analysis + "      interval: 1m\n", 6, "rollouts.app.analysis.interval",
-                   "window (30s) must be at least interval (60s)")
-    assert parse(analysis + "      interval: 5s\n      window: 5s\n").rollouts["app"].analysis.window == 5.0
+    # Shorter than interval was refused while checks read only the window; now it is just kept.
+    old = parse(analysis + "      interval: 2s\n      window: 1s\n").rollouts["app"].analysis
+    assert (old.interval, old.window) == (2.0, 1.0)
+    assert parse(analysis + "      interval: 1m\n").rollouts["app"].analysis.window is None
+    # Apart from window itself, a config that sets it is judged exactly like one that does not.
+    without = parse(analysis + "      interval: 2s\n").rollouts["app"].analysis
+    assert old == replace(without, window=1.0)
+    # Its spelling is still checked, so a typo does not pass unnoticed.
+    assert_refused(analysis + "      window: 30 s\n", 6, "rollouts.app.analysis.window", "expected a duration")
 
 
 # --- upstream and canary ----------------------------------------------------------------

@@ -82,6 +82,10 @@ GOOD = [
     ("analysis", "window", "720h", 720 * 3600.0),
     ("analysis", "max_p99_latency", "300ms", 0.3),
     ("analysis", "max_p99_latency", "2", 2.0),
+    ("analysis", "max_step_wait", "10m", 600.0),
+    ("analysis", "max_step_wait", "90", 90.0),
+    ("analysis", "max_step_wait", "null", None),
+    ("analysis", "max_step_wait", "~", None),
     ("rollout", "step_interval", "90s", 90.0),
     ("rollout", "step_interval", "1.5m", 90.0),
     # counts
@@ -95,10 +99,24 @@ GOOD = [
     ("analysis", "max_error_rate", "0.5", 0.5),
     ("analysis", "max_error_rate_increase", "0.001", 0.001),
     ("analysis", "max_error_rate_increase", "1.0", 1.0),
+    # tolerance: a share of stable's rate, 0 or more (may exceed 1)
+    ("analysis", "error_rate_tolerance", "0", 0.0),
+    ("analysis", "error_rate_tolerance", "0.25", 0.25),
+    ("analysis", "error_rate_tolerance", "3", 3.0),
+    # risks: above 0, below 0.5
+    ("analysis", "risk", "0.01", 0.01),
+    ("analysis", "risk", "0.0001", 0.0001),
+    ("analysis", "risk", "0.499", 0.499),
+    ("analysis", "promotion_risk", "0.05", 0.05),
+    ("analysis", "promotion_risk", "0.001", 0.001),
+    ("analysis", "promotion_risk", "0.2", 0.2),
     # ratio
     ("analysis", "max_p99_latency_ratio", "1", 1.0),
     ("analysis", "max_p99_latency_ratio", "1.5", 1.5),
     ("analysis", "max_p99_latency_ratio", "10", 10.0),
+    ("analysis", "max_p50_latency_ratio", "1", 1.0),
+    ("analysis", "max_p50_latency_ratio", "1.1", 1.1),
+    ("analysis", "max_p50_latency_ratio", "3", 3.0),
     # steps
     ("rollout", "steps", "[100]", (Fraction(100),)),
     ("rollout", "steps", "[0.5, 12.5, 33.33, 100]", (Fraction(1, 2), Fraction(25, 2), Fraction(3333, 100), Fraction(100))),
@@ -228,6 +246,12 @@ BAD = [
     ("analysis", "interval", "0.5ms", "durations have millisecond resolution, got '0.5ms'"),
     ("analysis", "interval", "1.0001s", "millisecond resolution"),
     ("analysis", "window", "721h", "must be at most 720h (30 days), got '721h'"),
+    ("analysis", "window", "null", DURATION + "null"),
+    ("analysis", "max_step_wait", "0", "must be greater than 0, got '0'"),
+    ("analysis", "max_step_wait", "-1m", "must be greater than 0"),
+    ("analysis", "max_step_wait", "721h", "must be at most 720h"),
+    ("analysis", "max_step_wait", "forever", DURATION + "'forever'"),
+    ("analysis", "max_step_wait", "[10m]", DURATION + "a list"),
     # counts
     ("analysis", "min_requests", "0", "must be at least 1, got 0"),
     ("analysis", "min_requests", "-3", "must be at least 1, got -3"),
@@ -253,12 +277,33 @@ BAD = [
     ("analysis", "max_error_rate", ".nan", "got the number .nan"),
     ("analysis", "max_error_rate_increase", "2", "must be from 0 to 1"),
     ("analysis", "max_error_rate_increase", "null", "got null"),
+    # tolerance
+    ("analysis", "error_rate_tolerance", "-0.1", "must be 0 or more (0.25 = 25 % above stable's rate), got -0.1"),
+    ("analysis", "error_rate_tolerance", "25%", "expected a share like 0.25 (the canary's rate may be 25 % above "
+                                                "stable's), got '25%'"),
+    ("analysis", "error_rate_tolerance", ".inf", "got the number .inf"),
+    ("analysis", "error_rate_tolerance", "'0.25'", "(numbers are written without quotes)"),
+    ("analysis", "error_rate_tolerance", "null", "got null"),
+    # risks
+    ("analysis", "risk", "0", "must be above 0 and below 0.5 (0.01 = 1 %), got 0"),
+    ("analysis", "risk", "0.5", "must be above 0 and below 0.5 (0.01 = 1 %), got 0.5"),
+    ("analysis", "risk", "-0.01", "must be above 0 and below 0.5"),
+    ("analysis", "risk", "1%", "expected a chance from 0 to 0.5 like 0.01 (1 %), got '1%'"),
+    ("analysis", "risk", "true", "got the boolean true"),
+    ("analysis", "risk", "null", "got null"),
+    ("analysis", "promotion_risk", "0.0", "must be above 0 and below 0.5"),
+    ("analysis", "promotion_risk", "0.75", "must be above 0 and below 0.5 (0.01 = 1 %), got 0.75"),
+    ("analysis", "promotion_risk", "5e-2", "got '5e-2'"),
+    ("analysis", "promotion_risk", "null", "got null"),
     # ratio
     ("analysis", "max_p99_latency_ratio", "0.99", "must be at least 1 (canary p99 divided by stable p99), got 0.99"),
     ("analysis", "max_p99_latency_ratio", "0", "must be at least 1"),
     ("analysis", "max_p99_latency_ratio", "-1", "must be at least 1"),
     ("analysis", "max_p99_latency_ratio", "yes", "expected a ratio like 2.0, got the boolean yes"),
     ("analysis", "max_p99_latency_ratio", ".inf", "got the number .inf"),
+    ("analysis", "max_p50_latency_ratio", "0.9", "must be at least 1"),
+    ("analysis", "max_p50_latency_ratio", "'1.1'", "(numbers are written without quotes)"),
+    ("analysis", "max_p50_latency_ratio", "null", "got null"),
     # steps, as a whole
     ("rollout", "steps", "[]", "expected a list of percents like [10, 25, 50, 100], got an empty list"),
     ("rollout", "steps", "50", "expected a list of percents like [10, 25, 50, 100], got the number 50"),
@@ -584,8 +629,10 @@ VALID: Dict[str, Any] = {
         "upstream": "backend", "canary": ["10.0.0.12:8080"], "access_log": "/var/log/nginx/access.log",
         "log_format": "canary", "steps": [10, 25, 50, 100], "step_interval": "60s", "on_success": "keep",
         "analysis": {"interval": "1s", "window": "30s", "min_requests": 20, "max_error_rate": 0.05,
-                     "max_error_rate_increase": 0.02, "max_p99_latency": "1s", "max_p99_latency_ratio": 2.0,
-                     "failure_threshold": 2, "http_checks": ["http://127.0.0.1:8082/health"]},
+                     "error_rate_tolerance": 0, "max_error_rate_increase": 0.02, "max_p99_latency": "1s",
+                     "max_p99_latency_ratio": 2.0, "max_p50_latency_ratio": 1.1, "risk": 0.01,
+                     "promotion_risk": 0.05, "max_step_wait": None, "failure_threshold": 1,
+                     "http_checks": ["http://127.0.0.1:8082/health"]},
         "webhooks": [{"url": HOOK, "events": ["rolled_back"], "format": "slack", "timeout": "5s", "retries": 3}],
         "gates": {"pre_rollout": None, "confirm_step": "http://127.0.0.1:9000/ok", "confirm_promotion": None},
     }},
@@ -602,7 +649,9 @@ def paths(tree: Any, prefix: Tuple[str, ...] = ()) -> List[Tuple[str, ...]]:
 
 def test_valid_base_parses():
     app = parse(yaml.safe_dump(VALID)).rollouts["app"]
-    assert app.analysis == AnalysisSettings(http_checks=(HttpCheckSettings(url="http://127.0.0.1:8082/health"),))
+    # Every analysis value is its default; window is still read (and kept), though no check uses it.
+    assert app.analysis == AnalysisSettings(window=30.0,
+                                            http_checks=(HttpCheckSettings(url="http://127.0.0.1:8082/health"),))
     assert app.webhooks == (WebhookSettings(url=HOOK, events=("rolled_back",), format="slack"),)
     assert app.gates == GateSettings(confirm_step="http://127.0.0.1:9000/ok")
 
