@@ -134,9 +134,7 @@ def replay(rollout: RolloutSettings, config: Optional[NginxConfig], spec: Format
     compiled = compile_format(spec)
     lines = LogLines(paths, compiled)
     book = AddressBook.from_config(config, upstream=rollout.upstream, canary=rollout.canary)
-    analysis = rollout.analysis
-    traffic = ReplayTraffic(compiled, book, rollout.upstream, iter(lines),
-                            horizon_seconds=max(300, math.ceil(analysis.window or 0) + 1))
+    traffic = ReplayTraffic(compiled, book, rollout.upstream, iter(lines))
     first = traffic.first_stamp
     if first is None:
         raise BadInputError(f"no request with a usable time in {', '.join(paths)} ({lines.lines} lines, log format "
@@ -158,7 +156,7 @@ def replay(rollout: RolloutSettings, config: Optional[NginxConfig], spec: Format
         while machine.state.state not in FINAL_STATES:
             if traffic.exhausted and now >= (traffic.last_stamp or now):
                 break
-            now += analysis.interval
+            now += rollout.analysis.interval
             if speed is not None:
                 sleep(max(0.0, begun + (now - first) / speed - clock()))
             traffic.advance(now)

@@ -133,11 +133,11 @@ class _SimClock:
 class ReplayTraffic:
     """A TrafficSource fed from recorded lines: :meth:`advance` feeds every line stamped up to the simulated now."""
 
-    def __init__(self, compiled: CompiledFormat, book: AddressBook, upstream: str, lines: Iterator[Stamped],
-                 horizon_seconds: int) -> None:
+    def __init__(self, compiled: CompiledFormat, book: AddressBook, upstream: str, lines: Iterator[Stamped]) -> None:
         """Raises LogFormatError when the format lacks what the analysis needs (reads the first line)."""
         self._clock = _SimClock()
-        self._windows = WindowedStats(horizon_seconds=horizon_seconds, clock=self._clock)
+        # Only the evidence is read: the sliding window is kept as short as it can be.
+        self._windows = WindowedStats(horizon_seconds=1, clock=self._clock)
         self.analyzer = Analyzer(compiled, book, self._windows, only_upstream=upstream)
         self._lines = lines
         self._next: Optional[Stamped] = next(lines, None)
@@ -152,14 +152,16 @@ class ReplayTraffic:
         return self._next is None
 
     def advance(self, now: float) -> None:
-        """Feed the lines stamped up to ``now``, in batches of one second of stamps each (stamped with their last).
+        """Feed the lines stamped up to ``now``, in batches of one second of stamps each.
+
+        A batch is stamped with the latest stamp fed so far: lines a few ms out
+        of order (two workers) count as the latest of them.
 
         Raises BadInputError when a file cannot be read further.
         """
         self._clock.now = max(self._clock.now, now)
         batch: List[bytes] = []
         second: Optional[int] = None
-        stamp = 0.0
         while self._next is not None and self._next[0] <= now:
             stamp, line = self._next
             if second is not None and math.floor(stamp) != second:
@@ -172,12 +174,6 @@ class ReplayTraffic:
             self._next = next(self._lines, None)
         if batch:
             self.analyzer.feed(batch, at=self.last_stamp)
-
-    def groups(self, window_seconds: float, now: float) -> Tuple[Stats, Stats]:
-        """``(canary, stable)`` over the ``window_seconds`` ending at ``now``."""
-        self._clock.now = max(self._clock.now, now)
-        return (self._windows.window(GROUP + "canary", window_seconds, now),
-                self._windows.window(GROUP + "stable", window_seconds, now))
 
     def begin_step(self, at: float) -> None:
         """Evidence for the step that took effect at ``at`` starts empty: requests stamped before ``at`` do not count."""
