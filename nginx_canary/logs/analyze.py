@@ -12,14 +12,26 @@ one of that upstream's servers through another upstream (a tester's
 ``canary: true`` header, a cookie: anything that bypasses the weights) counts
 under ``forced:ADDR`` only: apart, and never in the upstream's or a group's
 figures, which the rollout judges.
+
+Stamps: the sliding window and the cumulative stats take the time a line
+was read (``at``). With ``stamp_requests`` and ``$msec`` in the format, each
+request's own end time (:func:`request_end`) decides whether it is evidence
+(see :meth:`WindowedStats.add`), so the evidence of a step leaves out the
+requests that ended before it, however late they are read. The window keeps
+the read time: the report's series reads each whole second once, just after
+it ends, and a line read late must land in a second still to be read.
+Stamps would make nearly every line a tuple of its own, so a live batch is
+first counted by its stamps alone: only a batch on both sides of the
+evidence mark (just after a step change) is counted with them (there, and
+only there, a ``$msec`` no nginx writes makes its line unparsed).
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from nginx_canary.logs.attribution import Attributor, Keys
-from nginx_canary.logs.counting import field_counter
+from nginx_canary.logs.counting import FieldCounter, Row, field_counter
 from nginx_canary.logs.forgery import check_format
 from nginx_canary.logs.format import CompiledFormat, upstream_fields
 from nginx_canary.logs.window import Stats, WindowedStats
@@ -73,8 +85,11 @@ class Analyzer:
 
     def __init__(self, compiled: CompiledFormat, book: AddressBook, windows: WindowedStats, *,
                  only_upstream: Optional[str] = None, accelerated: Optional[bool] = None,
-                 refuse_forgeable: bool = True) -> None:
+                 refuse_forgeable: bool = True, stamp_requests: bool = False) -> None:
         """``accelerated``: see :func:`nginx_canary.logs.counting.field_counter`.
+        ``stamp_requests``: stamp each request with its ``$msec`` for the
+        evidence when the format has it (see :func:`request_end`); lines with
+        distinct stamps no longer count as one tuple, so live reading only.
         ``refuse_forgeable=False`` reads a format a client could forge (to test
         the parser on any format; never for a user's log).
 
@@ -97,6 +112,13 @@ class Analyzer:
         self._attribute = Attributor(compiled.decode, self._targets, single_status=self._single_status,
                                      single_seconds=self._single_seconds, memo_limit=_MEMO_LIMIT)
         self._pending = field_counter(compiled, self._names, accelerated=accelerated)
+        self.stamped = stamp_requests and self.fields.time == "msec"
+        if self.stamped:
+            # The stamps alone (cheap: a few per millisecond), and for a batch on both sides of the evidence
+            # mark the tuples with their stamp last (cut off before attribution, which reads a 4th value as
+            # $proxy_host).
+            self._stamps = field_counter(compiled, ("msec",), accelerated=accelerated)
+            self._stamped_pending = field_counter(compiled, self._names + ("msec",), accelerated=accelerated)
         self.lines = 0
         self.unparsed = 0
 
@@ -127,20 +149,42 @@ class Analyzer:
         once; without it (whole files) they are only counted, and attributed
         in bulk by :meth:`flush`, which is much faster for long files.
         """
-        misfits = self._pending.feed_lines(lines)
-        self.lines += len(lines)
-        self.unparsed += misfits
-        self._maybe_flush(at)
+        self._count(lambda counter: (len(lines), counter.feed_lines(lines)), at)
 
     def feed_block(self, block: bytes, at: Optional[float] = None) -> None:
         """Like :meth:`feed` for a block of whole lines, each ending with ``\\n``.
 
         Bytes after the last ``\\n`` are ignored. Raises TypeError unless ``block`` is bytes.
         """
-        lines, misfits = self._pending.feed_block(block)
-        self.lines += lines
-        self.unparsed += misfits
-        self._maybe_flush(at)
+        self._count(lambda counter: counter.feed_block(block), at)
+
+    def _count(self, count: Callable[[FieldCounter], Tuple[int, int]], at: Optional[float]) -> None:
+        """Count a batch with ``count(counter) -> (lines, misfits)``; attribute it at once when ``at`` is given."""
+        mark = self.windows.evidence_mark
+        if at is None or mark is None or not self.stamped:
+            self._add_counts(count(self._pending))
+            self._maybe_flush(at)
+            return
+        self.flush(at)
+        count(self._stamps)
+        stamps = [request_end(raw[0], at) for raw, _ in self._stamps.items()]
+        self._stamps.clear()
+        if not stamps or min(stamps) >= mark:
+            self._add_counts(count(self._pending))
+            self.flush(at)  # every stamp >= mark, so at >= mark: evidence by ``at``
+        elif max(stamps) < mark:
+            self._add_counts(count(self._pending))
+            before = max(stamps)
+            self._attribute_rows([(raw, n, before) for raw, n in self._pending.items()], at)
+            self._pending.clear()
+        else:
+            self._add_counts(count(self._stamped_pending))
+            self._attribute_rows(self._stamped_items(at, mark), at)
+            self._stamped_pending.clear()
+
+    def _add_counts(self, counted: Tuple[int, int]) -> None:
+        self.lines += counted[0]
+        self.unparsed += counted[1]
 
     def _maybe_flush(self, at: Optional[float]) -> None:
         # The pending counter is bounded: junk with ever-new values cannot grow it without limit.
@@ -149,17 +193,44 @@ class Analyzer:
 
     def flush(self, at: Optional[float] = None) -> None:
         """Attribute the counted lines to servers, upstreams and groups in the windows."""
+        self._attribute_rows([(raw, n, None) for raw, n in self._pending.items()], at)
+        self._pending.clear()
+
+    def _attribute_rows(self, rows: Iterable[Tuple[Row, int, Optional[float]]], at: Optional[float]) -> None:
+        """Add each ``(raw, count, evidence stamp or None)`` to the windows, stamped ``at``."""
         attribute = self._attribute
         add = self.windows.add
-        for raw, count in self._pending.items():
+        for raw, count, ended in rows:
             attributed = attribute(raw)
             if attributed is None:
                 self.unparsed += count
                 continue
             for keys, status, seconds in attributed:
                 for key in keys:
-                    add(key, status, seconds, count, at)
-        self._pending.clear()
+                    if ended is None:
+                        add(key, status, seconds, count, at)
+                    else:
+                        add(key, status, seconds, count, at, ended)
+
+    def _stamped_items(self, at: float, mark: float) -> List[Tuple[Row, int, Optional[float]]]:
+        """The tuples of a batch on both sides of the evidence mark, without their stamp, one per side.
+
+        Stamps make nearly every line a tuple of its own, and attributing
+        each costs twenty times a stamp-less tuple; only the side of the mark
+        matters to the windows, so each side's tuples are added once, with the
+        stamp of the first of them.
+        """
+        counts: Dict[Tuple[Row, bool], int] = {}
+        stamps: Dict[Tuple[Row, bool], float] = {}
+        for raw, count in self._stamped_pending.items():
+            ended = request_end(raw[-1], at)
+            side = (raw[:-1], ended >= mark)
+            if side in counts:
+                counts[side] += count
+            else:
+                counts[side] = count
+                stamps[side] = ended
+        return [(side[0], count, stamps[side]) for side, count in counts.items()]
 
     def stats(self, key: str, window: Optional[float] = None, now: Optional[float] = None) -> Stats:
         """Cumulative figures for ``key`` since the mark, or those of the last ``window`` seconds."""
@@ -191,6 +262,25 @@ class Analyzer:
         if forced:
             out["forced"] = forced
         return out
+
+
+def request_end(msec: bytes, read_at: float) -> float:
+    """A request's evidence stamp from its raw ``$msec``, read at ``read_at``.
+
+    Ahead of ``read_at`` (nginx's clock or the ms rounding ahead of the
+    reader's, or a value no clock shows, or NaN): clamped to ``read_at``, as a
+    line cannot be read before it is written. Older, however old: kept, since
+    such a request did end before a step that began after it (the evidence
+    rightly leaves it out; the window and the cumulative stats go by
+    ``read_at`` anyway). No number (``-``): ``read_at``.
+    """
+    try:
+        ended = float(msec)
+    except ValueError:
+        return read_at
+    if not ended <= read_at:
+        return read_at
+    return ended
 
 
 def feed_blocks(analyzer: Analyzer, blocks: Iterable[Tuple[bytes, int]]) -> None:

@@ -26,10 +26,17 @@ class LogTraffic:
 
     ``poll(now)`` reads what nginx wrote since the last call, up to
     ``read_per_poll`` bytes (never blocks); while :attr:`behind`, the caller
-    polls again at once. ``groups(window, now)`` answers from memory, never
-    from the file.
+    polls again at once. ``groups(window, now)`` and ``evidence(now)`` answer
+    from memory, never from the file.
 
-    Lines are stamped with the time they are read, so a reader that lags
+    Evidence: ``begin_step(at)`` empties it; from then on every request read
+    whose stamp is not before ``at`` counts in ``evidence(now)`` as soon as
+    its line is read. A request's stamp is its ``$msec`` (when it ended) when
+    the format has it, clamped to the poll's ``now`` (see
+    :func:`nginx_canary.logs.analyze.request_end`), else the poll's ``now``.
+    ``at`` and the ``now`` of ``poll`` are wall-clock seconds (as ``$msec``).
+
+    The window's lines are stamped with the time they are read, so a reader that lags
     describes the past: when polls have left bytes unread for more than
     ``max_behind`` seconds in a row (nginx writes faster than this host can
     parse, or the loop was held up and the backlog is too big to read in
@@ -53,7 +60,8 @@ class LogTraffic:
         book = AddressBook.from_config(config, upstream=upstream, canary=canary)
         self._clock_now = 0.0
         self.windows = WindowedStats(horizon_seconds=horizon_seconds, clock=lambda: self._clock_now)
-        self.analyzer = Analyzer(compile_format(spec), book, self.windows, only_upstream=upstream)
+        self.analyzer = Analyzer(compile_format(spec), book, self.windows, only_upstream=upstream,
+                                 stamp_requests=True)
         for warning in self.analyzer.warnings + unmarked_forcing(config, upstream, canary, self.analyzer):
             log.warning("upstream %s: %s", upstream, warning)
         self.tailer = LogTailer(log_path, from_end=from_end, watch=watch, watch_writes=watch_writes,
@@ -112,6 +120,22 @@ class LogTraffic:
         self._clock_now = max(self._clock_now, now)
         return (self.windows.window(GROUP + "canary", window_seconds, now),
                 self.windows.window(GROUP + "stable", window_seconds, now))
+
+    def begin_step(self, at: float) -> None:
+        """Evidence for the step that took effect at ``at`` starts empty: requests stamped before ``at`` do not count.
+
+        Raises ValueError for a NaN or infinite ``at``.
+        """
+        self.windows.mark_evidence(at)
+
+    def evidence(self, now: float) -> Tuple[Stats, Stats]:
+        """``(canary, stable)`` since the last ``begin_step``, as read up to ``now`` (independent copies).
+
+        Every line read so far counts (its stamp is at most the ``now`` of the
+        poll that read it); both are empty before the first ``begin_step``.
+        """
+        self._clock_now = max(self._clock_now, now)
+        return self.windows.evidence(GROUP + "canary"), self.windows.evidence(GROUP + "stable")
 
     def close(self) -> None:
         self.tailer.close()

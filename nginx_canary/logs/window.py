@@ -2,8 +2,9 @@
 
 A key is whatever the caller groups by: a server address, a group name
 (``stable`` / ``canary``). ``WindowedStats`` keeps, for every key, the stats of
-a sliding window (a ring of one-second buckets) and the cumulative stats since
-the last ``mark()``. Memory does not grow with the number of log lines: it is
+a sliding window (a ring of one-second buckets), the cumulative stats since
+the last ``mark()`` (the metrics' counters) and the evidence since the last
+``mark_evidence(at)`` (what the rollout's judge reads for a step). Memory does not grow with the number of log lines: it is
 bounded by the horizon, the number of keys and the sketch's bin bound.
 
 Not thread-safe: one owner (the daemon's main loop) updates and reads it.
@@ -105,7 +106,7 @@ def _round(seconds: Optional[float]) -> Optional[float]:
 
 
 class WindowedStats:
-    """Per-key stats over a sliding window of one-second buckets, and since a mark.
+    """Per-key stats over a sliding window of one-second buckets, since a mark, and since an evidence mark.
 
     Time: an event belongs to the second ``floor(at)`` of its own timestamp
     (``at``, from the log line; the clock's reading when not given). The window
@@ -122,10 +123,19 @@ class WindowedStats:
     or the cumulative stats); events for further keys are counted under
     ``OTHER_KEY`` ("(other)"), so a runaway key space (a log field that was not
     meant as a key) cannot exhaust memory. A key frees its place once it has
-    left every bucket and the cumulative stats (after ``mark()``).
+    left every bucket, the cumulative stats (after ``mark()``) and the
+    evidence (after ``mark_evidence``).
+
+    Evidence: from the first ``mark_evidence(at)`` on, a second cumulative
+    accumulator per key takes every event stamped at or after ``at`` (its
+    ``evidence_at``, else its ``at``, else the clock); ``mark_evidence`` empties
+    it and moves the mark. Before the first mark there is none (``evidence()``
+    is empty), so whole-file analysis does not pay for it. The stamp decides
+    only whether an event is evidence: it moves no bucket.
 
     Bounds: at most ``horizon_seconds`` buckets, each with at most
-    ``max_keys + 1`` stats, plus as many cumulative stats; each sketch holds at
+    ``max_keys + 1`` stats, plus as many cumulative stats and as many evidence
+    stats; each sketch holds at
     most its ``max_bins`` bins, and in practice no more bins than distinct
     latencies of its second.
     """
@@ -149,7 +159,10 @@ class WindowedStats:
         self._ring: List[Optional[Dict[str, Stats]]] = [None] * self._horizon
         self._head: Optional[int] = None
         self._cumulative: Dict[str, Stats] = {}
-        # Per key: how many containers (live buckets, the cumulative dict) hold
+        # None until the first mark_evidence: then the evidence since _evidence_mark.
+        self._evidence: Optional[Dict[str, Stats]] = None
+        self._evidence_mark = math.inf
+        # Per key: how many containers (live buckets, the cumulative dict, the evidence dict) hold
         # it. A key with a count here is admitted; at zero it frees its place.
         self._holders: Dict[str, int] = {}
 
@@ -164,8 +177,14 @@ class WindowedStats:
         seconds: Optional[float],
         count: int = 1,
         at: Optional[float] = None,
+        evidence_at: Optional[float] = None,
     ) -> None:
         """Count ``count`` requests of ``key`` with this status and latency, stamped ``at``.
+
+        ``evidence_at``: the request's own time when it differs from ``at``
+        (the log's ``$msec`` where ``at`` is when the line was read); it only
+        decides whether the event is evidence (not before the mark). A NaN
+        ``evidence_at`` is no evidence.
 
         Raises ValueError for count < 1, an invalid latency (see ``Stats.add``)
         or a NaN/infinite ``at``; nothing is counted then.
@@ -190,6 +209,13 @@ class WindowedStats:
             self._cumulative[key] = stats
             holders[key] = holders.get(key, 0) + 1
         else:
+            stats.add(status, seconds, count)
+        evidence = self._evidence
+        if evidence is not None and (stamp if evidence_at is None else evidence_at) >= self._evidence_mark:
+            stats = evidence.get(key)
+            if stats is None:
+                stats = evidence[key] = Stats()
+                holders[key] = holders.get(key, 0) + 1
             stats.add(status, seconds, count)
         if second > head:
             second = head
@@ -272,20 +298,43 @@ class WindowedStats:
             self._release(key)
         self._cumulative = {}
 
+    def mark_evidence(self, at: float) -> None:
+        """Start the evidence afresh for every key: events stamped before ``at`` are not evidence.
+
+        The window and the cumulative stats are kept. Raises ValueError for a NaN or infinite ``at``.
+        """
+        if not math.isfinite(at):
+            raise ValueError(f"cannot mark evidence at {at!r}")
+        for key in self._evidence or ():
+            self._release(key)
+        self._evidence = {}
+        self._evidence_mark = at
+
+    @property
+    def evidence_mark(self) -> Optional[float]:
+        """The last ``mark_evidence``'s ``at``; None before the first."""
+        return None if self._evidence is None else self._evidence_mark
+
+    def evidence(self, key: str) -> Stats:
+        """A copy of ``key``'s evidence: its events stamped at or after the last ``mark_evidence``."""
+        stats = (self._evidence or {}).get(key)
+        return Stats() if stats is None else stats.copy()
+
     def keys(self) -> List[str]:
-        """The keys holding data in the window or the cumulative stats, sorted."""
+        """The keys holding data in the window, the cumulative stats or the evidence, sorted."""
         return sorted(self._holders)
 
     def footprint(self) -> Dict[str, int]:
         """What is held, for status output and memory checks.
 
-        ``buckets``: live one-second buckets; ``stats``: Stats objects in them
-        and in the cumulative dict; ``bins``: sketch bins over all of those;
+        ``buckets``: live one-second buckets; ``stats``: Stats objects in them,
+        the cumulative dict and the evidence; ``bins``: sketch bins over all of those;
         ``keys``: distinct keys held. Costs a pass over every Stats.
         """
         live = [bucket for bucket in self._ring if bucket is not None]
         all_stats = [stats for bucket in live for stats in bucket.values()]
         all_stats.extend(self._cumulative.values())
+        all_stats.extend((self._evidence or {}).values())
         return {
             "buckets": len(live),
             "stats": len(all_stats),

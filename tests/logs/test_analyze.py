@@ -222,3 +222,92 @@ def test_feed_block_refuses_anything_but_bytes(accelerated: bool) -> None:
     with pytest.raises(TypeError):
         analyzer.feed_block(bytearray(b"a\n"))  # type: ignore[arg-type]
     assert (analyzer.lines, analyzer.unparsed) == (0, 0)
+
+
+# --- stamps for the evidence ($msec) ---
+
+MARK = 1_732_764_000.5
+
+
+def stamped_line(msec: str, addr: str = CANARY[0], status: str = "500") -> bytes:
+    return "\t".join([msec, addr, status, status, "0.010", "0.010", "192.0.2.1", "GET", "example.com", "/", "0.000",
+                      "ab12", "app"]).encode()
+
+
+def stamped(accelerated: bool, fmt: str = CANARY_FORMAT) -> Analyzer:
+    if accelerated:
+        need_accelerator()
+    windows = WindowedStats(horizon_seconds=30, clock=Clock(MARK + 10))
+    analyzer = Analyzer(compile_format(FormatSpec("x", fmt)), BOOK, windows, only_upstream="app",
+                        accelerated=accelerated, stamp_requests=True)
+    windows.mark_evidence(MARK)
+    return analyzer
+
+
+def evidence(analyzer: Analyzer) -> Tuple[int, int]:
+    canary, stable = (analyzer.windows.evidence("group:" + g) for g in ("canary", "stable"))
+    return canary.requests, stable.requests
+
+
+@pytest.mark.parametrize("accelerated", [False, True])
+def test_a_batch_across_the_mark_counts_only_the_requests_that_ended_after_it(accelerated: bool) -> None:
+    analyzer = stamped(accelerated)
+    analyzer.feed([stamped_line("1732764000.499"), stamped_line("1732764000.500"), stamped_line("1732764000.900"),
+                   stamped_line("1732764000.100", STABLE[0]), stamped_line("1732764000.600", STABLE[1])],
+                  at=MARK + 1)
+    assert evidence(analyzer) == (2, 1)
+    canary = analyzer.windows.evidence("group:canary")
+    assert canary.errors_5xx == 2 and canary.latency.count == 2
+    # The window and the cumulative stats go by the read time: every line.
+    assert analyzer.windows.window("group:canary", 5, MARK + 1).requests == 3
+    assert analyzer.windows.cumulative("group:stable").requests == 2
+    assert analyzer.lines == 5 and analyzer.unparsed == 0
+
+
+@pytest.mark.parametrize("accelerated", [False, True])
+def test_batches_wholly_before_or_after_the_mark(accelerated: bool) -> None:
+    analyzer = stamped(accelerated)
+    analyzer.feed([stamped_line("1732764000.100"), stamped_line("1732763000.000")], at=MARK + 1)  # before
+    assert evidence(analyzer) == (0, 0)
+    analyzer.feed([stamped_line("1732764001.000"), stamped_line("1732764001.000", STABLE[0])], at=MARK + 1)  # after
+    assert evidence(analyzer) == (1, 1)
+    analyzer.feed_block(stamped_line("1732764001.200") + b"\n" + stamped_line("1732764000.000") + b"\n", at=MARK + 1)
+    assert evidence(analyzer) == (2, 1)
+    assert analyzer.windows.cumulative("group:canary").requests == 5
+
+
+@pytest.mark.parametrize("accelerated", [False, True])
+def test_a_stamp_ahead_of_the_read_time_is_clamped_to_it_and_no_number_is_the_read_time(accelerated: bool) -> None:
+    analyzer = stamped(accelerated)
+    # Read before the step began: whatever $msec says (ahead of the reader, or none), not evidence.
+    analyzer.feed([stamped_line("1732764009.000"), stamped_line("-"), stamped_line("99999999999999")], at=MARK - 0.1)
+    assert evidence(analyzer) == (0, 0)
+    analyzer.feed([stamped_line("1732764009.000"), stamped_line("-"), stamped_line("1732764000.000")], at=MARK + 0.1)
+    assert evidence(analyzer) == (2, 0)
+    assert analyzer.windows.cumulative("group:canary").requests == 6
+
+
+def test_request_end_clamps_stamps_ahead_of_the_read_time() -> None:
+    assert analyze.request_end(b"1732764000.123", MARK) == 1732764000.123
+    assert analyze.request_end(b"1732764009.000", MARK) == MARK
+    assert analyze.request_end(b"9" * 400, MARK) == MARK  # float() says inf
+    assert analyze.request_end(b"0.000", MARK) == 0.0  # however old: kept, before any step
+    assert analyze.request_end(b"-", MARK) == MARK
+
+
+@pytest.mark.parametrize("accelerated", [False, True])
+def test_without_msec_requests_are_stamped_with_the_read_time(accelerated: bool) -> None:
+    analyzer = stamped(accelerated, CANARY_FORMAT.replace("$msec", "$time_local"))
+    assert not analyzer.stamped
+    line = stamped_line("[28/Nov/2024:03:20:00 +0000]")
+    analyzer.feed([line], at=MARK - 0.1)
+    analyzer.feed([line, line], at=MARK)
+    assert evidence(analyzer) == (2, 0)
+
+
+def test_without_stamp_requests_msec_is_not_read() -> None:
+    windows = WindowedStats(horizon_seconds=30, clock=Clock(MARK + 10))
+    analyzer = Analyzer(compile_format(FormatSpec("x", CANARY_FORMAT)), BOOK, windows, only_upstream="app")
+    windows.mark_evidence(MARK)
+    analyzer.feed([stamped_line("1732764000.100")], at=MARK + 1)
+    assert not analyzer.stamped and evidence(analyzer) == (1, 0)

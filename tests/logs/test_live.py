@@ -25,7 +25,8 @@ def test_groups_count_what_nginx_served(nginx_stopped):
     with LogTraffic(config, "backend", [nginx.v2], str(log), named_format(config, "canary"), watch=False) as traffic:
         served = nginx.count_versions(200)
         seen, deadline = 0, time.monotonic() + 10
-        while seen < 200 and time.monotonic() < deadline:
+        # 400 lines: the backends are servers of the same nginx, and log too (with no upstream).
+        while seen < 400 and time.monotonic() < deadline:
             seen += traffic.poll(1000.0)
             time.sleep(0.02)
         canary, stable = traffic.groups(30.0, 1000.0)
@@ -33,6 +34,55 @@ def test_groups_count_what_nginx_served(nginx_stopped):
     assert canary.requests + stable.requests == 200
     assert canary.errors_5xx == stable.errors_5xx == 0
     assert canary.latency.count == canary.requests
+
+
+
+def read_all(traffic: LogTraffic, requests: int) -> None:
+    """Poll (at the wall clock, as the daemon does) until the lines of ``requests`` more requests are read.
+
+    Two lines per request: the backends are servers of the same nginx, and log too (with no upstream).
+    """
+    lines, seen, deadline = 2 * requests, 0, time.monotonic() + 10
+    while seen < lines and time.monotonic() < deadline:
+        seen += traffic.poll(time.time())
+        time.sleep(0.01)
+    assert seen == lines
+
+
+def test_evidence_counts_the_requests_that_ended_after_begin_step_as_soon_as_they_are_read(nginx_stopped):
+    (nginx_stopped.prefix / "conf.d" / "00-canary-log.conf").write_text(
+        f"include {SNIPPET};\naccess_log logs/canary.log canary;\n")
+    nginx_stopped.start()
+    nginx = nginx_stopped
+    applier_for(nginx).apply(Fraction(50))
+    config = load_config(str(nginx.conf))
+    log = nginx.prefix / "logs" / "canary.log"
+    with LogTraffic(config, "backend", [nginx.v2], str(log), named_format(config, "canary"), watch=False) as traffic:
+        assert traffic.evidence(time.time())[0].requests == 0  # no step yet
+        nginx.count_versions(20)
+        read_all(traffic, 20)
+        # This burst is logged but not read when the step begins: its $msec, not the read time, leaves it out.
+        nginx.count_versions(20)
+        traffic.begin_step(time.time())
+        time.sleep(0.01)  # $msec has milliseconds: the next requests end in a later one
+        second = nginx.count_versions(30)
+        read_all(traffic, 50)
+        canary, stable = traffic.evidence(time.time())
+        assert (canary.requests, stable.requests) == (second.get("v2", 0), second.get("v1", 0))
+        assert canary.requests > 0 and stable.requests > 0 and canary.errors_5xx == stable.errors_5xx == 0
+        assert canary.latency.count == canary.requests
+        # Read in a later poll, wholly after the mark; then a step whose requests are all still to come.
+        third = nginx.count_versions(10)
+        read_all(traffic, 10)
+        canary, stable = traffic.evidence(time.time())
+        assert canary.requests + stable.requests == 40 and canary.requests == second.get("v2", 0) + third.get("v2", 0)
+        nginx.count_versions(10)
+        traffic.begin_step(time.time())
+        read_all(traffic, 10)
+        assert [s.requests for s in traffic.evidence(time.time())] == [0, 0]
+        # The window goes by the read time, as before: every request read.
+        canary, stable = traffic.groups(30.0, time.time())
+        assert canary.requests + stable.requests == 90
 
 
 NGINX_CONF = """\

@@ -283,6 +283,91 @@ def test_a_folded_out_key_gets_a_place_once_old_keys_are_gone():
     assert stats.keys() == [OTHER_KEY, "new"]
 
 
+# --- evidence (since mark_evidence) --------------------------------------------
+
+
+def test_no_evidence_before_the_first_mark():
+    stats, _ = windowed()
+    stats.add("a", 500, 0.1)
+    assert stats.evidence_mark is None
+    assert stats.evidence("a").requests == 0
+    assert stats.cumulative("a").requests == 1
+
+
+def test_mark_evidence_starts_it_afresh_and_leaves_out_events_stamped_before_the_mark():
+    stats, clock = windowed(horizon=10)
+    stats.mark_evidence(clock.now - 5)
+    stats.add("a", 500, 0.3, at=clock.now - 6)  # before the mark
+    stats.add("a", 200, 0.1, at=clock.now - 5)  # at the mark: counts
+    stats.add("a", 200, 0.2)  # no stamp: the clock's reading
+    assert (stats.evidence("a").requests, stats.evidence("a").errors_5xx) == (2, 0)
+    assert stats.evidence("a").latency.count == 2
+    stats.mark_evidence(clock.now + 0.5)
+    assert stats.evidence_mark == clock.now + 0.5
+    assert stats.evidence("a").requests == 0
+    stats.add("a", 503, 0.1)  # stamped by the clock, before the new mark
+    stats.add("a", 503, 0.1, at=clock.now + 0.5, count=3)
+    assert (stats.evidence("a").requests, stats.evidence("a").errors_5xx) == (3, 3)
+
+
+def test_evidence_at_decides_alone_whether_an_event_is_evidence():
+    stats, clock = windowed(horizon=10)
+    stats.mark_evidence(clock.now)
+    stats.add("a", 200, 0.1, at=clock.now, evidence_at=clock.now - 0.001)
+    stats.add("a", 500, 0.1, at=clock.now - 1, evidence_at=clock.now + 0.001)
+    stats.add("a", 500, 0.1, evidence_at=math.nan)
+    assert (stats.evidence("a").requests, stats.evidence("a").errors_5xx) == (1, 1)
+    # The window goes by `at` (or the clock) whatever evidence_at says.
+    assert stats.window("a", 1).requests == 2 and stats.window("a", 2).requests == 3
+
+
+def test_evidence_leaves_cumulative_and_window_alone():
+    stats, clock = windowed(horizon=10)
+    stats.add("a", 200, 0.1)
+    stats.mark_evidence(clock.now)
+    stats.add("a", 500, 0.2)
+    stats.mark_evidence(clock.now + 1)
+    assert stats.cumulative("a").requests == 2 and stats.window("a", 10).requests == 2
+    stats.mark()
+    stats.add("a", 500, 0.2, at=clock.now + 1)
+    assert stats.evidence("a").requests == 1 and stats.cumulative("a").requests == 1
+
+
+def test_evidence_returns_an_independent_copy():
+    stats, clock = windowed()
+    stats.mark_evidence(clock.now)
+    stats.add("a", 200, 0.1)
+    copy = stats.evidence("a")
+    copy.add(500, 9.0)
+    stats.add("a", 200, 0.1)
+    assert copy.requests == 2 and stats.evidence("a").requests == 2 and stats.evidence("a").errors_5xx == 0
+
+
+@pytest.mark.parametrize("at", [math.nan, math.inf, -math.inf])
+def test_mark_evidence_rejects_a_stamp_no_clock_shows(at):
+    stats, _ = windowed()
+    with pytest.raises(ValueError):
+        stats.mark_evidence(at)
+
+
+def test_evidence_keys_are_bounded_by_max_keys_and_freed_by_the_next_mark():
+    stats, clock = windowed(horizon=10, max_keys=2)
+    stats.mark_evidence(clock.now)
+    clock.now += 20  # nothing in the window any more once it moves
+    for key in ("k1", "k2", "k3"):
+        stats.add(key, 500, 0.1, at=clock.now - 15)  # out of the window: cumulative and evidence only
+    assert stats.evidence("k3").requests == 0 and stats.evidence(OTHER_KEY).requests == 1
+    stats.mark()
+    assert stats.keys() == [OTHER_KEY, "k1", "k2"]  # still held by the evidence
+    stats.add("k3", 200, 0.1, at=clock.now - 15)
+    assert stats.evidence(OTHER_KEY).requests == 2
+    stats.mark_evidence(clock.now)
+    stats.mark()
+    assert stats.keys() == [] and stats.footprint() == {"buckets": 0, "stats": 0, "bins": 0, "keys": 0}
+    stats.add("k3", 200, 0.1, at=clock.now - 15)
+    assert stats.keys() == ["k3"] and stats.footprint()["stats"] == 1  # cumulative only: before the mark
+
+
 # --- WindowedStats against a brute-force model ------------------------------
 
 events = st.lists(
