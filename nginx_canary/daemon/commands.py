@@ -14,8 +14,8 @@ from fractions import Fraction
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
 from nginx_canary.daemon.runtime import RolloutRuntime
-from nginx_canary.domain import ACTIVE_STATES, check_step_interval, validate_name
-from nginx_canary.errors import BadInputError, CanaryError, UnknownRolloutError
+from nginx_canary.domain import check_step_interval, validate_name
+from nginx_canary.errors import BadInputError, UnknownRolloutError
 from nginx_canary.inputs import parse_percent
 from nginx_canary.logs.sketch import LatencySketch
 from nginx_canary.report.run import last_run
@@ -71,7 +71,9 @@ class CommandHandlers:
     def _status_of(runtime: RolloutRuntime, now: float) -> Dict[str, Any]:
         status = runtime.rollout.status(now)
         status["access_log"] = runtime.traffic.traffic.reading()
-        status["window_seconds"] = runtime.rollout.settings.analysis.window
+        since = runtime.rollout.judging.since
+        # The span the figures cover: every request since the step took effect.
+        status["window_seconds"] = max(0.0, now - since) if since is not None else None
         status["canary_servers"] = list(runtime.rollout.settings.canary)
         return status
 
@@ -102,14 +104,8 @@ class CommandHandlers:
         if interval is not None:
             interval = check_step_interval(interval)
         now = self.host.clock()
-        previous_since = runtime.traffic.since
-        runtime.traffic.since = now
         try:
             runtime.rollout.start(now, steps=parsed, step_interval=interval)
-        except CanaryError:
-            if runtime.rollout.state.state not in ACTIVE_STATES:
-                runtime.traffic.since = previous_since
-            raise
         finally:
             runtime.next_check = self.host.monotonic() + runtime.rollout.settings.analysis.interval
             if runtime.rollout.state.started_at == now:

@@ -84,23 +84,22 @@ def open_traffic(rollout: RolloutSettings, config: NginxConfig, ops: operations.
 
 
 class RunTraffic:
-    """The rollout's :class:`TrafficSource`: the log windows, limited to the current run.
+    """The rollout's :class:`TrafficSource`: the step's evidence from the live access log.
 
-    A rollback's failing requests must not count against the next run started
-    seconds later: ``groups`` looks only at whole seconds after ``since``.
+    Each step's evidence starts empty, so a rollback's failing requests never
+    count against the next run started seconds later.
     """
 
     def __init__(self, traffic: LogTraffic) -> None:
         self.traffic = traffic
-        self.since: Optional[float] = None
 
-    def groups(self, window_seconds: float, now: float) -> Tuple[Stats, Stats]:
-        if self.since is not None:
-            window_seconds = min(window_seconds, now - (int(self.since) + 1))
-        if window_seconds < 1.0:
-            # Not one whole second of this run yet: nothing to judge on.
-            return Stats(), Stats()
-        return self.traffic.groups(window_seconds, now)
+    def begin_step(self, at: float) -> None:
+        """Evidence for the step that took effect at ``at`` starts empty (see :meth:`LogTraffic.begin_step`)."""
+        self.traffic.begin_step(at)
+
+    def evidence(self, now: float) -> Tuple[Stats, Stats]:
+        """``(canary, stable)`` since the last ``begin_step``, as read up to ``now`` (independent copies)."""
+        return self.traffic.evidence(now)
 
 
 @dataclass

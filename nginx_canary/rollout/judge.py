@@ -31,7 +31,8 @@ The checks (their names are the metrics' and webhooks'):
 * ``p99_latency``: the share of canary requests slower than
   ``max_p99_latency`` shown above 1 %.
 * ``p99_latency_ratio``: the share slower than ``max_p99_latency_ratio``
-  times an upper bound of stable's p99 (and at least 25 ms more) shown above 1 %.
+  times an upper bound of stable's p99 (and at least 25 ms more) shown above 1 %
+  (on thin stable traffic, the highest quantile its samples can bound: p95, p90, ...).
 * ``p50_latency_ratio``: the share slower than ``max_p50_latency_ratio``
   times an upper bound of stable's median (and at least 2 ms more) shown
   above half: a shift of typical latency.
@@ -65,6 +66,8 @@ P99_MIN_DIFFERENCE = 0.025
 P50_MIN_DIFFERENCE = 0.002
 #: The share of requests above a p99.
 TAIL = 0.01
+#: The tail compared with stable's: its p99, or the highest of these that stable's samples can bound.
+TAIL_QUANTILES = (0.99, 0.95, 0.9, 0.75, 0.5)
 _ROLLBACK_CHECKS = 5
 _PROMOTION_CHECKS = 2
 
@@ -120,9 +123,9 @@ def judge(canary: Stats, stable: Stats, limits: JudgeLimits, at: float, elapsed:
         _error_rate(canary, stable, limits, alpha, beta),
         _error_rate_increase(canary, stable, limits, alpha, beta),
         _p99_latency(canary, stable, limits, alpha),
-        _latency_ratio("p99_latency_ratio", 1.0 - TAIL, TAIL, limits.max_p99_latency_ratio, P99_MIN_DIFFERENCE,
+        _latency_ratio("p99_latency_ratio", TAIL_QUANTILES, limits.max_p99_latency_ratio, P99_MIN_DIFFERENCE,
                        canary, stable, limits, alpha),
-        _latency_ratio("p50_latency_ratio", 0.5, 0.5, limits.max_p50_latency_ratio, P50_MIN_DIFFERENCE,
+        _latency_ratio("p50_latency_ratio", (0.5,), limits.max_p50_latency_ratio, P50_MIN_DIFFERENCE,
                        canary, stable, limits, alpha),
     )
     outcomes += tuple((result, None) for result in extra)
@@ -175,14 +178,16 @@ def _error_rate_increase(canary: Stats, stable: Stats, limits: JudgeLimits, alph
     limit = limits.max_error_rate_increase
     seen = f"canary 5xx {_rate(k_c, n_c)} vs stable {_rate(k_s, n_s)}"
     value = (k_c / n_c - k_s / n_s) if n_c and n_s else None
-    if n_s == 0:
-        return _result("error_rate_increase", INCONCLUSIVE, value, limit, canary, stable,
-                       "no stable requests since the step began: no baseline to compare with", skipped=True), None
     ratio = 1.0 + limits.error_rate_tolerance
     if log_evidence_share_above(k_c, k_s, n_c, n_s, ratio) >= -math.log(alpha):
         above = "stable's" if ratio == 1.0 else f"{number_text(ratio, 2)} times stable's"
         return _result("error_rate_increase", FAIL, value, limit, canary, stable,
                        f"{seen}: the canary's rate is shown above {above}"), None
+    if n_s < limits.min_requests:
+        # At the 100 % step stable gets nothing but the requests in flight when the weights changed.
+        return _result("error_rate_increase", INCONCLUSIVE, value, limit, canary, stable,
+                       f"only {n_s} stable requests since the step began: no baseline to compare with",
+                       skipped=True), None
     baseline = lower_bound(n_s, k_s, beta / 2)
     ceiling = min(1.0, baseline + limit)
     if log_evidence_below(n_c, k_c, ceiling) >= -math.log(beta / 2):
@@ -207,26 +212,43 @@ def _p99_latency(canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float
     return _result("p99_latency", PASS, value, limit, canary, stable, f"{seen}: no evidence of a p99 above it"), None
 
 
-def _latency_ratio(name: str, q: float, share: float, ratio: float, min_difference: float,
+def _latency_ratio(name: str, quantiles: Tuple[float, ...], ratio: float, min_difference: float,
                    canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float) -> _Outcome:
-    label = "p99" if q > 0.5 else "median"
+    """The canary's share slower than ``ratio`` times stable's quantile (its upper bound) against that quantile's.
+
+    The first of ``quantiles`` that stable's samples can bound is used: a
+    p99 takes about 950 samples to bound, so thinner traffic is compared on
+    the highest quantile it can tell (p95, p90, ...) rather than not at all.
+    """
     n = canary.latency.count
     if n == 0:
         return _result(name, INCONCLUSIVE, None, ratio, canary, stable, "no canary latency samples yet"), None
-    bound = quantile_upper_bound(stable.latency, q, alpha / 2)
-    if bound is None:
+    if stable.latency.count < limits.min_requests:
         return _result(name, INCONCLUSIVE, None, ratio, canary, stable,
-                       f"too few stable latency samples ({stable.latency.count}) to bound its {label}",
+                       f"only {stable.latency.count} stable latency samples: no baseline to compare with",
                        skipped=True), None
+    for q in quantiles:
+        bound = quantile_upper_bound(stable.latency, q, alpha / 2)
+        if bound is not None:
+            break
+    else:
+        return _result(name, INCONCLUSIVE, None, ratio, canary, stable,
+                       f"too few stable latency samples ({stable.latency.count}) to bound its "
+                       f"{_quantile_name(quantiles[-1])}", skipped=True), None
+    label = _quantile_name(q)
     limit = max(ratio * bound, bound + min_difference)
     slower = canary.latency.count_above(limit, surely=True)
     stable_q = stable.latency.quantile(q)
     value = (canary.latency.quantile(q) or 0.0) / stable_q if stable_q else None
     seen = (f"{_rate(slower, n)} of canary requests slower than {_seconds(limit)} ({number_text(ratio, 2)} times "
             f"stable's {label} bound {_seconds(bound)})")
-    if log_evidence_above(n, slower, share) >= -math.log(alpha / 2):
+    if log_evidence_above(n, slower, 1.0 - q) >= -math.log(alpha / 2):
         return _result(name, FAIL, value, ratio, canary, stable, f"{seen}: its {label} is shown above that"), None
     return _result(name, PASS, value, ratio, canary, stable, f"{seen}: no evidence of a slower {label}"), None
+
+
+def _quantile_name(q: float) -> str:
+    return "median" if q == 0.5 else f"p{number_text(q * 100, 1)}"
 
 
 # --- words --------------------------------------------------------------------------------------------------

@@ -201,8 +201,9 @@ class Rollout:
         if verdict is None:
             verdict = self.judging.judge(now, self.extra_checks)
         if st.failure_streak >= self.failure_threshold:
-            self.restorer.restore(now, State.ROLLED_BACK, f"{st.failure_streak} consecutive failed checks "
-                                  f"(failure_threshold {self.failure_threshold}): {verdict.reason}", "rollback")
+            checks = "a failed check" if st.failure_streak == 1 else f"{st.failure_streak} consecutive failed checks"
+            self.restorer.restore(now, State.ROLLED_BACK, f"{checks} (failure_threshold {self.failure_threshold}): "
+                                  f"{verdict.reason}", "rollback")
             return verdict
         if st.state == State.PROGRESSING and st.gate == "pre_rollout":
             if self.gating.waiting("pre_rollout", now, self.gates) is None:

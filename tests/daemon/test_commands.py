@@ -23,8 +23,15 @@ class FakeLog:
     def __init__(self, traffic: FakeTraffic) -> None:
         self.fake = traffic
 
+    def begin_step(self, at: float) -> None:
+        self.fake.begin_step(at)
+
+    def evidence(self, now: float):
+        return self.fake.evidence(now)
+
     def groups(self, window_seconds: float, now: float):
-        return self.fake.groups(window_seconds, now)
+        """The report series' one-second figures."""
+        return self.fake.evidence(now)
 
     def reading(self) -> Dict[str, int]:
         return {"backlog_bytes": 0, "skipped_bytes": 0, "skips": 0}
@@ -94,7 +101,7 @@ def test_start_applies_the_first_step_schedules_the_check_and_opens_a_series(hos
     runtime = host.runtimes["app"]
     status = commands.execute("start", {"name": "app", "steps": ["5", "50", "100"], "step_interval": 30})
     assert status["state"] == "progressing" and status["steps"] == [5, 50, 100] and status["canary_percent"] == 5
-    assert runtime.traffic.since == T0
+    assert runtime.rollout.judging.since == T0 and status["window_seconds"] == 0.0  # the step's evidence begins
     assert runtime.next_check == host.mono + runtime.rollout.settings.analysis.interval
     assert runtime.series_second == int(T0) and runtime.series_until == T0 + 5.0
     assert host.runtimes["api"].rollout.state.state == "idle"
@@ -113,19 +120,19 @@ def test_bad_start_arguments_change_nothing(host, args, message):
     with pytest.raises(BadInputError, match=message):
         commands.execute("start", {"name": "app", **args})
     runtime = host.runtimes["app"]
-    assert runtime.rollout.state.state == "idle" and runtime.traffic.since is None
+    assert runtime.rollout.state.state == "idle" and runtime.rollout.judging.since is None
     assert host.store.history("app") == []
 
 
-def test_a_start_whose_first_step_fails_keeps_the_previous_run_window(host):
+def test_a_start_whose_first_step_fails_is_rolled_back_and_recorded(host):
     commands = CommandHandlers(host)
     runtime = host.runtimes["app"]
     runtime.rollout.applier.fail["apply"].append(NginxRejectedError("nginx -t failed: boom"))  # type: ignore[attr-defined]
     with pytest.raises(NginxRejectedError):
         commands.execute("start", {"name": "app"})
     assert runtime.rollout.state.state == "rolled_back"
-    # A run began and ended at once: a series records it; the checks' window is the previous run's again.
-    assert runtime.series_until == T0 + 5.0 and runtime.traffic.since is None
+    # A run began and ended at once: a series records it; no step took effect, so no evidence began.
+    assert runtime.series_until == T0 + 5.0 and runtime.rollout.judging.since is None
 
 
 def test_pause_resume_promote_abort_answer_the_new_status(host):

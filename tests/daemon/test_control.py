@@ -160,8 +160,9 @@ def test_a_paused_canary_that_fails_is_still_rolled_back(make_harness):
     assert events == ["start", "step", "promote", "step", "pause", "rollback", "restored"]
     history = h.history()
     after_pause = history[[r["event"] for r in history].index("pause") + 1:]
-    fails = [r for r in after_pause if r["event"] == "check"]
-    assert len(fails) >= 2 and all(r["state"] == "paused" for r in fails)
-    assert all(r["detail"]["verdict"]["verdict"] == "fail" for r in fails)
+    checks = [r for r in after_pause if r["event"] == "check"]
+    assert len(checks) >= 2 and all(r["state"] == "paused" for r in checks)
+    # The step's evidence still holds its clean minutes: the first checks after the change may pass.
+    assert [r["detail"]["verdict"]["verdict"] for r in checks[-2:]] == ["fail", "fail"]
     assert records(h, "rollback")[0]["detail"]["reason"].startswith("2 consecutive failed checks")
     assert set(seen.versions_5xx) == {"v2"} and seen.socket_errors == 0

@@ -12,7 +12,7 @@ def assert_rolled_back_on(h, final, check, least):
     checks = {c["name"]: c for c in final["last_check"]["checks"]}
     assert checks[check]["verdict"] == "fail", final["last_check"]
     assert checks[check]["value"] >= least, checks[check]
-    assert checks["error_rate"]["verdict"] == "pass"
+    assert checks["error_rate"]["verdict"] != "fail"
     assert final["canary"]["p99"] >= 0.19
     assert check in final["message"]
     assert h.site.config_files() == h.originals
@@ -38,10 +38,10 @@ def test_slow_canary_is_rolled_back_on_its_p99(make_harness):
 
 def test_slow_canary_is_rolled_back_on_its_p99_ratio(make_harness):
     # 200 ms against stable's 20 ms: 10x where 2x is allowed, both far below the 1 s absolute limit.
-    # The ratio is judged on 100 latency samples per side (analysis.RATIO_MIN_SAMPLES): at 50 % and
-    # 100 req/s the canary has them within a few seconds, well inside the 10 s bake time.
+    # Stable's p99 takes ~950 samples to bound; until then the highest quantile its samples can bound
+    # is compared, so at 50 % and 100 req/s the verdict comes within a few seconds.
     h = make_harness(steps=(50, 100), step_interval="10s", v1={"latency": 0.02}, v2={"latency": 0.2},
-                     analysis={"window": "10s", "max_p99_latency": "1s", "max_p99_latency_ratio": 2.0})
+                     analysis={"max_p99_latency": "1s", "max_p99_latency_ratio": 2.0})
     load = h.load(rate=100, concurrency=16)
     h.start_rollout()
     final = h.wait_state("promoted", "rolled_back", "aborted", "failed")

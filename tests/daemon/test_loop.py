@@ -15,7 +15,7 @@ from nginx_canary.daemon.sd_notify import Notifier
 from nginx_canary.daemon.service import POLL_EVERY, Daemon
 from nginx_canary.errors import ControlError
 from nginx_canary.report.series import SeriesRecorder
-from nginx_canary.rollout.verdict import FAIL, INCONCLUSIVE, PASS
+from nginx_canary.rollout.verdict import FAIL, PASS
 from nginx_canary.rollout.machine import Rollout
 from tests.daemon.test_commands import FakeLog
 from tests.rollout.test_machine import T0, FakeApplier, FakeTraffic, make_settings
@@ -70,8 +70,8 @@ def test_a_turn_reads_the_logs_and_runs_a_check_only_when_it_is_due(loop):
     assert log.polls == 1 and runtime.rollout.state.last_verdict is None  # not due yet
     clocks.advance(INTERVAL)
     daemon.turn()
-    # Due: judged (inconclusive: the run's first whole second is not over yet).
-    assert log.polls == 2 and runtime.rollout.state.last_verdict["verdict"] == INCONCLUSIVE
+    # Due: judged on the step's evidence, counted as soon as it is read.
+    assert log.polls == 2 and runtime.rollout.state.last_verdict["verdict"] == PASS
     assert runtime.next_check == pytest.approx(clocks.mono + INTERVAL)  # the cadence is kept
     assert daemon.check_lateness.count == 1 and daemon.check_lateness.max == 0.0
     clocks.advance(INTERVAL / 2)
@@ -93,9 +93,9 @@ def test_a_failing_canary_is_rolled_back_after_failure_threshold_due_checks(loop
         verdict = daemon.runtimes["app"].rollout.state.last_verdict
         verdicts.append(verdict["verdict"] if verdict else None)
         states.append(str(daemon.runtimes["app"].rollout.state.state))
-    # The first check falls in the run's first second (inconclusive); two failed checks in a row roll back.
-    assert verdicts[:3] == [INCONCLUSIVE, FAIL, FAIL]
-    assert states[:3] == ["progressing", "progressing", "rolled_back"] and states[3] == "rolled_back"
+    # The step's evidence counts from its first request: two failed checks in a row (failure_threshold 2) roll back.
+    assert verdicts[:2] == [FAIL, FAIL]
+    assert states == ["progressing", "rolled_back", "rolled_back", "rolled_back"]
     assert daemon.summary() == "app: rolled_back"
 
 
@@ -141,7 +141,7 @@ def test_checks_judged_during_a_step_change_are_acted_on_by_the_next_turn(loop):
     for _ in range(3):  # the loop's work while a change runs on the worker thread: judged, counted, not acted on
         clocks.advance(INTERVAL)
         daemon._pump()
-    assert rollout.state.failure_streak == 2 and str(rollout.state.state) == "progressing"
+    assert rollout.state.failure_streak == 3 and str(rollout.state.state) == "progressing"
     assert rollout.checks.pending is not None and daemon._sleep_time() == 0.0  # the next turn comes at once
     daemon.turn()  # no fresh check is due: the one judged during the change is acted on
     assert str(rollout.state.state) == "rolled_back" and rollout.checks.pending is None
