@@ -140,7 +140,7 @@ class DemoSite:
 
     def write_daemon_config(self, *, steps: Sequence[object] = (10, 25, 50, 100), step_interval: str = "5s",
                             analysis: Optional[Dict[str, object]] = None, on_success: str = "keep") -> None:
-        checks = {"interval": "250ms", "window": "10s", "min_requests": 20, "failure_threshold": 2}
+        checks: Dict[str, object] = {"interval": "250ms", "min_requests": 20, "failure_threshold": 2}
         checks.update(analysis or {})
         lines = [
             "nginx:",

@@ -47,7 +47,7 @@ from nginx_canary.domain import State
 from nginx_canary.integrations.metrics_families import GROUPS, RolloutSnapshot, Snapshot, families
 from nginx_canary.integrations.metrics_server import MetricsServer
 from nginx_canary.logs.window import Stats
-from nginx_canary.rollout.checks import CHECKS
+from nginx_canary.rollout.judge import CHECK_NAMES
 from nginx_canary.rollout.record import HistoryRecord
 
 #: Upper bounds (seconds) of the upstream latency buckets: 1 ms (nginx logs milliseconds) to a minute.
@@ -131,14 +131,14 @@ class DaemonMetrics:
     def __init__(self, *, latency_buckets: Sequence[float] = LATENCY_BUCKETS,
                  reload_buckets: Sequence[float] = RELOAD_BUCKETS, check_names: Iterable[str] = (),
                  clock: Callable[[], float] = time.time) -> None:
-        """``check_names``: checks whose failure counters start at 0 (besides those of ``analysis.CHECKS``).
+        """``check_names``: checks whose failure counters start at 0 (besides the judge's, ``judge.CHECK_NAMES``).
 
         Raises ValueError for buckets that are not increasing finite non-negative numbers.
         """
         self._lock = threading.Lock()
         self._latency_buckets = _check_bounds(latency_buckets, "latency_buckets")
         self._reload = _Histogram(_check_bounds(reload_buckets, "reload_buckets"))
-        self._check_names = tuple(dict.fromkeys([c.name for c in CHECKS] + list(check_names)))
+        self._check_names = tuple(dict.fromkeys(list(CHECK_NAMES) + list(check_names)))
         self._start_time = clock()
         self._rollouts: Dict[str, _RolloutFigures] = {}
         self._rollbacks: Dict[str, int] = {}

@@ -68,7 +68,9 @@ P50_MIN_DIFFERENCE = 0.002
 TAIL = 0.01
 #: The tail compared with stable's: its p99, or the highest of these that stable's samples can bound.
 TAIL_QUANTILES = (0.99, 0.95, 0.9, 0.75, 0.5)
-_ROLLBACK_CHECKS = 5
+#: The judge's checks, in the order of its results (metrics count each one's failures from 0).
+CHECK_NAMES = ("error_rate", "error_rate_increase", "p99_latency", "p99_latency_ratio", "p50_latency_ratio")
+_ROLLBACK_CHECKS = len(CHECK_NAMES)
 _PROMOTION_CHECKS = 2
 
 

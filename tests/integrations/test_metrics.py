@@ -11,7 +11,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nginx_canary.rollout.checks import CHECKS
+from nginx_canary.rollout.judge import CHECK_NAMES
 from nginx_canary.rollout.verdict import FAIL, PASS
 from nginx_canary.errors import NginxRejectedError, StateError
 from nginx_canary.logs.window import Stats
@@ -202,8 +202,8 @@ def test_a_failing_canary_rolled_back_by_a_real_rollout_counts_its_failed_checks
     got = scrape(served.url)
     # Known counters exist at 0 before anything happens, so that increase() sees the first one.
     assert got.value("nginx_canary_rollbacks_total", rollout="app") == 0
-    for check in CHECKS:
-        assert got.value("nginx_canary_check_failures_total", rollout="app", check=check.name) == 0
+    for name in CHECK_NAMES:
+        assert got.value("nginx_canary_check_failures_total", rollout="app", check=name) == 0
 
     rollout.start(T0)
     now = T0
@@ -278,7 +278,7 @@ def test_the_listener_ignores_records_it_does_not_count(metrics, served):
     got = scrape(served.url)
     assert got.value("nginx_canary_rollbacks_total", rollout="app") == 0
     failures = {dict(lab)["check"]: v for lab, v in got.matching("nginx_canary_check_failures_total").items()}
-    assert failures == {**{c.name: 0 for c in CHECKS}, "custom_check": 1}
+    assert failures == {**{name: 0 for name in CHECK_NAMES}, "custom_check": 1}
 
 
 # --- reloads and log lines ---------------------------------------------------------------------------------

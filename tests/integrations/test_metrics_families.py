@@ -53,6 +53,7 @@ nginx_canary_rollbacks_total{rollout="app"} 1.0
 nginx_canary_check_failures_total{check="custom",rollout="app"} 0.0
 nginx_canary_check_failures_total{check="error_rate",rollout="app"} 1.0
 nginx_canary_check_failures_total{check="error_rate_increase",rollout="app"} 0.0
+nginx_canary_check_failures_total{check="p50_latency_ratio",rollout="app"} 0.0
 nginx_canary_check_failures_total{check="p99_latency",rollout="app"} 0.0
 nginx_canary_check_failures_total{check="p99_latency_ratio",rollout="app"} 0.0
 # HELP nginx_canary_reload_seconds Time from nginx's reload signal to the proof that it took effect.

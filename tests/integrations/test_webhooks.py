@@ -273,7 +273,8 @@ def test_json_payloads_of_a_rolled_back_rollout(tmp_path, receiver, senders):
     failed, again, rolled_back = receiver.payloads()
     assert [failed["event"], again["event"], rolled_back["event"]] == ["check_failed", "check_failed", "rolled_back"]
     assert failed["message"].startswith("rollout app: check failed at 10 % canary (1 of 2 before a rollback): "
-                                        "2 of 4 checks failed: error_rate: canary 5xx rate 50")
+                                        "2 of 5 checks failed: error_rate: canary 5xx 50 % (50 of 100) is shown "
+                                        "above the 5 % limit")
     assert again["message"].startswith("rollout app: check failed at 10 % canary (2 of 2 before a rollback)")
     # The verdict travels as plain JSON, checks and figures included.
     assert failed["detail"]["verdict"]["verdict"] == "fail"
