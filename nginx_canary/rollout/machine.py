@@ -31,6 +31,7 @@ from nginx_canary.rollout.judging import Judging
 from nginx_canary.rollout.verdict import INCONCLUSIVE, PASS, Verdict
 from nginx_canary.rollout.journal import CHECK_HISTORY_EVERY, Journal, Listener
 from nginx_canary.rollout.ports import ExtraChecks, GateSource, SplitApplier, TrafficSource
+from nginx_canary.rollout.progress import Progress
 from nginx_canary.rollout.recovery import Recovery
 from nginx_canary.rollout.restore import Restorer
 from nginx_canary.rollout.run import Run, changed_files, copy_state
@@ -80,6 +81,7 @@ class Rollout:
         self.mover = StepMover(self.run, self.restorer, self.checks, self.judging.begin_step)
         self.recovery = Recovery(self.run, self.mover, self.restorer)
         self.gating = Gating(self.run)
+        self.progress = Progress(self.run, self.mover, self.gating, self.judging)
         self._now: Optional[float] = None
 
     # -- read-only views ----------------------------------------------------------
@@ -211,9 +213,9 @@ class Rollout:
                 self.mover.move(now, 0, manual=False, revert_to=copy_state(st))
         elif (st.state == State.PROGRESSING and verdict.verdict == PASS
                 and now - st.step_started_at >= self.step_interval):
-            self._advance(now, verdict)
+            self.progress.advance(now, verdict, self.gates)
         elif st.state == State.PROGRESSING and verdict.verdict == INCONCLUSIVE:
-            self._give_up_waiting(now, verdict)
+            self.progress.give_up_waiting(now, verdict)
         return verdict
 
     def check_drift(self, now: float) -> bool:
@@ -344,28 +346,6 @@ class Rollout:
         return account
 
     # -- transitions -------------------------------------------------------------------
-
-    def _give_up_waiting(self, now: float, verdict: Verdict) -> None:
-        """Pause a step that has waited ``max_step_wait`` for a decision the evidence does not give."""
-        wait = self.settings.analysis.max_step_wait
-        since = self.judging.since
-        if wait is None or since is None or now - since < wait:
-            return
-        self.run.pause(now, f"no decision after max_step_wait ({wait:g} s): {verdict.reason}; resume waits "
-                            "again, promote goes on, abort restores the snapshot", "pause")
-
-    def _advance(self, now: float, verdict: Verdict) -> None:
-        st = self.state
-        if self.run.paused_for_drift(now, "before the next step", "drift"):
-            return
-        last = st.step_index + 1 >= len(st.steps)
-        if self.gating.waiting("confirm_promotion" if last else "confirm_step", now, self.gates) is not None:
-            return
-        if not last:
-            self.mover.move(now, st.step_index + 1, manual=False, revert_to=copy_state(st))
-        else:
-            self.mover.complete(now, f"{self.run.label()} passed its bake time of {self.step_interval:g} s: "
-                                f"{verdict.reason}", manual=False)
 
 
 def _refuse_start(run: Run) -> None:

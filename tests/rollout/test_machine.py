@@ -459,7 +459,7 @@ def test_restore_failure_leaves_the_rollout_failed_loudly_and_abort_retries(env,
     with caplog.at_level("ERROR", logger="nginx_canary.rollout.machine"):
         rollout.tick(T0 + 1)
     assert rollout.state.state == "failed"
-    assert rollout.state.message.startswith("FAILED: rolled back: 1 consecutive failed checks")
+    assert rollout.state.message.startswith("FAILED: rolled back: a failed check")
     assert "unknown directive" in rollout.state.message and "nginx-canary abort app" in rollout.state.message
     assert "may still give the canary 10 %" in rollout.state.message
     assert rollout.state.snapshot_id == "snap-1"  # the restore is still owed
@@ -963,7 +963,7 @@ def test_crash_during_a_rollback(env, when):
     assert rollout.state.state == "rolled_back" and rollout.state.snapshot_id is None
     assert env.applier.files_now() == original == rollout.state.expected_files
     assert env.applier.restores == (["snap-1", "snap-1"] if when == "before" else ["snap-1"])
-    assert rollout.state.message.startswith("rolled back: 1 consecutive failed checks")
+    assert rollout.state.message.startswith("rolled back: a failed check")
     assert "original files restored" in note
 
 
@@ -1016,7 +1016,7 @@ def test_a_busy_restore_stays_owed_and_is_retried_at_the_next_tick(env):
         rollout.abort(T0 + 1.5)
     assert rollout.tick(T0 + 2) is None
     assert rollout.state.state == "rolled_back" and rollout.state.snapshot_id is None
-    assert rollout.state.message.startswith("rolled back: 1 consecutive failed checks")
+    assert rollout.state.message.startswith("rolled back: a failed check")
     assert env.applier.percent_on_disk() == "original"
     assert env.applier.restores == ["snap-1", "snap-1"]
 
