@@ -61,6 +61,7 @@ Usage: .venv/bin/python bench/bench_judge.py [--quick] [--judges old,new] [--run
        [--max-seconds S] [--jobs N] [--seed N] [--json FILE]
 
 --quick: 100 runs per 5xx cell, 25 per latency cell (about 2.5 min on 2 cores, old judge only).
+A full run (132,000 runs), old judge only, takes about 35 min on 2 shared cores; the new judge adds its own cost.
 """
 
 from __future__ import annotations
