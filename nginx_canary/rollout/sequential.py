@@ -112,14 +112,8 @@ def upper_bound(n: int, k: int, alpha: float) -> float:
     if n == 0 or k == n:
         return 1.0
     goal = -math.log(alpha)
-    low, high = k / n, 1.0
-    for _ in range(_BISECT_STEPS):
-        middle = (low + high) / 2
-        if log_evidence_below(n, k, middle) >= goal:
-            high = middle
-        else:
-            low = middle
-    return high
+    # The bracket's upper end: the bound errs on the wide side.
+    return _crossing(lambda p0: log_evidence_below(n, k, p0) - goal, k / n, 1.0)[1]
 
 
 def lower_bound(n: int, k: int, alpha: float) -> float:
@@ -128,14 +122,44 @@ def lower_bound(n: int, k: int, alpha: float) -> float:
     if n == 0 or k == 0:
         return 0.0
     goal = -math.log(alpha)
-    low, high = 0.0, k / n
-    for _ in range(_BISECT_STEPS):
-        middle = (low + high) / 2
-        if log_evidence_above(n, k, middle) >= goal:
-            low = middle
+    # The bracket's lower end: the bound errs on the wide side.
+    return _crossing(lambda p0: goal - log_evidence_above(n, k, p0), 0.0, k / n)[0]
+
+
+def _crossing(rising, low: float, high: float) -> Tuple[float, float]:  # type: ignore[no-untyped-def]
+    """A bracket, 1e-9 wide at most, of where the non-decreasing ``rising`` crosses 0 in [low, high].
+
+    Illinois false position: a few evaluations where bisection takes forty.
+    ``(low, low)`` when it is already >= 0 at ``low``, ``(high, high)`` when it stays below 0.
+    """
+    def clamped(x: float) -> float:
+        return max(-1e9, min(1e9, rising(x)))
+
+    f_low, f_high = clamped(low), clamped(high)
+    if f_low >= 0:
+        return low, low
+    if f_high < 0:
+        return high, high
+    side = 0
+    for step in range(_BISECT_STEPS):
+        if high - low <= 1e-9:
+            break
+        # Halve first: far from the crossing the evidence is steep and a secant lands badly.
+        middle = (low + high) / 2 if step < 6 else high - f_high * (high - low) / (f_high - f_low)
+        if not low < middle < high:
+            middle = (low + high) / 2
+        f_middle = clamped(middle)
+        if f_middle >= 0:
+            high, f_high = middle, f_middle
+            if side == 1:
+                f_low /= 2
+            side = 1
         else:
-            high = middle
-    return low
+            low, f_low = middle, f_middle
+            if side == -1:
+                f_high /= 2
+            side = -1
+    return low, high
 
 
 def log_evidence_share_above(canary_bad: int, stable_bad: int, canary_n: int, stable_n: int,
