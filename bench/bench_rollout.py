@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Rollout daemon benchmarks (issue #4): time to rollback, errors caused by stepping, overhead.
+"""Rollout daemon benchmarks (issues #4, #12): time to rollback, errors caused by stepping, overhead, judge verdicts.
 
 Each benchmark runs a real nginx from a private prefix on free loopback ports
 (nginx_canary.demo.site.DemoSite), the daemon as a subprocess of this same
@@ -50,21 +50,48 @@ overhead  Same two nginx instances, wrk for ``--overhead-duration`` s (default
           times (workers that exit on reload count); daemon RSS sampled every
           0.25 s (start, middle, end, max); access-log lines written per
           second; whole-machine CPU busy.
+broken-start  Issue #12: a canary broken from the start. Load from run_load at 200
+          req/s; v2 answers 500 to every request from the first; rollout ``app``
+          with steps [10, 100], analysis at its defaults but interval 250ms.
+          T0 = ``nginx-canary start app`` (a separate CLI process, as a user
+          runs it) seen to exit. Polled every 2 ms from before the call: the
+          upstream file changed by the step, then holding its original bytes
+          again, then live: a worker holds the listening socket and none that
+          does was there before the file was restored (rollback's criterion,
+          without needing T0 to come first: the restore can beat the CLI's
+          exit, and then the figure is negative). Also from the history: T0 ->
+          rollback decision and T0 -> 'restored' record, and 10 % step applied
+          (its history record) -> live. p50 and max over ``--runs`` runs, one nginx
+          and one daemon for all. Runs rollback as well and prints both figures
+          side by side (a canary broken from its first request vs one that
+          breaks after a healthy window).
+healthy   Issue #12: a canary exactly as healthy as stable (both apps answer 2 %
+          of requests with 500, spread evenly), 200 req/s, steps [10, 25, 50,
+          100], step_interval 15s, analysis at its defaults (interval 1s),
+          on_success restore so that one nginx and one daemon serve every run.
+          ``--healthy-runs`` rollouts (default 20), each to its end; one still
+          running after ``--healthy-cap`` s (default 360) is aborted and counted
+          undecided. Reported: rollbacks (target 0 of 20, with their reasons),
+          promotions, undecided; start -> promoted p50 and max; per step, the
+          time beyond the 15 s bake spent waiting for evidence, and for a step
+          that waited the last "inconclusive" reason the history kept (it
+          records a check when the verdict changes, not every check).
 
 It prints figures only; nothing is asserted. Targets, for context: rollback
 p50 <= 1 s; stepping zero non-2xx and zero socket errors; overhead ratio <=
-0.05 with RSS flat.
+0.05 with RSS flat; broken-start p50 <= 1 s; healthy 0 rollbacks in 20.
 
 Usage (a non-editable install gives figures as users see them)::
 
     python3 -m venv /tmp/vbr && /tmp/vbr/bin/pip install .
     PATH=/usr/sbin:$PATH /tmp/vbr/bin/python bench/bench_rollout.py \\
-        [--runs 5] [--only rollback,stepping,overhead] [--json FILE]
+        [--runs 5] [--only rollback,broken-start,stepping,overhead,healthy] [--healthy-runs 20] [--json FILE]
 
 Needs nginx and wrk (``make bench`` installs both on Debian as root) and
 psutil. Every load is bounded in requests and time, loopback only; every
 process started here (daemon, nginx instances, demo apps, wrk) is stopped on
 exit, error or Ctrl-C.
+Shared helpers (processes, nginx observation, load) live in bench/rollout_harness.py.
 """
 
 from __future__ import annotations
@@ -73,13 +100,8 @@ import argparse
 import contextlib
 import json
 import os
-import platform
-import re
 import shutil
 import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -89,40 +111,27 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import psutil
 
-from nginx_canary.daemon import control_socket
 from nginx_canary.demo.load import run_load
-from nginx_canary.demo.nginx_harness import NginxHarnessError, PrivateNginx
 from nginx_canary.demo.site import DemoSite
 
-HERE = Path(__file__).resolve().parent
-WRK_LUA = HERE / "wrk_report.lua"
+from rollout_harness import (LIVE_TIMEOUT, AppProcess, Backend, BackgroundLoad, BenchError, Daemon, cli_start,
+                             describe_machine, last_5xx_logged, listen_inodes, log_statuses, ms, nginx_cpu, new_site,
+                             p50, read_log_from, run_wrk, start_daemon, start_nginx, wait_generation_settled,
+                             wait_live, watch_restore, worker_pids, write_site)
 
 ROLLBACK_ANALYSIS = {"interval": "250ms", "window": "10s", "min_requests": 20, "failure_threshold": 2}
 FULL_STEPS = [1, 2, 5, 10, 20, 50, 100]
-POLL = 0.002                # seconds between two looks at the file and the workers
-LIVE_TIMEOUT = 30.0         # T0 -> restored config live, at most
 READY_TIMEOUT = 60.0        # rollout at 10 % with a passing check, at most
-DAEMON_START_TIMEOUT = 20.0
-DAEMON_STOP_TIMEOUT = 20.0
-SETTLE_TIMEOUT = 15.0       # old nginx workers gone after a reload / after load
 RSS_EVERY = 0.25
 MAX_FALSE_ROLLBACKS = 5     # healthy canary rolled back before T0: repeat the run at most this many times
-
-BACKEND_CONF = """\
-worker_processes 1;
-pid logs/nginx.pid;
-error_log logs/error.log notice;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    server {{ listen 127.0.0.1:{v1}; location / {{ return 200 "v1\\n"; }} }}
-    server {{ listen 127.0.0.1:{v2}; location / {{ return 200 "v2\\n"; }} }}
-}}
-"""
-
-
-class BenchError(Exception):
-    """Something went wrong that makes the figures meaningless: abort."""
+ISSUE_RATE = 200.0          # broken-start and healthy: the load of issue #12's measurements, req/s
+BROKEN_START_ANALYSIS = {"interval": "250ms"}   # every other analysis key at its default
+HEALTHY_ANALYSIS = {"interval": "1s"}           # the default, written out
+HEALTHY_STEPS = [10, 25, 50, 100]
+HEALTHY_STEP_INTERVAL = 15.0
+HEALTHY_ERROR_RATE = 0.02   # both apps: exactly 1 request in 50 answers 500 (the demo app spreads them evenly)
+END_STATES = ("promoted", "rolled_back", "aborted", "failed")
+BENCHES = ("rollback", "broken-start", "stepping", "overhead", "healthy")   # the order they run in
 
 
 def log(msg: str = "") -> None:
@@ -132,405 +141,8 @@ def log(msg: str = "") -> None:
 OUT = sys.stdout
 
 
-# -- machine -----------------------------------------------------------------------
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _version(argv: Sequence[str]) -> str:
-    try:
-        r = subprocess.run(list(argv), capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "not found"
-    text = (r.stdout + r.stderr).strip().splitlines()
-    return text[0] if text else "unknown"
-
-
-def describe_machine(python: str, cwd: str, nginx_bin: str) -> Dict[str, Any]:
-    """Cores, CPU, load average, versions, and which nginx_canary the daemon imports (with or without C)."""
-    probe = ("import json, nginx_canary\n"
-             "try:\n from nginx_canary.logs import counting\n acc = counting.ACCELERATOR_ERROR is None\n"
-             "except ImportError:\n acc = None\n"
-             "print(json.dumps({'file': nginx_canary.__file__, 'accelerator': acc}))")
-    try:
-        r = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=30, cwd=cwd)
-        info = json.loads(r.stdout)
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        info = {"file": "?", "accelerator": None}
-    return {
-        "cpu": _cpu_model(),
-        "cores_logical": psutil.cpu_count(logical=True),
-        "cores_physical": psutil.cpu_count(logical=False),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "nginx": _version([nginx_bin, "-v"]),
-        "wrk": _version(["wrk", "-v"]).split(" [")[0] if shutil.which("wrk") else "not found",
-        "kernel": platform.release(),
-        "nginx_canary": info.get("file"),
-        "c_accelerator": info.get("accelerator"),
-        "pure_python_env": os.environ.get("NGINX_CANARY_PURE_PYTHON", ""),
-    }
-
-
-# -- processes -----------------------------------------------------------------------
-
-def stop_process(proc: subprocess.Popen, timeout: float, sig: int = signal.SIGTERM) -> Optional[int]:
-    """Signal ``proc`` and wait; SIGKILL after ``timeout``. Returns its exit status."""
-    if proc.poll() is not None:
-        return proc.returncode
-    try:
-        proc.send_signal(sig)
-    except ProcessLookupError:
-        pass
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(10)
-
-
-class Backend(PrivateNginx):
-    """A second nginx that answers ``v1`` / ``v2`` itself on the site's backend ports."""
-
-    def __init__(self, root: Path, nginx_bin: str, ports: Dict[str, int]) -> None:
-        # Both servers are one nginx's: once v1 accepts connections, v2's socket is bound too.
-        super().__init__(nginx_bin, root / "backend", {"front": ports["v1"], "v2": ports["v2"]})
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Write its config and start it. Raises BenchError."""
-        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
-        for d in (self.prefix, self.prefix / "logs"):
-            d.chmod(0o755)
-        self.conf.write_text(BACKEND_CONF.format(v1=self.ports["front"], v2=self.ports["v2"]))
-        try:
-            super().start(timeout)
-        except NginxHarnessError as exc:
-            raise BenchError(f"backend nginx did not start: {exc}") from None
-
-
-def wait_listening(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise BenchError(f"nothing listens on 127.0.0.1:{port}")
-
-
-class AppProcess:
-    """A DemoApp in its own process (``python -m nginx_canary.demo.app``), changed with POST /__admin."""
-
-    def __init__(self, python: str, version: str, port: int, cwd: Path) -> None:
-        self.port = port
-        self._err = open(cwd / f"app-{version}.err", "w")
-        self.proc = subprocess.Popen([python, "-m", "nginx_canary.demo.app", "--port", str(port),
-                                      "--version", version], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self._err, cwd=str(cwd), start_new_session=True)
-        try:
-            wait_listening(port)
-        except BenchError:
-            self.stop()
-            raise
-
-    def update(self, **changes: Any) -> None:
-        """POST /__admin with ``changes``; raises BenchError unless the app answers 200."""
-        import http.client
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        try:
-            conn.request("POST", "/__admin", body=json.dumps(changes),
-                         headers={"Content-Type": "application/json", "Host": f"127.0.0.1:{self.port}"})
-            resp = conn.getresponse()
-            body = resp.read()
-        finally:
-            conn.close()
-        if resp.status != 200:
-            raise BenchError(f"demo app on port {self.port} refused {changes}: {resp.status} {body[:200]!r}")
-
-    def stop(self) -> None:
-        try:
-            stop_process(self.proc, 10.0)
-        finally:
-            self._err.close()
-
-
 class FalseRollback(BenchError):
     """The healthy canary was rolled back before T0: the run measures nothing and is repeated."""
-
-
-class Daemon:
-    """The daemon subprocess of one site."""
-
-    def __init__(self, site: DemoSite, python: str) -> None:
-        self.site = site
-        self.err_path = site.root / "daemon.err"
-        env = {**os.environ, "PATH": "/usr/sbin:" + os.environ.get("PATH", "")}
-        self._err = open(self.err_path, "w")
-        # cwd = the temp root: `-m nginx_canary` must import the installed package, not a checkout in cwd.
-        self.proc = subprocess.Popen(site.daemon_command(python), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self._err, env=env,
-                                     cwd=str(site.root), start_new_session=True)
-        self.ps = psutil.Process(self.proc.pid)
-        deadline = time.monotonic() + DAEMON_START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise BenchError(f"daemon exited with {self.proc.returncode}: {self.tail()}")
-            try:
-                self.call("ping")
-                return
-            except Exception:  # noqa: BLE001 - not listening yet
-                if time.monotonic() > deadline:
-                    raise BenchError(f"daemon did not answer within {DAEMON_START_TIMEOUT:g} s: {self.tail()}")
-                time.sleep(0.05)
-
-    def call(self, command: str, args: Optional[Dict[str, Any]] = None) -> Any:
-        return control_socket.call(self.site.socket_path, command, args or {}, timeout=30.0)
-
-    def status(self) -> Dict[str, Any]:
-        return self.call("status", {"name": "app"})["rollouts"][0]
-
-    def history(self, since: float) -> List[Dict[str, Any]]:
-        path = self.site.state_dir / "rollouts" / "app.history.jsonl"
-        out = []
-        try:
-            with open(path, "rb") as f:
-                for raw in f:
-                    try:
-                        rec = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if (rec.get("time") or 0) >= since:
-                        out.append(rec)
-        except FileNotFoundError:
-            pass
-        return out
-
-    def tail(self, n: int = 15) -> str:
-        try:
-            return "\n".join(self.err_path.read_text().splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self) -> Optional[int]:
-        try:
-            return stop_process(self.proc, DAEMON_STOP_TIMEOUT)
-        finally:
-            self._err.close()
-
-
-def run_wrk(url: str, duration: int, threads: int, connections: int, stack: contextlib.ExitStack) -> Dict[str, Any]:
-    """One bounded wrk run against a loopback URL; wrk's counters (from wrk_report.lua) plus its summary text."""
-    argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "5s",
-            "-s", str(WRK_LUA), url]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    stack.callback(stop_process, proc, 5.0, signal.SIGKILL)
-    try:
-        out, _ = proc.communicate(timeout=duration + 30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise BenchError("wrk did not finish in time")
-    if proc.returncode != 0:
-        raise BenchError(f"wrk exited with {proc.returncode}: {out.strip()[-500:]}")
-    m = re.search(r"^WRK_JSON (\{.*\})$", out, re.M)
-    if not m:
-        raise BenchError(f"no WRK_JSON line in wrk's output: {out.strip()[-500:]}")
-    res = json.loads(m.group(1))
-    res["socket_errors"] = sum(res[k] for k in ("errors_connect", "errors_read", "errors_write", "errors_timeout"))
-    res["rps"] = res["requests"] / (res["duration_us"] / 1e6) if res["duration_us"] else 0.0
-    # wrk prints these two lines only when they are not zero; kept as a cross-check of the Lua figures.
-    m2 = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    res["summary_non2xx3xx"] = int(m2.group(1)) if m2 else 0
-    m3 = re.search(r"Socket errors: (.*)", out)
-    res["summary_socket_errors"] = m3.group(1).strip() if m3 else ""
-    return res
-
-
-# -- nginx observation -----------------------------------------------------------------
-
-def master_pid(site: DemoSite) -> int:
-    pid = site.nginx_pid()
-    if pid is None:
-        raise BenchError("no nginx pid file")
-    return pid
-
-
-def worker_pids(master: int) -> Set[int]:
-    """The master's children now (from /proc/PID/task/PID/children, else a scan)."""
-    try:
-        text = Path(f"/proc/{master}/task/{master}/children").read_text()
-        return {int(x) for x in text.split()}
-    except OSError:
-        try:
-            return {c.pid for c in psutil.Process(master).children()}
-        except psutil.Error:
-            return set()
-
-
-def listen_inodes(port: int) -> Set[str]:
-    """Socket inodes listening on ``port`` (from /proc/net/tcp and tcp6)."""
-    inodes = set()
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(path).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if len(parts) > 9 and parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(parts[9])
-    return inodes
-
-
-def holds_socket(pid: int, inodes: Set[str]) -> bool:
-    """True while process ``pid`` has one of ``inodes`` open (a worker that still accepts on it)."""
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False  # gone (or a zombie: no fds)
-    for name in names:
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if link.startswith("socket:[") and link[8:-1] in inodes:
-            return True
-    return False
-
-
-def wait_generation_settled(master: int, workers: int, timeout: float = SETTLE_TIMEOUT) -> None:
-    """Wait until the master has exactly its configured number of children (old generations gone)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = worker_pids(master)
-        alive = [p for p in pids if _alive(p)]
-        if len(alive) == workers and len(pids) == workers:
-            return
-        time.sleep(0.02)
-    raise BenchError(f"nginx master {master} still has old workers after {timeout:g} s")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def wait_live(original: bytes, upstream_conf: Path, master: int, before: Set[int], inodes: Set[str],
-              start: float, timeout: float = LIVE_TIMEOUT) -> Tuple[Optional[float], Optional[float], Dict[str, Any]]:
-    """Poll every POLL s: (time the file held ``original`` again, time the restored config was live, detail).
-
-    Live = file restored AND a worker not in ``before`` holds the listening socket AND no worker of
-    ``before`` still holds it. Times are time.time(); None if it did not happen within ``timeout``.
-    """
-    t_file = None
-    polls = 0
-    deadline = start + timeout
-    while time.time() < deadline:
-        polls += 1
-        now = time.time()
-        if t_file is None:
-            try:
-                if upstream_conf.read_bytes() == original:
-                    t_file = now
-            except OSError:
-                pass  # between the rename and ... never, but do not die on it
-        if t_file is not None:
-            kids = worker_pids(master)
-            new = [p for p in kids if p not in before and holds_socket(p, inodes)]
-            old = [p for p in before if holds_socket(p, inodes)]
-            if new and not old:
-                return t_file, now, {"polls": polls, "new_workers": sorted(new), "old_workers": sorted(before)}
-        time.sleep(POLL)
-    return t_file, None, {"polls": polls}
-
-
-def nginx_cpu(master: int) -> Tuple[float, Dict[int, float], float]:
-    """(master's reaped children user+system, {live worker: user+system}, master's own user+system)."""
-    mp = psutil.Process(master)
-    t = mp.cpu_times()
-    workers: Dict[int, float] = {}
-    for pid in worker_pids(master):
-        try:
-            wt = psutil.Process(pid).cpu_times()
-            workers[pid] = wt.user + wt.system
-        except psutil.Error:
-            pass
-    return t.children_user + t.children_system, workers, t.user + t.system
-
-
-def read_log_from(path: Path, offset: int) -> Tuple[List[bytes], int]:
-    """Complete lines of ``path`` after byte ``offset``, and the offset after them."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    end = data.rfind(b"\n") + 1
-    return data[:end].splitlines(), offset + end
-
-
-def log_statuses(lines: List[bytes]) -> Dict[str, int]:
-    """Client statuses nginx logged (field 3 of the canary format), plus upstream attempts that failed."""
-    counts: Dict[str, int] = {}
-    retried = failed_attempts = 0
-    for line in lines:
-        f = line.split(b"\t")
-        if len(f) < 4:
-            counts["unparsed"] = counts.get("unparsed", 0) + 1
-            continue
-        status = f[2].decode()
-        counts[status] = counts.get(status, 0) + 1
-        if b"," in f[1]:
-            retried += 1
-        if any(s.strip()[:1] == b"5" for s in re.split(rb"[,:]", f[3])):
-            failed_attempts += 1
-    return {"statuses": counts, "requests_retried_upstream": retried, "lines_with_5xx_attempt": failed_attempts}
-
-
-# -- statistics -------------------------------------------------------------------------
-
-def p50(values: Sequence[float]) -> Optional[float]:
-    return statistics.median(values) if values else None
-
-
-def ms(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value * 1000:.0f}"
-
-
-def new_site(stack: contextlib.ExitStack, nginx_bin: str, workers: int, tag: str) -> DemoSite:
-    root = Path(tempfile.mkdtemp(prefix=f"bench-rollout-{tag}-"))
-    stack.callback(shutil.rmtree, root, True)
-    os.chmod(root, 0o755)
-    site = DemoSite(root, nginx_bin, workers=workers)
-    stack.callback(site.cleanup)
-    return site
-
-
-def start_nginx(stack: contextlib.ExitStack, site: DemoSite) -> int:
-    stack.callback(site.stop_nginx)
-    try:
-        site.start_nginx()
-    except RuntimeError as exc:
-        raise BenchError(str(exc)) from None
-    master = master_pid(site)
-    wait_generation_settled(master, site.workers)
-    return master
-
-
-def start_daemon(stack: contextlib.ExitStack, site: DemoSite, python: str) -> Daemon:
-    daemon = Daemon(site, python)
-    stack.callback(daemon.stop)
-    return daemon
 
 
 # -- 1. time to rollback -------------------------------------------------------------------
@@ -575,7 +187,7 @@ def bench_rollback(args: argparse.Namespace, python: str, nginx_bin: str) -> Dic
         finally:
             stop.set()
             loader.join(45)
-        log(f"   baseline, SIGHUP -> new generation live (same poll): "
+        log("   baseline, SIGHUP -> new generation live (same poll): "
             + ", ".join(ms(x) for x in baseline) + f" ms; p50 {ms(p50(baseline))}, max {ms(max(baseline))}")
 
         runs: List[Dict[str, Any]] = []
@@ -678,14 +290,7 @@ def _one_rollback(args: argparse.Namespace, site: DemoSite, daemon: Daemon, v2: 
     rollback = next((r for r in history if r["event"] == "rollback" and r["time"] >= t0), None)
     restored = next((r for r in history if r["event"] == "restored" and r["time"] >= t0), None)
     lines, _ = read_log_from(site.access_log, log_offset)
-    last_5xx = None
-    logged_5xx = 0
-    for line in lines:
-        f = line.split(b"\t")
-        if len(f) > 2 and f[2][:1] == b"5":
-            logged_5xx += 1
-            t = float(f[0])
-            last_5xx = t if last_5xx is None else max(last_5xx, t)
+    last_5xx, logged_5xx = last_5xx_logged(lines)
     run = {
         "run": number,
         "state_after": st["state"],
@@ -976,6 +581,245 @@ def bench_overhead(args: argparse.Namespace, python: str, nginx_bin: str) -> Dic
         return out
 
 
+# -- 4. a canary broken from the start ---------------------------------------------------------
+
+def bench_broken_start(args: argparse.Namespace, python: str, nginx_bin: str) -> Dict[str, Any]:
+    log(f"== 4. broken from the start: {args.runs} runs, load {ISSUE_RATE:g} req/s (run_load), canary 10 % "
+        f"answering 500 to every request, analysis at its defaults but {BROKEN_START_ANALYSIS}; T0 = "
+        f"`nginx-canary start` (a separate CLI process) returned")
+    with contextlib.ExitStack() as stack:
+        site = new_site(stack, nginx_bin, args.workers, "broken-start")
+        write_site(site, [10, 100], "3600s", BROKEN_START_ANALYSIS)
+        v1 = AppProcess(python, "v1", site.ports["v1"], site.root)
+        stack.callback(v1.stop)
+        v2 = AppProcess(python, "v2", site.ports["v2"], site.root)
+        stack.callback(v2.stop)
+        v2.update(error_rate=1.0)
+        master = start_nginx(stack, site)
+        original = site.upstream_conf.read_bytes()
+        inodes = listen_inodes(site.ports["front"])
+        if not inodes:
+            raise BenchError("cannot find nginx's listening socket in /proc/net/tcp")
+        daemon = start_daemon(stack, site, python)
+        runs = [_one_broken_start(site, daemon, python, master, original, inodes, n) for n in range(1, args.runs + 1)]
+        live = [r["t0_to_live"] for r in runs]
+
+        def p50_of(key: str) -> Optional[float]:
+            return p50([r[key] for r in runs if r[key] is not None])
+
+        summary = {
+            "p50_t0_to_live": p50(live), "max_t0_to_live": max(live),
+            "p50_t0_to_restored_record": p50_of("t0_to_restored_record"),
+            "p50_t0_to_rollback_decision": p50_of("t0_to_rollback_decision"),
+            "p50_step_applied_to_live": p50_of("step_applied_to_live"),
+            "p50_cli_call": p50_of("cli_call"),
+            "target_p50_s": 1.0,
+        }
+        summary["target_met"] = summary["p50_t0_to_live"] <= 1.0
+        log(f"   start returned -> restored config live: p50 {ms(summary['p50_t0_to_live'])} ms, max "
+            f"{ms(summary['max_t0_to_live'])} ms over {len(runs)} runs (target p50 <= 1000 ms: "
+            f"{'met' if summary['target_met'] else 'NOT met'}); 'restored' record p50 "
+            f"{ms(summary['p50_t0_to_restored_record'])} ms, rollback decision p50 "
+            f"{ms(summary['p50_t0_to_rollback_decision'])} ms; from the 10 % step applied (history) to live p50 "
+            f"{ms(summary['p50_step_applied_to_live'])} ms; the CLI call itself took p50 "
+            f"{ms(summary['p50_cli_call'])} ms")
+        return {"settings": {"rate": ISSUE_RATE, "analysis": BROKEN_START_ANALYSIS, "steps": [10, 100],
+                             "workers": args.workers, "end": "restored config live (file, new workers, old gone)"},
+                "runs": runs, "summary": summary, "daemon_exit": daemon.stop()}
+
+
+def _one_broken_start(site: DemoSite, daemon: Daemon, python: str, master: int, original: bytes,
+                      inodes: Set[str], number: int) -> Dict[str, Any]:
+    """One run; times relative to T0 are negative when nginx-canary's process exited after the restore."""
+    if site.upstream_conf.read_bytes() != original:
+        raise BenchError("the upstream file does not hold its original bytes before the run")
+    wait_generation_settled(master, site.workers)
+    log_offset = site.access_log.stat().st_size
+    load = BackgroundLoad(site.url, ISSUE_RATE, 1.0 + 30.0 + LIVE_TIMEOUT + 15.0)
+    run_start = time.time()
+    try:
+        time.sleep(1.0)
+        t_call = time.time()
+        seen = watch_restore(cli_start(site, python), original, site.upstream_conf, master, inodes)
+        t0 = seen["returned"]
+        end_deadline = time.monotonic() + 10
+        while daemon.status()["state"] == "progressing" and time.monotonic() < end_deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # clients keep going: any 5xx after the restore would show
+    finally:
+        result = load.stop()
+    st = daemon.status()
+    history = daemon.history(run_start)
+
+    def at(event: str) -> Optional[float]:
+        return next((r["time"] for r in history if r["event"] == event), None)
+
+    def rel(t: Optional[float], base: float) -> Optional[float]:
+        return None if t is None else t - base
+
+    rollback = next((r for r in history if r["event"] == "rollback"), None)
+    last_5xx, logged_5xx = last_5xx_logged(read_log_from(site.access_log, log_offset)[0])
+    run = {
+        "run": number,
+        "state_after": st["state"],
+        "cli_call": t0 - t_call,
+        "t0_to_file_changed": seen["changed"] - t0,
+        "t0_to_file_restored": seen["file"] - t0,
+        "t0_to_live": seen["live"] - t0,
+        "t0_to_step_applied": rel(at("step"), t0),
+        "step_applied_to_live": rel(seen["live"], at("step") or 0.0) if at("step") else None,
+        "t0_to_rollback_decision": rel(at("rollback"), t0),
+        "t0_to_restored_record": rel(at("restored"), t0),
+        "rollback_reason": (rollback or {}).get("detail", {}).get("reason"),
+        "t0_to_last_5xx_logged": rel(last_5xx, t0),
+        "logged_5xx": logged_5xx,
+        "client_5xx": result.status_5xx if result else None,
+        "load_rate": round(result.rate, 1) if result else None,
+    }
+    log(f"   run {number}: start returned -> live {ms(run['t0_to_live'])} ms (file restored "
+        f"{ms(run['t0_to_file_restored'])}, 'restored' record {ms(run['t0_to_restored_record'])}, decision "
+        f"{ms(run['t0_to_rollback_decision'])}); step applied {ms(run['t0_to_step_applied'])} ms, last 5xx logged "
+        f"{ms(run['t0_to_last_5xx_logged'])} ms; {logged_5xx} 5xx logged at {run['load_rate']} req/s; "
+        f"state {run['state_after']}: {run['rollback_reason']}")
+    if st["state"] != "rolled_back":
+        raise BenchError(f"run {number}: state {st['state']} after a canary broken from the start: {st.get('message')}")
+    return run
+
+
+def compare_broken(results: Dict[str, Any]) -> None:
+    """One line: the canary broken from the start beside the one that breaks after a healthy window."""
+    broken, rollback = results.get("broken-start"), results.get("rollback")
+    if not broken or not rollback:
+        return
+    b, r = broken["summary"], rollback["summary"]
+    log(f"== broken from the start vs breaking after a healthy window (this invocation): restored config live "
+        f"p50 {ms(b['p50_t0_to_live'])} ms / max {ms(b['max_t0_to_live'])} ms after start returned (analysis "
+        f"defaults, interval 250ms) vs p50 {ms(r['p50_t0_to_live'])} ms / max {ms(r['max_t0_to_live'])} ms after "
+        f"the canary broke ({ROLLBACK_ANALYSIS})")
+
+
+# -- 5. a canary as healthy as stable ------------------------------------------------------------
+
+def bench_healthy(args: argparse.Namespace, python: str, nginx_bin: str) -> Dict[str, Any]:
+    log(f"== 5. healthy canary: {args.healthy_runs} rollouts {HEALTHY_STEPS}, step_interval "
+        f"{HEALTHY_STEP_INTERVAL:g}s, analysis at its defaults ({HEALTHY_ANALYSIS}), both apps answering "
+        f"{HEALTHY_ERROR_RATE:.0%} with 500, load {ISSUE_RATE:g} req/s; a run still undecided after "
+        f"{args.healthy_cap:g} s is aborted")
+    with contextlib.ExitStack() as stack:
+        site = new_site(stack, nginx_bin, args.workers, "healthy")
+        write_site(site, HEALTHY_STEPS, f"{HEALTHY_STEP_INTERVAL:g}s", HEALTHY_ANALYSIS, on_success="restore")
+        apps = []
+        for version in ("v1", "v2"):
+            app = AppProcess(python, version, site.ports[version], site.root)
+            stack.callback(app.stop)
+            app.update(error_rate=HEALTHY_ERROR_RATE)
+            apps.append(app)
+        master = start_nginx(stack, site)
+        original = site.upstream_conf.read_bytes()
+        daemon = start_daemon(stack, site, python)
+        runs = [_one_healthy(args, site, daemon, master, original, n) for n in range(1, args.healthy_runs + 1)]
+        promoted = [r for r in runs if r["outcome"] == "promoted"]
+        times = [r["start_to_promoted"] for r in promoted]
+        waits: Dict[str, List[float]] = {}
+        for r in promoted:
+            for step in r["steps"]:
+                waits.setdefault(str(step["percent"]), []).append(step["beyond_bake"])
+        summary = {
+            "runs": len(runs),
+            "rolled_back": sum(r["outcome"] == "rolled_back" for r in runs),
+            "promoted": len(promoted),
+            "undecided": sum(r["outcome"] == "undecided" for r in runs),
+            "other": sum(r["outcome"] not in ("promoted", "rolled_back", "undecided") for r in runs),
+            "p50_start_to_promoted": p50(times), "max_start_to_promoted": max(times) if times else None,
+            "wait_beyond_bake_by_step": {k: {"p50": p50(v), "max": max(v)} for k, v in waits.items()},
+            "rollback_reasons": [r["reason"] for r in runs if r["outcome"] == "rolled_back"],
+            "target": "0 rollbacks in 20 rollouts",
+        }
+        log(f"   {summary['rolled_back']} rolled back, {summary['promoted']} promoted, {summary['undecided']} undecided "
+            f"(cap {args.healthy_cap:g} s), {summary['other']} other, of {len(runs)} (target: 0 rollbacks in 20); "
+            f"start -> promoted p50 {_s(summary['p50_start_to_promoted'])}, max {_s(summary['max_start_to_promoted'])}")
+        log("   waiting for evidence beyond the step's bake, promoted runs (p50 / max): " + ", ".join(
+            f"{k} %: {_s(v['p50'])} / {_s(v['max'])}" for k, v in summary["wait_beyond_bake_by_step"].items()))
+        return {"settings": {"rate": ISSUE_RATE, "analysis": HEALTHY_ANALYSIS, "steps": HEALTHY_STEPS,
+                             "step_interval": HEALTHY_STEP_INTERVAL, "error_rate": HEALTHY_ERROR_RATE,
+                             "cap": args.healthy_cap, "workers": args.workers},
+                "runs": runs, "summary": summary, "daemon_exit": daemon.stop()}
+
+
+def _s(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _one_healthy(args: argparse.Namespace, site: DemoSite, daemon: Daemon, master: int, original: bytes,
+                 number: int) -> Dict[str, Any]:
+    if site.upstream_conf.read_bytes() != original:
+        raise BenchError("the upstream file does not hold its original bytes before the run")
+    wait_generation_settled(master, site.workers)
+    load = BackgroundLoad(site.url, ISSUE_RATE, 1.0 + args.healthy_cap + LIVE_TIMEOUT + 15.0)
+    run_start = time.time()
+    outcome = None
+    try:
+        time.sleep(1.0)
+        answer = daemon.call("start", {"name": "app"})
+        t_start = time.time()
+        if answer["state"] != "progressing":
+            raise BenchError(f"rollout did not start: {answer.get('message')}")
+        deadline = time.monotonic() + args.healthy_cap
+        while True:
+            st = daemon.status()
+            if st["state"] in END_STATES:
+                outcome = st["state"]
+                break
+            if time.monotonic() > deadline:
+                outcome = "undecided"
+                daemon.call("abort", {"name": "app"})
+                break
+            time.sleep(0.25)
+        t_end = time.time()
+        settle = time.monotonic() + LIVE_TIMEOUT
+        while (daemon.status()["state"] not in END_STATES or site.upstream_conf.read_bytes() != original) \
+                and time.monotonic() < settle:
+            time.sleep(0.1)
+    finally:
+        result = load.stop()
+    st = daemon.status()
+    history = daemon.history(run_start)
+    steps = [(r["time"], r["detail"].get("to_percent")) for r in history if r["event"] == "step"]
+    promoted_at = next((r["time"] for r in history if r["event"] == "promoted"), None)
+    rollback = next((r for r in history if r["event"] == "rollback"), None)
+    inconclusive: Dict[Any, str] = {}
+    for r in history:
+        v = r["detail"].get("verdict") if r["event"] == "check" else None
+        if isinstance(v, dict) and v.get("verdict") == "inconclusive":
+            pct = next((p for t, p in reversed(steps) if t <= r["time"]), None)
+            inconclusive[pct] = v.get("reason", "")
+    per_step = []
+    for i, (t, pct) in enumerate(steps):
+        left = steps[i + 1][0] if i + 1 < len(steps) else (promoted_at or t_end)
+        per_step.append({"percent": pct, "seconds": round(left - t, 2),
+                         "beyond_bake": round(left - t - HEALTHY_STEP_INTERVAL, 2),
+                         "last_inconclusive": inconclusive.get(pct)})
+    run = {
+        "run": number, "outcome": outcome, "state_after": st["state"],
+        "start_to_promoted": None if promoted_at is None else promoted_at - t_start,
+        "start_to_end": t_end - t_start,
+        "reason": (rollback or {}).get("detail", {}).get("reason"),
+        "steps": per_step,
+        "client_5xx_by_version": dict(result.versions_5xx) if result else None,
+        "client_by_version": dict(result.versions) if result else None,
+        "load_rate": round(result.rate, 1) if result else None,
+    }
+    log(f"   run {number}: {outcome} after {run['start_to_end']:.1f} s; time at each step (beyond the "
+        f"{HEALTHY_STEP_INTERVAL:g} s bake): " + ", ".join(f"{s['percent']} % {s['seconds']:.1f} s "
+                                                          f"({s['beyond_bake']:+.1f})" for s in per_step)
+        + f"; load {run['load_rate']} req/s, 5xx by version {run['client_5xx_by_version']}"
+        + (f"; reason: {run['reason']}" if run["reason"] else ""))
+    for s in per_step:
+        if s["beyond_bake"] > 1.0 and s["last_inconclusive"]:
+            log(f"             at {s['percent']} %, last inconclusive check in the history: {s['last_inconclusive']}")
+    return run
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -991,16 +835,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--overhead-duration", type=int, default=20, help="overhead: wrk seconds (default: %(default)s)")
     p.add_argument("--wrk-threads", type=int, default=1)
     p.add_argument("--wrk-connections", type=int, default=8)
-    p.add_argument("--only", default="rollback,stepping,overhead", help="comma-separated subset")
+    p.add_argument("--healthy-runs", type=int, default=20, help="healthy: rollouts (default: %(default)s)")
+    p.add_argument("--healthy-cap", type=float, default=360.0,
+                   help="healthy: seconds a rollout may take before it is aborted as undecided (default: %(default)s)")
+    p.add_argument("--only", default="rollback,stepping,overhead",
+                   help="comma-separated subset of " + ",".join(BENCHES) + " (broken-start runs rollback too, "
+                   "to print both figures side by side; default: %(default)s)")
     p.add_argument("--json", metavar="FILE",
                    help="also write every figure as JSON to FILE ('-': stdout, the text goes to stderr)")
     args = p.parse_args(argv)
     only = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = set(only) - {"rollback", "stepping", "overhead"}
+    unknown = set(only) - set(BENCHES)
     if unknown:
         p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     if args.runs < 1 or args.runs > 100:
         p.error("--runs must be from 1 to 100")
+    if not 1 <= args.healthy_runs <= 100 or not 60 <= args.healthy_cap <= 1800:
+        p.error("--healthy-runs must be from 1 to 100, --healthy-cap from 60 to 1800 s")
+    if "broken-start" in only and "rollback" not in only:
+        only.append("rollback")
     if not 0 <= args.bake <= 120 or not 1 <= args.workers <= 8:
         p.error("--bake must be from 0 to 120 s, --workers from 1 to 8")
     if not 200 <= args.rate <= 2000:
@@ -1032,13 +885,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         + (f", NGINX_CANARY_PURE_PYTHON={machine['pure_python_env']}" if machine["pure_python_env"] else ""))
     results: Dict[str, Any] = {"machine": machine, "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     benches: Dict[str, Callable[[argparse.Namespace, str, str], Dict[str, Any]]] = {
-        "rollback": bench_rollback, "stepping": bench_stepping, "overhead": bench_overhead}
+        "rollback": bench_rollback, "stepping": bench_stepping, "overhead": bench_overhead,
+        "broken-start": bench_broken_start, "healthy": bench_healthy}
     status = 0
     try:
-        for name in ("rollback", "stepping", "overhead"):
+        for name in BENCHES:
             if name in only:
                 results[name] = benches[name](args, python, nginx_bin)
                 log()
+        compare_broken(results)
     except BenchError as exc:
         log(f"bench_rollout: error: {exc}")
         results["error"] = str(exc)
