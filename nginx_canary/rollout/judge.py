@@ -71,6 +71,8 @@ TAIL_QUANTILES = (0.99, 0.95, 0.9, 0.75, 0.5)
 #: The judge's checks, in the order of its results (metrics count each one's failures from 0).
 CHECK_NAMES = ("error_rate", "error_rate_increase", "p99_latency", "p99_latency_ratio", "p50_latency_ratio")
 _ROLLBACK_CHECKS = len(CHECK_NAMES)
+#: An estimate of the requests still needed beyond this many times those seen is not worth a number.
+FAR = 100
 _PROMOTION_CHECKS = 2
 
 
@@ -145,7 +147,10 @@ def judge(canary: Stats, stable: Stats, limits: JudgeLimits, at: float, elapsed:
         verdict = INCONCLUSIVE
         needs = [more for (result, more) in outcomes if result in waiting and more is not None]
         reason = "; ".join(f"{r.name}: {r.reason}" for r in waiting)
-        if needs:
+        if needs and max(needs) > FAR * max(canary.requests, limits.min_requests):
+            reason += (f"; too close to the limit to decide soon (at this rate, over {FAR} times the "
+                       f"{canary.requests} canary requests seen so far)")
+        elif needs:
             reason += f"; about {max(needs)} more canary requests to decide{_time_for(max(needs), canary.requests, elapsed)}"
     else:
         verdict = PASS

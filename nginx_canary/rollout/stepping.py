@@ -24,12 +24,17 @@ class StepMover:
     """Moves one rollout to a step of its run."""
 
     def __init__(self, run: Run, restorer: Restorer, checks: StepChangeChecks,
-                 on_applied: Callable[[float], None]) -> None:
-        """``on_applied(at)`` is told when a step's weights took effect (its evidence starts then)."""
+                 on_begin: Callable[[float], None]) -> None:
+        """``on_begin(at)`` is told when a step change begins: the new step's evidence starts then.
+
+        (The groups are told apart by server, not by weight, so the requests
+        served while nginx reloads count for the step being applied; checks
+        judged during a slow change see them.)
+        """
         self.run = run
         self.restorer = restorer
         self.checks = checks
-        self.on_applied = on_applied
+        self.on_begin = on_begin
 
     def move(self, now: float, index: int, *, manual: bool, revert_to: RolloutState) -> bool:
         """Apply step ``index`` (intent, apply, done). True when it is applied.
@@ -60,12 +65,12 @@ class StepMover:
         st.message = f"applying {label}"
         run.save(now)
         self.checks.begin_change()
+        self.on_begin(now)
         try:
             applied = run.applier.apply(percent)
         except CanaryError as exc:
             return self._failed(now, label, exc, manual, revert_to, files_before)
         finished = run.journal.finished_at(now)
-        self.on_applied(finished)
         st.expected_files = dict(applied)
         st.step_started_at = self.checks.bake_start(now)
         st.message = f"at {label}"

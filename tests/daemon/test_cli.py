@@ -51,7 +51,7 @@ def test_unknown_names_status_json_and_history_json(make_harness):
     assert STATUS_KEYS <= set(status)
     assert (status["name"], status["state"], status["step"], status["canary_percent"]) == ("app", "progressing", 0, 10)
     assert status["canary"]["requests"] >= 10 and status["stable"]["requests"] > status["canary"]["requests"]
-    assert status["last_check"]["verdict"] == "pass" and len(status["last_check"]["checks"]) == 4
+    assert status["last_check"]["verdict"] == "pass" and len(status["last_check"]["checks"]) == 5
     everything = json.loads(h.cli("status", "--json").stdout)
     assert isinstance(everything, list) and [s["name"] for s in everything] == ["app"]
     text = h.cli("status", "app").stdout

@@ -131,8 +131,8 @@ def test_a_start_whose_first_step_fails_is_rolled_back_and_recorded(host):
     with pytest.raises(NginxRejectedError):
         commands.execute("start", {"name": "app"})
     assert runtime.rollout.state.state == "rolled_back"
-    # A run began and ended at once: a series records it; no step took effect, so no evidence began.
-    assert runtime.series_until == T0 + 5.0 and runtime.rollout.judging.since is None
+    # A run began and ended at once: a series records it; the step's evidence began with its change.
+    assert runtime.series_until == T0 + 5.0 and runtime.rollout.judging.since == T0
 
 
 def test_pause_resume_promote_abort_answer_the_new_status(host):
