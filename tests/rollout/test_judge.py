@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Optional, Tuple
 
 import pytest
@@ -83,11 +84,29 @@ def test_a_clean_canary_passes_once_the_evidence_is_in():
     assert verdict.canary["requests"] is not None and verdict.canary["requests"] >= 20
 
 
+def _figures(requests: int, errors: int) -> Stats:
+    stats = Stats()
+    stats.add(200, 0.015, count=requests - errors)
+    if errors:
+        stats.add(502, 0.015, count=errors)
+    return stats
+
+
 def test_inconclusive_says_how_many_more_requests_and_how_long():
-    verdict, _ = stream(15, 20, 0.02, 0.02, seed=8, stop_on_pass=False)
-    assert verdict is not None and verdict.verdict == INCONCLUSIVE
-    assert "more canary requests to decide (about" in verdict.reason and "at the current rate)" in verdict.reason
-    assert "within tolerance so far" in verdict.reason
+    # 15 s at 20 canary req/s, both groups at 2 % 5xx: within tolerance so far, undecided.
+    verdict = judge(_figures(300, 6), _figures(2700, 54), JudgeLimits(), 15.0, 15.0)
+    assert verdict.verdict == INCONCLUSIVE
+    assert "error_rate_increase: canary 5xx 2 % (6 of 300) vs stable 2 % (54 of 2700): within tolerance so far" \
+        in verdict.reason
+    assert re.search(r"; about (\d+) more canary requests to decide \(about [0-9.]+ (s|min) at the current rate\)$",
+                     verdict.reason), verdict.reason
+
+
+def test_an_estimate_far_beyond_the_requests_seen_is_said_in_words():
+    verdict = judge(_figures(300, 9), _figures(2700, 54), JudgeLimits(), 15.0, 15.0)
+    assert verdict.verdict == INCONCLUSIVE
+    assert verdict.reason.endswith("too close to the limit to decide soon (at this rate, over 100 times the 300 "
+                                   "canary requests seen so far)")
 
 
 def test_too_few_requests_are_inconclusive_with_the_minimum():
