@@ -28,7 +28,7 @@ until one whole second of the run has passed), the thresholds that were
 consecutive fails (inconclusive neither counts nor
 resets: ``rollout.streak.next_failure_streak``).
 
-NEW judge: ``judge(canary, stable, JudgeLimits(), at, elapsed)``
+NEW judge: ``judge(canary, stable, AnalysisSettings(), at, elapsed)``
 (:mod:`nginx_canary.rollout.judge`) over the stats since the step began; a
 fail rolls back at once.
 
@@ -475,8 +475,9 @@ def judge_factories(names: Sequence[str]) -> Dict[str, Callable[[float], Any]]:
         if name == "old":
             makers[name] = OldJudge
         elif name == "new":
-            from nginx_canary.rollout.judge import JudgeLimits, judge
-            limits = JudgeLimits()
+            from nginx_canary.config.model import AnalysisSettings
+            from nginx_canary.rollout.judge import judge
+            limits = AnalysisSettings()
             makers[name] = lambda start, judge=judge, limits=limits: NewJudge(start, judge, limits)
         else:
             raise ValueError(f"unknown judge {name!r}; expected one of {', '.join(JUDGES)}")

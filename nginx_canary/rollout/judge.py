@@ -46,9 +46,9 @@ can hide a regression for longer, never invent one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
+from nginx_canary.config.model import AnalysisSettings
 from nginx_canary.domain import number_text, percent_text
 from nginx_canary.logs.window import Stats
 from nginx_canary.rollout.sequential import (
@@ -76,48 +76,11 @@ FAR = 100
 _PROMOTION_CHECKS = 2
 
 
-@dataclass(frozen=True)
-class JudgeLimits:
-    """The limits and risks the judge applies; rates are fractions (0.05 is 5 %), latencies seconds.
-
-    Raises ValueError for a value no check could apply.
-    """
-
-    min_requests: int = 20
-    max_error_rate: float = 0.05
-    error_rate_tolerance: float = 0.0
-    max_error_rate_increase: float = 0.02
-    max_p99_latency: float = 1.0
-    max_p99_latency_ratio: float = 2.0
-    max_p50_latency_ratio: float = 1.1
-    risk: float = 0.01
-    promotion_risk: float = 0.05
-
-    def __post_init__(self) -> None:
-        if isinstance(self.min_requests, bool) or not isinstance(self.min_requests, int) or self.min_requests < 1:
-            raise ValueError(f"min_requests must be an integer of at least 1, not {self.min_requests!r}")
-        for name in ("max_error_rate", "max_error_rate_increase"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, not {getattr(self, name)!r}")
-        for name in ("risk", "promotion_risk"):
-            if not 0.0 < getattr(self, name) < 0.5:
-                raise ValueError(f"{name} must be above 0 and below 0.5, not {getattr(self, name)!r}")
-        if not (math.isfinite(self.error_rate_tolerance) and self.error_rate_tolerance >= 0.0):
-            raise ValueError(f"error_rate_tolerance must be 0 or more, not {self.error_rate_tolerance!r}")
-        for name in ("max_p99_latency", "max_p99_latency_ratio", "max_p50_latency_ratio"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0.0):
-                raise ValueError(f"{name} must be a positive number, not {value!r}")
-
-    @classmethod
-    def from_settings(cls, analysis: Any) -> "JudgeLimits":
-        """From an ``AnalysisSettings`` (or anything with these attributes)."""
-        return cls(**{f.name: getattr(analysis, f.name) for f in fields(cls) if hasattr(analysis, f.name)})
-
-
-def judge(canary: Stats, stable: Stats, limits: JudgeLimits, at: float, elapsed: float,
+def judge(canary: Stats, stable: Stats, limits: AnalysisSettings, at: float, elapsed: float,
           extra: Tuple[CheckResult, ...] = ()) -> Verdict:
     """Judge the step so far: ``canary`` and ``stable`` hold every request since it began ``elapsed`` s before ``at``.
+
+    ``limits`` are the rollout's analysis settings (validated when the YAML was read).
 
     ``extra`` are results of other checks (the HTTP checks) that take part in the verdict like the judge's own.
     """
@@ -166,7 +129,7 @@ def judge(canary: Stats, stable: Stats, limits: JudgeLimits, at: float, elapsed:
 _Outcome = Tuple[CheckResult, Optional[int]]
 
 
-def _error_rate(canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float, beta: float) -> _Outcome:
+def _error_rate(canary: Stats, stable: Stats, limits: AnalysisSettings, alpha: float, beta: float) -> _Outcome:
     n, k, limit = canary.requests, canary.errors_5xx, limits.max_error_rate
     seen = f"canary 5xx {_rate(k, n)}"
     if log_evidence_above(n, k, limit) >= -math.log(alpha):
@@ -180,7 +143,7 @@ def _error_rate(canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float,
                    f"{seen}: within the {percent_text(limit * 100)} % limit so far"), more
 
 
-def _error_rate_increase(canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float, beta: float) -> _Outcome:
+def _error_rate_increase(canary: Stats, stable: Stats, limits: AnalysisSettings, alpha: float, beta: float) -> _Outcome:
     n_c, k_c, n_s, k_s = canary.requests, canary.errors_5xx, stable.requests, stable.errors_5xx
     limit = limits.max_error_rate_increase
     seen = f"canary 5xx {_rate(k_c, n_c)} vs stable {_rate(k_s, n_s)}"
@@ -205,7 +168,7 @@ def _error_rate_increase(canary: Stats, stable: Stats, limits: JudgeLimits, alph
                    f"{seen}: within tolerance so far"), more
 
 
-def _p99_latency(canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float) -> _Outcome:
+def _p99_latency(canary: Stats, stable: Stats, limits: AnalysisSettings, alpha: float) -> _Outcome:
     sketch, limit = canary.latency, limits.max_p99_latency
     n = sketch.count
     if n == 0:
@@ -220,7 +183,7 @@ def _p99_latency(canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float
 
 
 def _latency_ratio(name: str, quantiles: Tuple[float, ...], ratio: float, min_difference: float,
-                   canary: Stats, stable: Stats, limits: JudgeLimits, alpha: float) -> _Outcome:
+                   canary: Stats, stable: Stats, limits: AnalysisSettings, alpha: float) -> _Outcome:
     """The canary's share slower than ``ratio`` times stable's quantile (its upper bound) against that quantile's.
 
     The first of ``quantiles`` that stable's samples can bound is used: a

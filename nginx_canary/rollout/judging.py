@@ -7,7 +7,7 @@ from typing import Optional
 
 from nginx_canary.errors import StateError
 from nginx_canary.rollout.checks import Thresholds
-from nginx_canary.rollout.judge import JudgeLimits, judge
+from nginx_canary.rollout.judge import judge
 from nginx_canary.rollout.ports import ExtraChecks, TrafficSource
 from nginx_canary.rollout.run import Run
 from nginx_canary.rollout.step_checks import StepChangeChecks
@@ -48,7 +48,7 @@ class Judging:
             thresholds = Thresholds.from_settings(analysis)
             extra = tuple(check(canary, stable, thresholds) for check in extra_checks(now))
         elapsed = max(0.0, now - self.since) if self.since is not None else 0.0
-        verdict = judge(canary, stable, JudgeLimits.from_settings(analysis), now, elapsed, extra)
+        verdict = judge(canary, stable, analysis, now, elapsed, extra)
         st.last_verdict = verdict.to_dict()
         st.failure_streak = next_failure_streak(st.failure_streak, verdict.verdict)
         if verdict.verdict == FAIL:

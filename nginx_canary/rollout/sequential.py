@@ -234,20 +234,6 @@ def quantile_upper_bound(sketch: LatencySketch, q: float, alpha: float) -> Optio
     return None if bounds is None else bounds[1]
 
 
-def quantile_lower_bound(sketch: LatencySketch, q: float, alpha: float) -> Optional[float]:
-    """A value the ``q``-quantile is at least, with chance >= 1 - alpha (see :func:`quantile_upper_bound`)."""
-    n = sketch.count
-    if n == 0:
-        return None
-    goal = -math.log(alpha)
-    # The fewest values above the bound that still show their share to be over 1 - q.
-    fewest = _smallest_count(n, lambda above: log_evidence_above(n, above, 1.0 - q) >= goal)
-    if fewest is None:
-        return None
-    bounds = sketch.rank_bounds(n - fewest)
-    return None if bounds is None else bounds[0]
-
-
 def _largest_count(n: int, holds) -> Optional[int]:  # type: ignore[no-untyped-def]
     """The largest c in 0..n for which ``holds(c)`` (true for small c, false for large), or None."""
     if not holds(0):
@@ -262,20 +248,6 @@ def _largest_count(n: int, holds) -> Optional[int]:  # type: ignore[no-untyped-d
         else:
             high = middle
     return low
-
-
-def _smallest_count(n: int, holds) -> Optional[int]:  # type: ignore[no-untyped-def]
-    """The smallest c in 1..n for which ``holds(c)`` (false for small c, true for large), or None."""
-    if not holds(n):
-        return None
-    low, high = 0, n
-    while high - low > 1:
-        middle = (low + high) // 2
-        if holds(middle):
-            high = middle
-        else:
-            low = middle
-    return high
 
 
 def _check(n: int, k: int, p0: float) -> None:

@@ -10,14 +10,14 @@ import pytest
 
 from nginx_canary.config.model import AnalysisSettings
 from nginx_canary.logs.window import Stats
-from nginx_canary.rollout.judge import JudgeLimits, judge
+from nginx_canary.rollout.judge import judge
 from nginx_canary.rollout.verdict import FAIL, INCONCLUSIVE, PASS, CheckResult, Verdict
 
 TICK = 0.25
 
 
 def stream(seconds: float, canary_rate: float, canary_5xx: float, stable_5xx: float, *, seed: int,
-           slower: float = 1.0, limits: JudgeLimits = JudgeLimits(), stop_on_pass: bool = True
+           slower: float = 1.0, limits: AnalysisSettings = AnalysisSettings(), stop_on_pass: bool = True
            ) -> Tuple[Optional[Verdict], float]:
     """Feed a 10 % step (stable 9x the canary's traffic) tick by tick; the first fail (or pass) and when."""
     rng = random.Random(seed)
@@ -61,7 +61,7 @@ def test_three_points_more_5xx_over_a_clean_stable_is_caught():
 
 
 def test_a_tolerance_lets_a_slightly_worse_canary_through():
-    limits = JudgeLimits(error_rate_tolerance=3.0)  # up to 4 times stable's rate
+    limits = AnalysisSettings(error_rate_tolerance=3.0)  # up to 4 times stable's rate
     verdict, _ = stream(60, 20, 0.03, 0.01, seed=5, limits=limits, stop_on_pass=False)
     assert verdict is not None and verdict.verdict != FAIL
 
@@ -94,7 +94,7 @@ def _figures(requests: int, errors: int) -> Stats:
 
 def test_inconclusive_says_how_many_more_requests_and_how_long():
     # 15 s at 20 canary req/s, both groups at 2 % 5xx: within tolerance so far, undecided.
-    verdict = judge(_figures(300, 6), _figures(2700, 54), JudgeLimits(), 15.0, 15.0)
+    verdict = judge(_figures(300, 6), _figures(2700, 54), AnalysisSettings(), 15.0, 15.0)
     assert verdict.verdict == INCONCLUSIVE
     assert "error_rate_increase: canary 5xx 2 % (6 of 300) vs stable 2 % (54 of 2700): within tolerance so far" \
         in verdict.reason
@@ -103,7 +103,7 @@ def test_inconclusive_says_how_many_more_requests_and_how_long():
 
 
 def test_an_estimate_far_beyond_the_requests_seen_is_said_in_words():
-    verdict = judge(_figures(300, 9), _figures(2700, 54), JudgeLimits(), 15.0, 15.0)
+    verdict = judge(_figures(300, 9), _figures(2700, 54), AnalysisSettings(), 15.0, 15.0)
     assert verdict.verdict == INCONCLUSIVE
     assert verdict.reason.endswith("too close to the limit to decide soon (at this rate, over 100 times the 300 "
                                    "canary requests seen so far)")
@@ -113,14 +113,14 @@ def test_too_few_requests_are_inconclusive_with_the_minimum():
     canary, stable = Stats(), Stats()
     canary.add(200, 0.01, count=5)
     stable.add(200, 0.01, count=50)
-    verdict = judge(canary, stable, JudgeLimits(), 10.0, 2.0)
+    verdict = judge(canary, stable, AnalysisSettings(), 10.0, 2.0)
     assert verdict.verdict == INCONCLUSIVE and verdict.reason.startswith("only 5 canary requests since the step began")
 
 
 def test_without_stable_traffic_the_relative_checks_are_skipped_not_blocking():
     canary, stable = Stats(), Stats()
     canary.add(200, 0.01, count=3000)
-    verdict = judge(canary, stable, JudgeLimits(), 10.0, 30.0)
+    verdict = judge(canary, stable, AnalysisSettings(), 10.0, 30.0)
     skipped = {c.name for c in verdict.checks if c.skipped}
     assert {"error_rate_increase", "p99_latency_ratio", "p50_latency_ratio"} <= skipped
     assert verdict.verdict == PASS and "skipped without a stable baseline" in verdict.reason
@@ -131,14 +131,5 @@ def test_an_extra_check_that_fails_fails_the_verdict():
     canary.add(200, 0.01, count=3000)
     stable.add(200, 0.01, count=9000)
     extra = CheckResult("http_checks", FAIL, 1.0, 0.0, 3000, 9000, "http://127.0.0.1:9/health answered 500")
-    verdict = judge(canary, stable, JudgeLimits(), 10.0, 30.0, (extra,))
+    verdict = judge(canary, stable, AnalysisSettings(), 10.0, 30.0, (extra,))
     assert verdict.verdict == FAIL and [c.name for c in verdict.failed] == ["http_checks"]
-
-
-def test_limits_come_from_the_settings_and_refuse_nonsense():
-    limits = JudgeLimits.from_settings(AnalysisSettings(max_error_rate=0.1, risk=0.02, min_requests=7))
-    assert (limits.max_error_rate, limits.risk, limits.min_requests) == (0.1, 0.02, 7)
-    for bad in ({"risk": 0.0}, {"promotion_risk": 0.5}, {"min_requests": 0}, {"max_error_rate": 2.0},
-                {"error_rate_tolerance": -1.0}, {"max_p50_latency_ratio": float("nan")}):
-        with pytest.raises(ValueError):
-            JudgeLimits(**bad)  # type: ignore[arg-type]

@@ -14,7 +14,6 @@ from nginx_canary.rollout.sequential import (
     log_evidence_below,
     log_evidence_share_above,
     lower_bound,
-    quantile_lower_bound,
     quantile_upper_bound,
     trials_needed,
     upper_bound,
@@ -122,7 +121,7 @@ def test_bounds_cover_the_rate_at_every_look():
     assert upper_bound(0, 0, 0.05) == 1.0 and lower_bound(0, 0, 0.05) == 0.0
 
 
-def test_quantile_bounds_enclose_the_true_quantile():
+def test_the_quantile_bound_is_above_the_true_quantile():
     rng = random.Random(3)
     misses = 0
     true_p99 = math.exp(-4 + 0.8 * 2.3263)  # lognormal(-4, 0.8)
@@ -131,10 +130,9 @@ def test_quantile_bounds_enclose_the_true_quantile():
         for _ in range(3000):
             sketch.add(rng.lognormvariate(-4, 0.8))
         high = quantile_upper_bound(sketch, 0.99, 0.05)
-        low = quantile_lower_bound(sketch, 0.99, 0.05)
-        assert high is not None and low is not None and low <= sketch.quantile(0.99) <= high
-        misses += not low <= true_p99 <= high
-    assert misses <= 4
+        assert high is not None and sketch.quantile(0.99) <= high
+        misses += high < true_p99
+    assert misses <= 2
     thin = LatencySketch()
     thin.add(0.1)
     assert quantile_upper_bound(thin, 0.99, 0.05) is None and quantile_upper_bound(LatencySketch(), 0.5, 0.05) is None
