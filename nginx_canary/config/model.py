@@ -83,6 +83,27 @@ class GateSettings:
     confirm_promotion: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class FleetSettings:
+    """How this host joins a fleet of daemons coordinating through etcd (parsed and checked, not used yet).
+
+    ``etcd`` holds ``scheme://host:port`` endpoints, all of one scheme; ``ca``,
+    ``cert`` and ``key`` are PEM file paths for https; ``password`` (never in a
+    repr) or ``password_file`` goes with ``user``.
+    """
+
+    etcd: Tuple[str, ...]
+    name: str
+    host: str
+    ca: Optional[str] = None
+    cert: Optional[str] = None
+    key: Optional[str] = None
+    user: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+    password_file: Optional[str] = None
+    allow_plaintext: bool = False
+
+
 DEFAULT_STEPS: Tuple[Fraction, ...] = (Fraction(10), Fraction(25), Fraction(50), Fraction(100))
 
 
@@ -109,7 +130,7 @@ class DaemonSettings:
 
     Built by :func:`parse_settings`, which validates; constructing one directly
     (as tests do) skips validation. ``rollouts`` is read-only and keeps the
-    file's order.
+    file's order. ``fleet`` is None without a ``fleet`` section.
     """
 
     nginx: NginxSettings = field(default_factory=NginxSettings)
@@ -119,3 +140,4 @@ class DaemonSettings:
     metrics_listen: Optional[str] = None
     allow_insecure_permissions: bool = False
     rollouts: Mapping[str, RolloutSettings] = field(default_factory=lambda: MappingProxyType({}))
+    fleet: Optional[FleetSettings] = None

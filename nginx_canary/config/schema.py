@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, List
 
 TOP_KEYS = ("nginx", "state_dir", "control_socket", "control_group", "metrics_listen", "allow_insecure_permissions",
-            "rollouts")
+            "rollouts", "fleet")
 NGINX_KEYS = ("conf", "binary", "prefix")
 ROLLOUT_KEYS = ("upstream", "canary", "access_log", "log_format", "steps", "step_interval", "on_success", "analysis",
                 "webhooks", "gates")
@@ -15,6 +15,7 @@ ANALYSIS_KEYS = ("interval", "window", "min_requests", "max_error_rate", "error_
 WEBHOOK_KEYS = ("url", "events", "format", "timeout", "retries")
 GATE_KEYS = ("pre_rollout", "confirm_step", "confirm_promotion")
 HTTP_CHECK_KEYS = ("url", "timeout")
+FLEET_KEYS = ("etcd", "name", "host", "ca", "cert", "key", "user", "password", "password_file", "allow_plaintext")
 
 
 def _where_keys_belong() -> Dict[str, str]:
@@ -23,8 +24,11 @@ def _where_keys_belong() -> Dict[str, str]:
     for keys, where in ((TOP_KEYS, "the top level"), (NGINX_KEYS, "nginx"), (ROLLOUT_KEYS, "rollouts.NAME"),
                         (ANALYSIS_KEYS, "rollouts.NAME.analysis"), (WEBHOOK_KEYS, "rollouts.NAME.webhooks[N]"),
                         (GATE_KEYS, "rollouts.NAME.gates"),
-                        (HTTP_CHECK_KEYS, "rollouts.NAME.analysis.http_checks[N]")):
+                        (HTTP_CHECK_KEYS, "rollouts.NAME.analysis.http_checks[N]"), (FLEET_KEYS, "fleet")):
         for key in keys:
+            if key == "name" and where == "fleet":
+                # A stray `name:` is far likelier a rollout's name, which is its key.
+                continue
             places.setdefault(key, []).append(where)
     return {key: " or ".join(where) for key, where in places.items()}
 

@@ -34,8 +34,9 @@ Rules worth knowing (``docs/CONFIG.md`` is the full reference):
 
 This module reads the top level; the reader's core is
 :mod:`~nginx_canary.config.reader`, the ``rollouts`` section
-:mod:`~nginx_canary.config.rollouts` and the URL-bearing settings
-:mod:`~nginx_canary.config.endpoints`.
+:mod:`~nginx_canary.config.rollouts`, the URL-bearing settings
+:mod:`~nginx_canary.config.endpoints` and the ``fleet`` section
+:mod:`~nginx_canary.config.fleet`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import Mapping, Optional
 
 import yaml
 
+from nginx_canary.config.fleet import FleetReader
 from nginx_canary.config.model import DaemonSettings, NginxSettings
 from nginx_canary.config.nodes import compose, is_null, printable_source
 from nginx_canary.config.reader import NodeReader, nullable
@@ -123,6 +125,7 @@ class SettingsReader(NodeReader):
     def __init__(self, source: str) -> None:
         super().__init__(source)
         self.rollout_sections = RolloutReader(source)
+        self.fleet_section = FleetReader(source)
 
     def daemon(self, root: yaml.Node) -> DaemonSettings:
         top = self.entries(root, "", "a mapping of settings at the top level", TOP_KEYS)
@@ -134,6 +137,7 @@ class SettingsReader(NodeReader):
             "metrics_listen": nullable(self.listen),
             "allow_insecure_permissions": self.boolean,
             "rollouts": self.rollout_sections.rollouts,
+            "fleet": self.fleet_section.fleet,
         })
 
     def nginx(self, node: yaml.Node, key: str) -> NginxSettings:

@@ -33,6 +33,9 @@ LEVELS: Dict[str, Tuple[str, int, str]] = {
     "gates": (MINIMAL + "    gates:\n      {key}: {value}\n", 6, "rollouts.app.gates."),
     "http_check": (MINIMAL + "    analysis:\n      http_checks:\n        - {key}: {value}\n{url}", 7,
                    "rollouts.app.analysis.http_checks[0]."),
+    # Only for keys refused before the section's required keys are looked for
+    # (tests/config/test_fleet.py builds whole fleet sections).
+    "fleet": ("fleet:\n  {key}: {value}\n", 2, "fleet."),
 }
 URL_LINES = {"webhook": f"        url: {HOOK}\n", "http_check": "          url: http://127.0.0.1:8082/health\n"}
 

@@ -12,7 +12,8 @@ from tests.config.cases import DURATION, LEVELS, MINIMAL, assert_refused, parse,
 
 @pytest.mark.parametrize("level, key, prefix, fragment", [
     ("top", "stat_dir", "", "unknown key 'stat_dir', did you mean 'state_dir'? (known: nginx, state_dir, "
-                            "control_socket, control_group, metrics_listen, allow_insecure_permissions, rollouts)"),
+                            "control_socket, control_group, metrics_listen, allow_insecure_permissions, rollouts, "
+                            "fleet)"),
     ("top", "conf", "", "unknown key 'conf', it belongs under nginx"),
     ("top", "analysis", "", "unknown key 'analysis', it belongs under rollouts.NAME"),
     ("nginx", "config", "nginx", "unknown key 'config', did you mean 'conf'? (known: conf, binary, prefix)"),
@@ -39,6 +40,12 @@ from tests.config.cases import DURATION, LEVELS, MINIMAL, assert_refused, parse,
                                                        "interval, window, min_requests, max_error_rate,"),
     ("analysis", "steps", "rollouts.app.analysis", "unknown key 'steps', it belongs under rollouts.NAME"),
     ("analysis", "p99", "rollouts.app.analysis", "unknown key 'p99' (known: interval,"),
+    ("fleet", "endpoints", "fleet", "unknown key 'endpoints' (known: etcd, name, host, ca, cert, key, user, password, "
+                                    "password_file, allow_plaintext)"),
+    ("fleet", "allow_plain", "fleet", "did you mean 'allow_plaintext'?"),
+    ("fleet", "upstream", "fleet", "unknown key 'upstream', it belongs under rollouts.NAME"),
+    ("top", "etcd", "", "unknown key 'etcd', it belongs under fleet"),
+    ("rollout", "name", "rollouts.app", "unknown key 'name' (known: upstream,"),
 ])
 def test_unknown_key(level, key, prefix, fragment):
     assert_refused(setting(level, key, "1"), LEVELS[level][1], prefix or None, fragment)

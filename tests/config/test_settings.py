@@ -20,6 +20,7 @@ from nginx_canary.config.model import (
     WEBHOOK_EVENTS,
     AnalysisSettings,
     DaemonSettings,
+    FleetSettings,
     GateSettings,
     HttpCheckSettings,
     NginxSettings,
@@ -154,6 +155,8 @@ GOOD = [
     ("top", "metrics_listen", "0.0.0.0:1", "0.0.0.0:1"),
     ("top", "allow_insecure_permissions", "true", True),
     ("top", "allow_insecure_permissions", "false", False),
+    ("top", "fleet", "{etcd: [https://10.0.0.5:2379], name: shop, host: lb-1}",
+     FleetSettings(etcd=("https://10.0.0.5:2379",), name="shop", host="lb-1")),  # the rest: tests/config/test_fleet.py
     # webhooks, gates and HTTP checks as a whole
     ("rollout", "webhooks", "[]", ()),
     ("rollout", "webhooks", "", ()),
@@ -363,6 +366,8 @@ BAD = [
     ("top", "allow_insecure_permissions", "'true'", "expected true or false, got 'true'"),
     ("top", "allow_insecure_permissions", "1", "got the number 1"),
     ("top", "allow_insecure_permissions", "null", "got null"),
+    ("top", "fleet", "[https://10.0.0.5:2379]", "expected a mapping of fleet settings, got a list"),
+    ("top", "fleet", "null", "missing required key 'etcd'"),
     # webhooks, gates and HTTP checks as a whole
     ("rollout", "webhooks", HOOK, "expected a list of webhooks like [{url: 'https://hooks.example.com/canary'}], "
                                   f"got '{HOOK}'"),
@@ -538,7 +543,7 @@ def test_utf8_bom_is_accepted(tmp_path):
 
 def every_key() -> List[str]:
     names = [f.name for cls in (DaemonSettings, NginxSettings, RolloutSettings, AnalysisSettings, WebhookSettings,
-                                GateSettings, HttpCheckSettings)
+                                GateSettings, HttpCheckSettings, FleetSettings)
              for f in dataclasses.fields(cls)]
     return [name for name in names if name != "name"]  # a rollout's name is its key
 
