@@ -27,7 +27,8 @@ The checks (their names are the metrics' and webhooks'):
 * ``error_rate_increase``: roll back when the canary's share of all 5xx shows
   its rate above stable's times ``1 + error_rate_tolerance``; pass when its
   rate is shown below stable's lower bound plus ``max_error_rate_increase``.
-  Skipped (no baseline) when the stable group had no requests (the 100 % step).
+  Its pass side is skipped (no baseline) when stable had fewer than
+  ``min_requests`` requests (the 100 % step: only those in flight at the change).
 * ``p99_latency``: the share of canary requests slower than
   ``max_p99_latency`` shown above 1 %.
 * ``p99_latency_ratio``: the share slower than ``max_p99_latency_ratio``
@@ -197,8 +198,11 @@ def _latency_ratio(name: str, quantiles: Tuple[float, ...], ratio: float, min_di
         return _result(name, INCONCLUSIVE, None, ratio, canary, stable,
                        f"only {stable.latency.count} stable latency samples: no baseline to compare with",
                        skipped=True), None
+    # Which quantile is compared changes as stable's samples grow: each gets its own share of the risk, half of
+    # it for stable's bound and half for the canary's test, so that switching between them cannot add up to more.
+    each = alpha / (2 * len(quantiles))
     for q in quantiles:
-        bound = quantile_upper_bound(stable.latency, q, alpha / 2)
+        bound = quantile_upper_bound(stable.latency, q, each)
         if bound is not None:
             break
     else:
@@ -212,7 +216,7 @@ def _latency_ratio(name: str, quantiles: Tuple[float, ...], ratio: float, min_di
     value = (canary.latency.quantile(q) or 0.0) / stable_q if stable_q else None
     seen = (f"{_rate(slower, n)} of canary requests slower than {_seconds(limit)} ({number_text(ratio, 2)} times "
             f"stable's {label} bound {_seconds(bound)})")
-    if log_evidence_above(n, slower, 1.0 - q) >= -math.log(alpha / 2):
+    if log_evidence_above(n, slower, 1.0 - q) >= -math.log(each):
         return _result(name, FAIL, value, ratio, canary, stable, f"{seen}: its {label} is shown above that"), None
     return _result(name, PASS, value, ratio, canary, stable, f"{seen}: no evidence of a slower {label}"), None
 
