@@ -15,8 +15,8 @@ venv: $(VENV)/.installed
 
 # Debian packages the tests drive for real (command:package): nginx for the
 # integration tests, and the tools other tests run for real (unit checks, shell and
-# Ruby syntax, Prometheus rules, the report in a browser, saturating load).
-TEST_TOOLS := nginx:nginx systemd-analyze:systemd shellcheck:shellcheck ruby:ruby promtool:prometheus chromium:chromium wrk:wrk
+# Ruby syntax, Prometheus rules, the report in a browser, saturating load, the fleet's etcd).
+TEST_TOOLS := nginx:nginx systemd-analyze:systemd shellcheck:shellcheck ruby:ruby promtool:prometheus chromium:chromium wrk:wrk etcd:etcd-server
 
 # Each installs what is missing when we can (root + apt), else says how.
 nginx:

@@ -111,3 +111,13 @@ class UnknownRolloutError(BadInputError):
 
 class ControlError(CanaryError):
     """The control socket cannot be set up, or a peer broke the protocol."""
+
+
+class FleetError(CanaryError):
+    """The fleet's etcd cannot be reached in time, refused a request, or answered nonsense.
+
+    Exit 3, like a daemon or nginx that does not answer: the service the command
+    needs is not there right now, and trying again later may work.
+    """
+
+    exit_code = ExitCode.NGINX_NOT_RUNNING
