@@ -445,9 +445,11 @@ class NewJudge:
 
     name = "new"
 
-    def __init__(self, start: float, judge: Callable[..., Any], limits: Any) -> None:
+    def __init__(self, start: float, judge: Callable[..., Any], limits: Any, bake: float) -> None:
         self.start = start
         self.judge, self.limits = judge, limits
+        self.bake = bake  # the step's planned look falls at the end of its bake time: the step's length here
+        self.looked = False
         self.canary, self.stable = Stats(), Stats()
         self.changed = False
 
@@ -458,14 +460,16 @@ class NewJudge:
                 self.changed = True
 
     def check(self, now: float) -> bool:
-        if not self.changed:
+        final_look = not self.looked and now - self.start >= self.bake
+        if not self.changed and not final_look:
             return False                   # the last verdict (not a fail, or the run had stopped) stands
         self.changed = False
-        verdict = self.judge(self.canary, self.stable, self.limits, now, now - self.start)
+        self.looked = self.looked or final_look
+        verdict = self.judge(self.canary, self.stable, self.limits, now, now - self.start, final_look=final_look)
         return verdict.verdict == FAIL
 
 
-def judge_factories(names: Sequence[str]) -> Dict[str, Callable[[float], Any]]:
+def judge_factories(names: Sequence[str], step: float = STEP_SECONDS) -> Dict[str, Callable[[float], Any]]:
     """Judge name -> a maker of that judge for a step starting at a time.
 
     Raises ImportError when "new" is asked for and nginx_canary.rollout.judge is missing.
@@ -478,7 +482,7 @@ def judge_factories(names: Sequence[str]) -> Dict[str, Callable[[float], Any]]:
             from nginx_canary.config.model import AnalysisSettings
             from nginx_canary.rollout.judge import judge
             limits = AnalysisSettings()
-            makers[name] = lambda start, judge=judge, limits=limits: NewJudge(start, judge, limits)
+            makers[name] = lambda start, judge=judge, limits=limits: NewJudge(start, judge, limits, step)
         else:
             raise ValueError(f"unknown judge {name!r}; expected one of {', '.join(JUDGES)}")
     return makers
@@ -512,7 +516,7 @@ _WORKER: Dict[str, Any] = {}
 
 
 def _init_worker(judges: Sequence[str], step: float, check: float) -> None:
-    _WORKER.update(makers=judge_factories(judges), step=step, check=check)
+    _WORKER.update(makers=judge_factories(judges, step), step=step, check=check)
 
 
 def _run_chunk(task: Tuple[int, Cell, int, int, int]) -> Tuple[int, Dict[str, List[Optional[float]]]]:

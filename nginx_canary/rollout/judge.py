@@ -38,6 +38,14 @@ The checks (their names are the metrics' and webhooks'):
   times an upper bound of stable's median (and at least 2 ms more) shown
   above half: a shift of typical latency.
 
+Group-sequential 5xx checks: each 5xx check spends half of its share of the
+risk on the always-valid test, which may fire at any look, and half on one
+planned look when the step's bake time is over (an exact binomial test of
+the figures then), the moment a decision is due anyway. A regression that is
+real but small gathers evidence slowly; the planned look catches more of
+those within the bake time than an always-valid test alone could, at the
+same total risk.
+
 Latency comparisons are made on the values as nginx logged them, rounded to
 the millisecond on both sides alike, and count a canary request as slower
 only when its sketch bin lies wholly above the limit: rounding and binning
@@ -56,6 +64,7 @@ from nginx_canary.rollout.sequential import (
     log_evidence_above,
     log_evidence_below,
     log_evidence_share_above,
+    log_tail_at_least,
     lower_bound,
     quantile_upper_bound,
     trials_needed,
@@ -78,18 +87,19 @@ _PROMOTION_CHECKS = 2
 
 
 def judge(canary: Stats, stable: Stats, limits: AnalysisSettings, at: float, elapsed: float,
-          extra: Tuple[CheckResult, ...] = ()) -> Verdict:
+          extra: Tuple[CheckResult, ...] = (), *, final_look: bool = False) -> Verdict:
     """Judge the step so far: ``canary`` and ``stable`` hold every request since it began ``elapsed`` s before ``at``.
 
     ``limits`` are the rollout's analysis settings (validated when the YAML was read).
 
     ``extra`` are results of other checks (the HTTP checks) that take part in the verdict like the judge's own.
+    ``final_look``: this is the step's one planned look at the end of its bake time (see the module's docstring).
     """
     alpha = limits.risk / _ROLLBACK_CHECKS
     beta = limits.promotion_risk / _PROMOTION_CHECKS
     outcomes = (
-        _error_rate(canary, stable, limits, alpha, beta),
-        _error_rate_increase(canary, stable, limits, alpha, beta),
+        _error_rate(canary, stable, limits, alpha, beta, final_look),
+        _error_rate_increase(canary, stable, limits, alpha, beta, final_look),
         _p99_latency(canary, stable, limits, alpha),
         _latency_ratio("p99_latency_ratio", TAIL_QUANTILES, limits.max_p99_latency_ratio, P99_MIN_DIFFERENCE,
                        canary, stable, limits, alpha),
@@ -130,12 +140,16 @@ def judge(canary: Stats, stable: Stats, limits: AnalysisSettings, at: float, ela
 _Outcome = Tuple[CheckResult, Optional[int]]
 
 
-def _error_rate(canary: Stats, stable: Stats, limits: AnalysisSettings, alpha: float, beta: float) -> _Outcome:
+def _error_rate(canary: Stats, stable: Stats, limits: AnalysisSettings, alpha: float, beta: float,
+                final_look: bool) -> _Outcome:
     n, k, limit = canary.requests, canary.errors_5xx, limits.max_error_rate
     seen = f"canary 5xx {_rate(k, n)}"
-    if log_evidence_above(n, k, limit) >= -math.log(alpha):
+    if log_evidence_above(n, k, limit) >= -math.log(alpha / 2):
         return _result("error_rate", FAIL, k / n, limit, canary, stable,
                        f"{seen} is shown above the {percent_text(limit * 100)} % limit"), None
+    if final_look and log_tail_at_least(n, k, limit) <= math.log(alpha / 2):
+        return _result("error_rate", FAIL, k / n, limit, canary, stable,
+                       f"{seen} is shown above the {percent_text(limit * 100)} % limit at the end of the bake time"), None
     if log_evidence_below(n, k, limit) >= -math.log(beta):
         return _result("error_rate", PASS, k / n, limit, canary, stable,
                        f"{seen} is shown below the {percent_text(limit * 100)} % limit"), None
@@ -144,16 +158,21 @@ def _error_rate(canary: Stats, stable: Stats, limits: AnalysisSettings, alpha: f
                    f"{seen}: within the {percent_text(limit * 100)} % limit so far"), more
 
 
-def _error_rate_increase(canary: Stats, stable: Stats, limits: AnalysisSettings, alpha: float, beta: float) -> _Outcome:
+def _error_rate_increase(canary: Stats, stable: Stats, limits: AnalysisSettings, alpha: float, beta: float,
+                         final_look: bool) -> _Outcome:
     n_c, k_c, n_s, k_s = canary.requests, canary.errors_5xx, stable.requests, stable.errors_5xx
     limit = limits.max_error_rate_increase
     seen = f"canary 5xx {_rate(k_c, n_c)} vs stable {_rate(k_s, n_s)}"
     value = (k_c / n_c - k_s / n_s) if n_c and n_s else None
     ratio = 1.0 + limits.error_rate_tolerance
-    if log_evidence_share_above(k_c, k_s, n_c, n_s, ratio) >= -math.log(alpha):
-        above = "stable's" if ratio == 1.0 else f"{number_text(ratio, 2)} times stable's"
+    above = "stable's" if ratio == 1.0 else f"{number_text(ratio, 2)} times stable's"
+    if log_evidence_share_above(k_c, k_s, n_c, n_s, ratio) >= -math.log(alpha / 2):
         return _result("error_rate_increase", FAIL, value, limit, canary, stable,
                        f"{seen}: the canary's rate is shown above {above}"), None
+    if final_look and n_c and n_s and log_tail_at_least(k_c + k_s, k_c, ratio * n_c / (ratio * n_c + n_s)) \
+            <= math.log(alpha / 2):
+        return _result("error_rate_increase", FAIL, value, limit, canary, stable,
+                       f"{seen}: the canary's rate is shown above {above} at the end of the bake time"), None
     if n_s < limits.min_requests:
         # At the 100 % step stable gets nothing but the requests in flight when the weights changed.
         return _result("error_rate_increase", INCONCLUSIVE, value, limit, canary, stable,

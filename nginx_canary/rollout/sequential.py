@@ -54,6 +54,12 @@ _LOG_1MG = tuple(math.log1p(-g) for g in GRID)
 _BISECT_STEPS = 40
 
 
+def _logaddexp(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+
+
 def _logsumexp(values: Tuple[float, ...]) -> float:
     top = max(values)
     if top == -math.inf:
@@ -160,6 +166,31 @@ def _crossing(rising, low: float, high: float) -> Tuple[float, float]:  # type: 
                 f_high /= 2
             side = -1
     return low, high
+
+
+def log_tail_at_least(n: int, k: int, p0: float) -> float:
+    """log of P(K >= k) for K ~ Binomial(n, p0): the p-value of ``k`` bad outcomes in ``n`` against "at most p0".
+
+    Exact (summed in log space from ``k`` up, until the terms no longer count).
+    For the one planned look of a group-sequential design, not for repeated
+    looks. Raises ValueError unless ``0 <= k <= n`` and ``0 <= p0 <= 1``.
+    """
+    _check(n, k, p0)
+    if k == 0:
+        return 0.0
+    if p0 <= 0.0:
+        return -math.inf
+    if p0 >= 1.0:
+        return 0.0
+    log_p, log_q = math.log(p0), math.log1p(-p0)
+    log_n = math.lgamma(n + 1)
+    total = -math.inf
+    for j in range(k, n + 1):
+        term = log_n - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * log_p + (n - j) * log_q
+        total = _logaddexp(total, term)
+        if j > n * p0 and term < total - 40:
+            break  # past the mode the terms only shrink: the rest cannot move the sum
+    return min(0.0, total)
 
 
 def log_evidence_share_above(canary_bad: int, stable_bad: int, canary_n: int, stable_n: int,

@@ -127,17 +127,36 @@ def test_judges_side_by_side_see_the_same_stream(bench: Any) -> None:
 def test_new_judge_adapter_judges_cumulative_stats_when_they_change(bench: Any) -> None:
     calls: List[Tuple[int, int, float]] = []
 
-    def judge(canary: Stats, stable: Stats, limits: Any, at: float, elapsed: float) -> Verdict:
+    looks: List[bool] = []
+
+    def judge(canary: Stats, stable: Stats, limits: Any, at: float, elapsed: float, *,
+              final_look: bool = False) -> Verdict:
         calls.append((canary.requests, stable.requests, elapsed))
+        looks.append(final_look)
         verdict = FAIL if canary.requests >= 10 else INCONCLUSIVE
         return Verdict(verdict, (), "", canary.summary(), stable.summary(), at)
 
-    makers = {"new": lambda start: bench.NewJudge(start, judge, object())}
+    makers = {"new": lambda start: bench.NewJudge(start, judge, object(), 30.0)}
     result = bench.simulate(bench.Cell(0.0, "none", "none", 2.0), 9, makers, step=30.0)
     assert result["new"] is not None and calls
     requests = [c for c, _, _ in calls]
     assert requests == sorted(requests) and requests[-1] >= 10 > requests[-2]
     assert result["new"] == pytest.approx(calls[-1][2])
+    assert not any(looks)  # failed before the bake time's end: the planned look never came
+
+
+def test_new_judge_adapter_makes_the_planned_look_once_at_the_bake_end(bench: Any) -> None:
+    looks: List[Tuple[float, bool]] = []
+
+    def judge(canary: Stats, stable: Stats, limits: Any, at: float, elapsed: float, *,
+              final_look: bool = False) -> Verdict:
+        looks.append((elapsed, final_look))
+        return Verdict(INCONCLUSIVE, (), "", canary.summary(), stable.summary(), at)
+
+    makers = {"new": lambda start: bench.NewJudge(start, judge, object(), 5.0)}
+    assert bench.simulate(bench.Cell(0.0, "none", "none", 20.0), 3, makers, step=5.0)["new"] is None
+    planned = [elapsed for elapsed, final in looks if final]
+    assert planned == [pytest.approx(5.0)]
 
 
 def test_tiny_grid_in_the_pool(bench: Any) -> None:

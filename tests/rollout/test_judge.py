@@ -133,3 +133,19 @@ def test_an_extra_check_that_fails_fails_the_verdict():
     extra = CheckResult("http_checks", FAIL, 1.0, 0.0, 3000, 9000, "http://127.0.0.1:9/health answered 500")
     verdict = judge(canary, stable, AnalysisSettings(), 10.0, 30.0, (extra,))
     assert verdict.verdict == FAIL and [c.name for c in verdict.failed] == ["http_checks"]
+
+
+def test_the_planned_look_at_the_bake_end_catches_what_the_continuous_test_has_not_yet():
+    # 90 of 1,200 canary requests (7.5 %) against the 5 % limit: not yet enough for a test that may look at any time,
+    # enough for the one planned look (exact binomial test at half the check's share of the risk).
+    canary, stable = _figures(1200, 90), _figures(10800, 540)
+    assert judge(canary, stable, AnalysisSettings(), 60.0, 60.0).verdict != FAIL
+    verdict = judge(canary, stable, AnalysisSettings(), 60.0, 60.0, final_look=True)
+    assert verdict.verdict == FAIL
+    assert "error_rate: canary 5xx 7.5 % (90 of 1200) is shown above the 5 % limit at the end of the bake time" \
+        in verdict.reason
+
+
+def test_the_planned_look_does_not_fail_a_canary_as_healthy_as_stable():
+    assert judge(_figures(1200, 24), _figures(10800, 216), AnalysisSettings(), 60.0, 60.0,
+                 final_look=True).verdict != FAIL

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -13,6 +14,7 @@ from nginx_canary.rollout.sequential import (
     log_evidence_above,
     log_evidence_below,
     log_evidence_share_above,
+    log_tail_at_least,
     lower_bound,
     quantile_upper_bound,
     trials_needed,
@@ -147,3 +149,12 @@ def test_trials_needed_is_where_the_test_decides():
     assert trials_needed(300, 15, 0.039, 0.025, below=True) is None  # 5 % is not below 3.9 %
     assert trials_needed(0, 0, 0.039, 0.025, below=True) is None
     assert trials_needed(5000, 0, 0.05, 0.025, below=True) == 5000  # already decided
+
+
+@pytest.mark.parametrize("n, k, p0", [(10, 3, 0.1), (1200, 96, 0.05), (636, 96, 0.1), (5, 5, 0.5), (300, 20, 0.02),
+                                      (1000, 1, 0.0005), (50, 0, 0.3)])
+def test_the_binomial_tail_is_exact(n, k, p0):
+    p = Fraction(p0).limit_denominator(10**9)
+    exact = sum(math.comb(n, j) * p**j * (1 - p)**(n - j) for j in range(k, n + 1))
+    expected = math.log(exact.numerator) - math.log(exact.denominator)
+    assert log_tail_at_least(n, k, p0) == pytest.approx(expected, abs=1e-9)
