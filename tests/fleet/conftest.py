@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from nginx_canary.fleet.etcd_harness import PrivateEtcd
+from nginx_canary.demo.etcd_harness import PrivateEtcd
 
 
 @pytest.fixture(scope="session")

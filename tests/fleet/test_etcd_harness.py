@@ -8,7 +8,7 @@ import psutil
 import pytest
 import requests
 
-from nginx_canary.fleet.etcd_harness import EtcdHarnessError, PrivateEtcd
+from nginx_canary.demo.etcd_harness import EtcdHarnessError, PrivateEtcd
 
 
 def healthy(etcd: PrivateEtcd) -> bool:

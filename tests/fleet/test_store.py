@@ -11,7 +11,7 @@ import requests
 
 from nginx_canary.demo.nginx_harness import free_port
 from nginx_canary.errors import ExitCode, FleetError
-from nginx_canary.fleet.etcd_harness import PrivateEtcd
+from nginx_canary.demo.etcd_harness import PrivateEtcd
 from nginx_canary.fleet.store import Event, FleetStore, Held, HistoryCompacted, LeaseLost, Watch
 
 TIMEOUT = 0.5
