@@ -10,7 +10,7 @@ import pytest
 
 from nginx_canary.config.model import AnalysisSettings
 from nginx_canary.logs.window import Stats
-from nginx_canary.rollout.judge import judge
+from nginx_canary.rollout.judge import CHECK_NAMES, RISK_SHARES, judge
 from nginx_canary.rollout.verdict import FAIL, INCONCLUSIVE, PASS, CheckResult, Verdict
 
 TICK = 0.25
@@ -149,3 +149,9 @@ def test_the_planned_look_at_the_bake_end_catches_what_the_continuous_test_has_n
 def test_the_planned_look_does_not_fail_a_canary_as_healthy_as_stable():
     assert judge(_figures(1200, 24), _figures(10800, 216), AnalysisSettings(), 60.0, 60.0,
                  final_look=True).verdict != FAIL
+
+
+def test_the_checks_shares_of_the_risk_add_up_to_the_whole_and_cover_every_check():
+    assert set(RISK_SHARES) == set(CHECK_NAMES)
+    assert sum(anytime + planned for anytime, planned in RISK_SHARES.values()) == pytest.approx(1.0)
+    assert all(anytime > 0 and planned >= 0 for anytime, planned in RISK_SHARES.values())
