@@ -15,8 +15,10 @@ venv: $(VENV)/.installed
 
 # Debian packages the tests drive for real (command:package): nginx for the
 # integration tests, and the tools other tests run for real (unit checks, shell and
-# Ruby syntax, Prometheus rules, the report in a browser, saturating load, the fleet's etcd).
-TEST_TOOLS := nginx:nginx systemd-analyze:systemd shellcheck:shellcheck ruby:ruby promtool:prometheus chromium:chromium wrk:wrk etcd:etcd-server
+# Ruby syntax, Prometheus rules, the report in a browser, saturating load, the fleet's etcd), and the
+# nginx modules real-world configs load (OpenResty's Lua blocks, stream {}).
+TEST_TOOLS := nginx:nginx systemd-analyze:systemd shellcheck:shellcheck ruby:ruby promtool:prometheus chromium:chromium wrk:wrk etcd:etcd-server \
+	/usr/lib/nginx/modules/ngx_http_lua_module.so:libnginx-mod-http-lua /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream
 
 # Each installs what is missing when we can (root + apt), else says how.
 nginx:
