@@ -26,6 +26,10 @@ _INF = math.inf
 _log = math.log
 _ceil = math.ceil
 
+def _count_like(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 # Subnormal floats carry too few significant bits for a relative-error bin;
 # no latency is shorter than 2.2e-308 s, so they are counted as zero.
 _MIN_POSITIVE = sys.float_info.min
@@ -322,6 +326,58 @@ class LatencySketch:
         clone._bins = dict(self._bins)
         clone._keys = list(self._keys)
         return clone
+
+    def to_wire(self) -> Dict[str, object]:
+        """The sketch as JSON-ready data (bins as ``[index, count]`` pairs): :meth:`from_wire` reads it back."""
+        return {
+            "accuracy": self._accuracy, "max_bins": self._max_bins, "floor": self._floor, "zero": self._zero,
+            "bins": [[index, self._bins[index]] for index in self._keys], "sum": self._sum,
+            "min": None if self._count == 0 else self._min, "max": None if self._count == 0 else self._max,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> "LatencySketch":
+        """The sketch :meth:`to_wire` described (another host's, say).
+
+        Raises ValueError when ``data`` is not such a description: wrong types,
+        negative counts, bins out of order or beyond ``max_bins``, a floor
+        that is not the lowest bin, min/max that contradict the counts.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("a latency sketch must be a JSON object")
+        try:
+            accuracy, max_bins, floor = float(data["accuracy"]), data["max_bins"], data["floor"]
+            zero, bins, total = data["zero"], data["bins"], float(data["sum"])
+            low, high = data["min"], data["max"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"latency sketch: missing or bad field ({exc})") from None
+        if not _count_like(max_bins) or not _count_like(zero) or not isinstance(bins, list):
+            raise ValueError("latency sketch: max_bins and zero must be whole numbers, bins a list")
+        sketch = cls(accuracy, max_bins or 0)
+        keys: List[int] = []
+        for pair in bins:
+            if (not isinstance(pair, list) or len(pair) != 2 or not _count_like(pair[1]) or pair[1] == 0
+                    or isinstance(pair[0], bool) or not isinstance(pair[0], int)):
+                raise ValueError(f"latency sketch: a bin must be [index, count > 0], not {pair!r}")
+            if keys and pair[0] <= keys[-1]:
+                raise ValueError("latency sketch: bins must be in ascending order of index")
+            keys.append(pair[0])
+            sketch._bins[pair[0]] = pair[1]
+        if len(keys) > max_bins:
+            raise ValueError(f"latency sketch: {len(keys)} bins, more than max_bins {max_bins}")
+        if floor is not None and (not keys or floor != keys[0]):
+            raise ValueError("latency sketch: the floor must be the lowest bin")
+        count = zero + sum(sketch._bins.values())
+        if (count == 0) != (low is None or high is None) or not math.isfinite(total) or total < 0:
+            raise ValueError("latency sketch: min, max and sum do not match the counts")
+        if count:
+            low, high = float(low), float(high)
+            if not 0.0 <= low <= high < _INF:
+                raise ValueError("latency sketch: min and max must be 0 <= min <= max")
+            sketch._min, sketch._max = low, high
+        sketch._keys, sketch._floor, sketch._zero = keys, floor, zero
+        sketch._count, sketch._sum = count, total
+        return sketch
 
     def __repr__(self) -> str:
         return (

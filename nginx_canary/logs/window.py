@@ -26,6 +26,7 @@ OTHER_KEY = "(other)"
 # and hide the sketch's float noise.
 _SUMMARY_DIGITS = 6
 _SUMMARY_QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p95", 0.95), ("p99", 0.99))
+_WIRE_COUNTS = ("requests", "errors_5xx", "errors_4xx", "responses_2xx", "responses_3xx")
 
 
 # eq=False: sketches have no value equality, so a generated __eq__ would
@@ -80,6 +81,31 @@ class Stats:
         """Independent stats with the same contents."""
         return Stats(self.requests, self.errors_5xx, self.errors_4xx, self.latency.copy(), self.responses_2xx,
                      self.responses_3xx)
+
+    def to_wire(self) -> Dict[str, object]:
+        """The counts and sketch as JSON-ready data: :meth:`from_wire` reads it back."""
+        return {"requests": self.requests, "errors_5xx": self.errors_5xx, "errors_4xx": self.errors_4xx,
+                "responses_2xx": self.responses_2xx, "responses_3xx": self.responses_3xx,
+                "latency": self.latency.to_wire()}
+
+    @classmethod
+    def from_wire(cls, data: object) -> "Stats":
+        """The stats :meth:`to_wire` described. Raises ValueError when ``data`` is not such a description."""
+        if not isinstance(data, dict):
+            raise ValueError("stats must be a JSON object")
+        counts = []
+        for name in _WIRE_COUNTS:
+            value = data.get(name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"stats: {name} must be a whole number >= 0, not {value!r}")
+            counts.append(value)
+        requests, errors_5xx, errors_4xx, ok, moved = counts
+        if errors_5xx + errors_4xx + ok + moved > requests:
+            raise ValueError("stats: more responses by class than requests")
+        latency = LatencySketch.from_wire(data.get("latency"))
+        if latency.count > requests:
+            raise ValueError("stats: more latency samples than requests")
+        return cls(requests, errors_5xx, errors_4xx, latency, ok, moved)
 
     def summary(self) -> Dict[str, Optional[float]]:
         """The figures checks and reports use.
