@@ -19,7 +19,7 @@ from nginx_canary.cli.context import DEFAULT_CONFIG_PATH, CliContext
 from nginx_canary.domain import percent_text
 from nginx_canary.errors import CanaryError, ExitCode
 from nginx_canary.inputs import parse_percent
-from nginx_canary.nginx.model import NginxConfig, Upstream
+from nginx_canary.nginx.model import UPSTREAM_CONTEXTS, NginxConfig, Upstream
 from nginx_canary.statedir import StateDir
 from nginx_canary.text import printable, printable_lines
 
@@ -90,7 +90,7 @@ def _print_upstreams(config: NginxConfig) -> None:
     if not config.upstreams:
         click.echo(f"no upstream blocks in {config.conf_path} or its includes")
     for upstream in config.upstreams:
-        click.echo(f"upstream {upstream.name}  ({upstream.location})")
+        click.echo(f"upstream {upstream.name}  ({upstream.location})  in {upstream.context}")
         for s in upstream.servers:
             flags = " ".join(s.flags)
             click.echo(f"  {s.address:<30} weight={s.weight:<6} {percent_text(upstream.share_percent(s)):>6}%  {flags}".rstrip())
@@ -108,6 +108,17 @@ def upstreams(settings: operations.Settings, as_json: bool) -> None:
         _print_upstreams(config)
 
 
+CONTEXT_OPTION = click.option(
+    "--context", type=click.Choice(UPSTREAM_CONTEXTS), default=None,
+    help="Which block's upstream, when http {} and stream {} both have one of that name [default: http; "
+         "an upstream only in stream {} is found without it].")
+
+
+def _context_note(plan: operations.Plan) -> str:
+    """`` (stream)`` for an upstream outside http, so that the output says which one changed."""
+    return "" if plan.upstream.context == "http" else f" ({plan.upstream.context})"
+
+
 def _parse_percent_arg(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[Fraction]:
     return None if value is None else parse_percent(value)
 
@@ -120,10 +131,11 @@ def _parse_percent_arg(ctx: click.Context, param: click.Parameter, value: Option
 @click.option("--dry-run", is_flag=True, help="Show the diff that would be applied; touch nothing.")
 @click.option("--no-reload", is_flag=True, help="Write and nginx -t, but do not reload nginx.")
 @click.option("--force", is_flag=True, help="If a rollout steers UPSTREAM, pause it first instead of refusing.")
+@CONTEXT_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequence[str],
-               dry_run: bool, no_reload: bool, force: bool, as_json: bool) -> None:
+               dry_run: bool, no_reload: bool, force: bool, context: Optional[str], as_json: bool) -> None:
     """Give the --canary servers PERCENT (0-100) of UPSTREAM's traffic.
 
     Weights inside each group keep their ratios; 0 marks the canary servers
@@ -141,12 +153,14 @@ def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequen
         guard_notes = guard_set_weight(obj, upstream, force)
         for note in guard_notes:
             click.echo(f"nginx-canary: {printable(note)}", err=True)
-    result = operations.set_weight(settings, upstream, percent, canary, dry_run=dry_run, reload=not no_reload)
+    result = operations.set_weight(settings, upstream, percent, canary, dry_run=dry_run, reload=not no_reload,
+                                   context=context)
     plan = result.plan
     if as_json:
         reload = result.outcome.reload if result.outcome else None
         click.echo(json.dumps({
             "upstream": plan.upstream.name,
+            "context": plan.upstream.context,
             "canary_percent": float(plan.split.canary_percent()),
             "dry_run": dry_run,
             "changed_files": [c.path for c in plan.changes],
@@ -166,14 +180,16 @@ def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequen
         click.echo(printable(note))
     share = percent_text(plan.split.canary_percent())
     if dry_run:
-        click.echo(f"dry run: would give the canary {share} % of upstream {plan.upstream.name}; nothing changed")
+        click.echo(f"dry run: would give the canary {share} % of upstream {plan.upstream.name}{_context_note(plan)}; "
+                   "nothing changed")
     elif result.outcome is not None:
         reload = result.outcome.reload
         if reload is None:
             click.echo(f"written and tested (nginx -t ok); not reloaded: canary {share} % once nginx reloads")
         else:
             click.echo(
-                f"reloaded: canary {share} % of upstream {plan.upstream.name}; master {reload.master_pid}, "
+                f"reloaded: canary {share} % of upstream {plan.upstream.name}{_context_note(plan)}; "
+                f"master {reload.master_pid}, "
                 f"workers {_pids(reload.old_workers)} -> {_pids(reload.new_workers)}, {reload.seconds * 1000:.0f} ms"
             )
 
@@ -187,9 +203,10 @@ def _pids(pids: Sequence[int]) -> str:
 @click.argument("percent", required=False, callback=_parse_percent_arg)
 @click.option("--canary", "canary", multiple=True, metavar="ADDR", help="With UPSTREAM PERCENT: check this split too.")
 @click.option("--offline", is_flag=True, help="Do not require a running nginx.")
+@CONTEXT_OPTION
 @pass_settings
 def validate(settings: operations.Settings, upstream: Optional[str], percent: Optional[Fraction],
-             canary: Sequence[str], offline: bool) -> None:
+             canary: Sequence[str], offline: bool, context: Optional[str]) -> None:
     """Run the checks set-weight runs, changing nothing.
 
     Parses the config and its includes, runs nginx -t and finds the running
@@ -197,7 +214,8 @@ def validate(settings: operations.Settings, upstream: Optional[str], percent: Op
     """
     if upstream is not None and percent is None:
         raise click.UsageError("give PERCENT with UPSTREAM")
-    result = operations.validate(settings, offline=offline, upstream=upstream, percent=percent, canary=canary)
+    result = operations.validate(settings, offline=offline, upstream=upstream, percent=percent, canary=canary,
+                                 context=context)
     config = result.config
     click.echo(f"config ok: {len(config.files)} file(s), {len(config.upstreams)} upstream(s)")
     click.echo("nginx -t ok")
@@ -206,7 +224,7 @@ def validate(settings: operations.Settings, upstream: Optional[str], percent: Op
     if result.plan is not None:
         changed = len(result.plan.changes)
         click.echo(f"split ok: canary {percent_text(result.plan.split.canary_percent())} % of "
-                   f"{result.plan.upstream.name} would change {changed} file(s)")
+                   f"{result.plan.upstream.name}{_context_note(result.plan)} would change {changed} file(s)")
 
 
 def _ms(value: Optional[float]) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 from nginx_canary.nginx import operations
+from nginx_canary.nginx.paths import main_conf_path
 from nginx_canary.permissions import Finding, describe, insecure_state_dir
 
 if TYPE_CHECKING:
@@ -93,15 +94,21 @@ class CliContext:
             needs_config = None in (self.nginx_conf, self.nginx_bin, self.state_dir) or (
                 self.nginx_prefix is None and self.nginx_conf is None)
             daemon = self.daemon_settings() if needs_config else None
-            conf = self.nginx_conf or (daemon.nginx.conf if daemon else DEFAULT_NGINX_CONF)
             binary = self.nginx_bin or (daemon.nginx.binary if daemon else DEFAULT_NGINX_BIN)
             # A prefix belongs to the nginx of the config file: take the daemon's only with its conf.
             prefix = self.nginx_prefix
             if prefix is None and self.nginx_conf is None and daemon is not None:
                 prefix = daemon.nginx.prefix
+            if self.nginx_conf:
+                # As nginx -p PREFIX -c CONF: a relative CONF is under the prefix.
+                conf = main_conf_path(self.nginx_conf, prefix)
+            elif daemon is not None:
+                conf = main_conf_path(daemon.nginx.conf, daemon.nginx.prefix)
+            else:
+                conf = DEFAULT_NGINX_CONF
             state_dir = self.state_dir or (daemon.state_dir if daemon else DEFAULT_STATE_DIR)
             settings = operations.Settings(
-                nginx_conf=os.path.abspath(conf),
+                nginx_conf=conf,
                 nginx_bin=shutil.which(binary) or binary,
                 nginx_prefix=os.path.abspath(prefix) if prefix else None,
                 state_dir=os.path.abspath(state_dir),

@@ -114,6 +114,8 @@ class RolloutSettings:
     name: str
     upstream: str
     canary: Tuple[str, ...]
+    #: ``http`` or ``stream``: which block's upstream, when both have one of that name (None: http's, else stream's).
+    context: Optional[str] = None
     access_log: Optional[str] = None
     log_format: Optional[str] = None
     steps: Tuple[Fraction, ...] = DEFAULT_STEPS

@@ -174,9 +174,10 @@ class NodeReader:
         except BadInputError as exc:
             raise self.error(node, key, exc.message) from None
 
-    def path(self, node: yaml.Node, key: str, max_bytes: int = MAX_PATH_BYTES) -> str:
-        text = self.text(node, key, "an absolute path")
-        if not text.startswith("/"):
+    def path(self, node: yaml.Node, key: str, max_bytes: int = MAX_PATH_BYTES, *, relative: bool = False) -> str:
+        """A printable path of at most ``max_bytes``, absolute unless ``relative``."""
+        text = self.text(node, key, "a path" if relative else "an absolute path")
+        if not relative and not text.startswith("/"):
             raise self.error(node, key, f"expected an absolute path, got {quoted(text)}")
         self.printable(node, key, "path", text)
         size = len(text.encode("utf-8"))

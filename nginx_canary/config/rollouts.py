@@ -17,6 +17,7 @@ from nginx_canary.config.syntax import DECIMAL
 from nginx_canary.domain import StepError, check_steps, validate_name
 from nginx_canary.errors import BadInputError
 from nginx_canary.inputs import parse_percent
+from nginx_canary.nginx.model import UPSTREAM_CONTEXTS
 
 ON_SUCCESS_CHOICES: Tuple[str, ...] = ("keep", "restore")
 
@@ -55,6 +56,7 @@ class RolloutReader(NodeReader):
                              f"upstream {upstream!r} is already steered by {claimed[upstream]}; one upstream, one rollout")
         claimed[upstream] = f"rollout {name!r} (line {line_of(upstream_node)})"
         return self.fields(entries, key, RolloutSettings(name=name, upstream=upstream, canary=()), {
+            "context": nullable(lambda n, k: self.choice(n, k, UPSTREAM_CONTEXTS)),
             "canary": self.canary,
             "access_log": nullable(self.path),
             "log_format": nullable(lambda n, k: self.word(n, k, "log format name", "canary")),

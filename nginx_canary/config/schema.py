@@ -7,7 +7,7 @@ from typing import Dict, List
 TOP_KEYS = ("nginx", "state_dir", "control_socket", "control_group", "metrics_listen", "allow_insecure_permissions",
             "rollouts", "fleet")
 NGINX_KEYS = ("conf", "binary", "prefix")
-ROLLOUT_KEYS = ("upstream", "canary", "access_log", "log_format", "steps", "step_interval", "on_success", "analysis",
+ROLLOUT_KEYS = ("upstream", "context", "canary", "access_log", "log_format", "steps", "step_interval", "on_success", "analysis",
                 "webhooks", "gates")
 ANALYSIS_KEYS = ("interval", "window", "min_requests", "max_error_rate", "error_rate_tolerance",
                  "max_error_rate_increase", "max_p99_latency", "max_p99_latency_ratio", "max_p50_latency_ratio",

@@ -48,7 +48,7 @@ import yaml
 
 from nginx_canary.config.fleet import FleetReader
 from nginx_canary.config.model import DaemonSettings, NginxSettings
-from nginx_canary.config.nodes import compose, is_null, printable_source
+from nginx_canary.config.nodes import compose, is_null, join_key, printable_source
 from nginx_canary.config.reader import NodeReader, nullable
 from nginx_canary.config.rollouts import RolloutReader
 from nginx_canary.config.schema import NGINX_KEYS, TOP_KEYS
@@ -142,11 +142,20 @@ class SettingsReader(NodeReader):
 
     def nginx(self, node: yaml.Node, key: str) -> NginxSettings:
         entries = self.section(node, key, NGINX_KEYS, "a mapping")
-        return self.fields(entries, key, NginxSettings(), {
-            "conf": self.path,
+        nginx = self.fields(entries, key, NginxSettings(), {
+            "conf": self.conf_path,
             "binary": self.binary,
             "prefix": nullable(self.path),
         })
+        if not nginx.conf.startswith("/") and (nginx.prefix is None or not nginx.conf.strip()):
+            raise self.error(entries["conf"][1], join_key(key, "conf"),
+                             f"expected an absolute path, or one relative to nginx.prefix (as nginx -p PREFIX -c "
+                             f"CONF reads it) with a prefix set, got {quoted(nginx.conf)}")
+        return nginx
+
+    def conf_path(self, node: yaml.Node, key: str) -> str:
+        """nginx's main file: absolute, or relative to ``nginx.prefix`` (checked by :meth:`nginx`)."""
+        return self.path(node, key, relative=True)
 
     def binary(self, node: yaml.Node, key: str) -> str:
         text = self.text(node, key, "a command name or an absolute path")

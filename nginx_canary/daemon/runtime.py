@@ -23,6 +23,7 @@ from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_f
 from nginx_canary.logs.window import Stats
 from nginx_canary.nginx import operations
 from nginx_canary.nginx.model import NginxConfig
+from nginx_canary.nginx.paths import main_conf_path
 from nginx_canary.report.series import SeriesRecorder
 from nginx_canary.rollout.machine import Rollout
 from nginx_canary.rollout.store import GATES
@@ -38,7 +39,7 @@ def operation_settings(settings: DaemonSettings) -> operations.Settings:
     """The config engine's settings for the daemon's nginx and state directory."""
     nginx = settings.nginx
     return operations.Settings(
-        nginx_conf=os.path.abspath(nginx.conf),
+        nginx_conf=main_conf_path(nginx.conf, nginx.prefix),
         nginx_bin=shutil.which(nginx.binary) or nginx.binary,
         nginx_prefix=os.path.abspath(nginx.prefix) if nginx.prefix else None,
         state_dir=os.path.abspath(settings.state_dir),
@@ -46,15 +47,24 @@ def operation_settings(settings: DaemonSettings) -> operations.Settings:
 
 
 def check_rollout_against_config(rollout: RolloutSettings, config: NginxConfig) -> None:
-    """The rollout's upstream exists and each canary address is one of its servers.
+    """The rollout's upstream exists in http {}, and each canary address is one of its servers.
 
-    Raises BadInputError naming the rollout and what is missing.
+    A stream upstream is refused: the analysis reads http access logs
+    (``$upstream_addr`` of each request), which nginx does not write for stream's TCP/UDP sessions.
+
+    Raises BadInputError naming the rollout and what is missing; ConfigError
+    when the upstream is defined twice in one context.
     """
-    found = [u for u in config.upstreams if u.name == rollout.upstream]
-    if not found:
-        raise BadInputError(f"rollout {rollout.name!r}: no upstream {rollout.upstream!r} in {config.conf_path} "
-                            "or its includes")
-    addresses = {s.address for s in found[0].servers}
+    try:
+        upstream = config.upstream(rollout.upstream, rollout.context)
+    except BadInputError as exc:
+        raise BadInputError(f"rollout {rollout.name!r}: {exc.message}") from None
+    if upstream.context != "http":
+        raise BadInputError(
+            f"rollout {rollout.name!r}: upstream {rollout.upstream!r} is in {upstream.context} {{}} "
+            f"({upstream.location}); rollouts judge http access logs and cannot analyse {upstream.context} "
+            f"sessions: steer it by hand with set-weight --context {upstream.context}")
+    addresses = {s.address for s in upstream.servers}
     missing = [a for a in rollout.canary if a not in addresses]
     if missing:
         raise BadInputError(f"rollout {rollout.name!r}: canary {', '.join(missing)} is not a server of upstream "

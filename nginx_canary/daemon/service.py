@@ -152,7 +152,8 @@ class Daemon:
         check_rollout_against_config(rollout_settings, config)
         applier = OffLoopApplier(NginxSplitApplier(
             self.ops, rollout_settings.upstream, rollout_settings.canary, lock_timeout=self.lock_timeout,
-            on_reload=self.metrics.observe_reload if self.metrics is not None else None), self.changes)
+            on_reload=self.metrics.observe_reload if self.metrics is not None else None,
+            context=rollout_settings.context), self.changes)
         traffic = RunTraffic(open_traffic(rollout_settings, config, self.ops))
         try:
             rollout = Rollout(rollout_settings, self.store, applier, traffic, clock=self.clock)

@@ -10,6 +10,10 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from nginx_canary.errors import BadInputError, ConfigError
 
 
+#: Where nginx has ``upstream`` blocks, each with its own namespace.
+UPSTREAM_CONTEXTS: Tuple[str, ...] = ("http", "stream")
+
+
 @dataclass(frozen=True)
 class UpstreamServer:
     """A ``server`` line of an upstream block, as written."""
@@ -124,21 +128,38 @@ class NginxConfig:
                 out.extend(log for log in proxy.access_logs if log not in out)
         return tuple(out)
 
-    def upstream(self, name: str) -> Upstream:
-        """The one upstream called ``name``.
+    def upstream(self, name: str, context: Optional[str] = None) -> Upstream:
+        """The one upstream called ``name``, in ``context`` (``http`` or ``stream``) when given.
+
+        nginx keeps http's and stream's upstreams apart, so one name may stand
+        in both: without ``context`` the http one is meant, and an upstream
+        found only in ``stream`` is found too.
 
         Raises:
-            BadInputError: no upstream has that name.
-            ConfigError: more than one upstream has it.
+            BadInputError: no upstream has that name (in that context), or ``context`` is not http/stream.
+            ConfigError: more than one upstream has it in the same context.
         """
-        found = [u for u in self.upstreams if u.name == name]
+        if context is not None and context not in UPSTREAM_CONTEXTS:
+            raise BadInputError(f"context must be one of {', '.join(UPSTREAM_CONTEXTS)}, got {context!r}")
+        named = [u for u in self.upstreams if u.name == name]
+        found = [u for u in named if u.context == context] if context else named
         if not found:
+            if named:
+                where = ", ".join(f"{u.context} ({u.location})" for u in named)
+                raise BadInputError(f"no upstream named {name!r} in {context} {{}} of {self.conf_path}; "
+                                    f"it is defined in {where}")
             known = ", ".join(sorted({u.name for u in self.upstreams})) or "none"
             raise BadInputError(f"no upstream named {name!r} in {self.conf_path} (upstreams: {known})")
+        if context is None and len({u.context for u in found}) > 1:
+            found = [u for u in found if u.context == "http"] or found
         if len(found) > 1:
             where = ", ".join(u.location for u in found)
             raise ConfigError(f"upstream {name!r} is defined {len(found)} times: {where}")
         return found[0]
+
+    def other_contexts(self, upstream: Upstream) -> Tuple[str, ...]:
+        """The other contexts that also hold an upstream named like ``upstream`` (``("stream",)`` for a twin)."""
+        return tuple(sorted({u.context for u in self.upstreams if u.name == upstream.name} - {upstream.context}))
 
 
 def servers_named(upstream: Upstream, addresses: Iterable[str]) -> List[UpstreamServer]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Dict, List, Optional, Sequence
 
+from nginx_canary.domain import percent_text
 from nginx_canary.errors import BadInputError, ConfigError
 from nginx_canary.inputs import check_word
 from nginx_canary.nginx.conf import load_config
@@ -72,8 +73,12 @@ def read_config_file(path: str) -> bytes:
         raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
 
 
-def plan_split(config: NginxConfig, upstream_name: str, canary_addresses: Sequence[str], percent: Fraction) -> Plan:
+def plan_split(config: NginxConfig, upstream_name: str, canary_addresses: Sequence[str], percent: Fraction,
+               context: Optional[str] = None) -> Plan:
     """Work out the edits that give ``canary_addresses`` ``percent`` of ``upstream_name``'s traffic.
+
+    ``context`` (``http`` or ``stream``) picks between upstreams of the same
+    name; without it the http one (see :meth:`NginxConfig.upstream`).
 
     Raises:
         BadInputError: a name or address is unsafe or unknown, or the split is impossible.
@@ -84,7 +89,7 @@ def plan_split(config: NginxConfig, upstream_name: str, canary_addresses: Sequen
         raise BadInputError("name at least one canary server with --canary ADDR")
     for address in canary_addresses:
         check_word("canary address", address)
-    upstream = config.upstream(upstream_name)
+    upstream = config.upstream(upstream_name, context)
     canary = servers_named(upstream, canary_addresses)
     stable = [s for s in upstream.servers if s not in canary and not s.backup]
     split = compute_split([s.weight for s in canary], [s.weight for s in stable], percent)
@@ -122,7 +127,7 @@ class SetWeightResult:
 
 
 def set_weight(settings: Settings, upstream: str, percent: Fraction, canary: Sequence[str], *,
-               dry_run: bool = False, reload: bool = True) -> SetWeightResult:
+               dry_run: bool = False, reload: bool = True, context: Optional[str] = None) -> SetWeightResult:
     """Apply a canary split: plan, then (unless ``dry_run``) write, test, reload and verify.
 
     Raises:
@@ -132,19 +137,33 @@ def set_weight(settings: Settings, upstream: str, percent: Fraction, canary: Seq
         BusyError: another writer holds the lock.
     """
     if dry_run:
-        return SetWeightResult(plan_split(read_config(settings, logs=False), upstream, canary, percent))
+        config = read_config(settings, logs=False)
+        plan = plan_split(config, upstream, canary, percent, context)
+        return SetWeightResult(plan, notes=twin_notes(config, plan.upstream, context))
     nginx = settings.nginx()
     with StateDir(settings.state_dir).writer_lock():
         transaction = Transaction(settings.state_dir, nginx)
         recovered = transaction.recover()
         config = read_config(settings, logs=False)
-        plan = plan_split(config, upstream, canary, percent)
+        plan = plan_split(config, upstream, canary, percent, context)
         if not plan.changes:
             if reload:
                 nginx.find_master(config)
-            return SetWeightResult(plan, None, recovered, ["already at this split; nothing to change"])
-        outcome = transaction.apply(plan.changes, config, reload=reload)
-        return SetWeightResult(plan, outcome, recovered)
+            return SetWeightResult(plan, None, recovered, twin_notes(config, plan.upstream, context)
+                                   + ["already at this split; nothing to change"])
+        about = {"command": "set-weight", "upstream": plan.upstream.name, "context": plan.upstream.context,
+                 "detail": f"canary {percent_text(plan.split.canary_percent())} % ({', '.join(canary)})"}
+        outcome = transaction.apply(plan.changes, config, reload=reload, about=about)
+        return SetWeightResult(plan, outcome, recovered, twin_notes(config, plan.upstream, context))
+
+
+def twin_notes(config: NginxConfig, upstream: Upstream, context: Optional[str]) -> List[str]:
+    """A note when an upstream of the same name in another context was left alone by default."""
+    others = config.other_contexts(upstream)
+    if context is not None or not others:
+        return []
+    return [f"upstream {upstream.name!r} is also defined in {' and '.join(others)} {{}}; this is the "
+            f"{upstream.context} one (--context {others[0]} for the other)"]
 
 
 @dataclass(frozen=True)
@@ -158,7 +177,8 @@ class ValidateResult:
 
 
 def validate(settings: Settings, *, offline: bool = False, upstream: Optional[str] = None,
-             percent: Optional[Fraction] = None, canary: Sequence[str] = ()) -> ValidateResult:
+             percent: Optional[Fraction] = None, canary: Sequence[str] = (),
+             context: Optional[str] = None) -> ValidateResult:
     """Run set-weight's checks without changing anything.
 
     Raises:
@@ -169,7 +189,7 @@ def validate(settings: Settings, *, offline: bool = False, upstream: Optional[st
     config = read_config(settings, logs=False)
     plan = None
     if upstream is not None:
-        plan = plan_split(config, upstream, canary, percent if percent is not None else Fraction(0))
+        plan = plan_split(config, upstream, canary, percent if percent is not None else Fraction(0), context)
     nginx = settings.nginx()
     nginx.test()
     master_pid, workers = None, []

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -57,8 +57,9 @@ class Transaction:
 
     # -- snapshot and journal -------------------------------------------------
 
-    def _snapshot(self, changes: Sequence[FileChange]) -> Tuple[str, List[dict]]:
-        snap_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.clock())) + f"-{os.getpid()}"
+    def _snapshot(self, changes: Sequence[FileChange], about: Dict[str, Any]) -> Tuple[str, List[dict]]:
+        now = self.clock()
+        snap_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"-{os.getpid()}"
 
         def entry(n: int, copy: str) -> dict:
             change = changes[n]
@@ -70,7 +71,8 @@ class Transaction:
                 "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid,
             }
 
-        entries = write_snapshot(self.paths.snapshot(snap_id), [c.old for c in changes], entry, {"id": snap_id})
+        header = {**about, "id": snap_id, "created": now}
+        entries = write_snapshot(self.paths.snapshot(snap_id), [c.old for c in changes], entry, header)
         return snap_id, entries
 
     def _write_journal(self, snap_id: str, entries: List[dict], phase: str) -> None:
@@ -146,8 +148,12 @@ class Transaction:
 
     # -- the transaction ----------------------------------------------------------
 
-    def apply(self, changes: Sequence[FileChange], config: NginxConfig, *, reload: bool) -> Outcome:
+    def apply(self, changes: Sequence[FileChange], config: NginxConfig, *, reload: bool,
+              about: Optional[Dict[str, Any]] = None) -> Outcome:
         """Write ``changes``, run ``nginx -t``, reload and verify; restore every file on any failure.
+
+        ``about`` goes into the snapshot's manifest (what made the change:
+        ``command``, ``upstream``, ``context``, ``detail``), for ``snapshots list``.
 
         Raises:
             NginxNotRunningError: ``reload`` is asked and no master runs (nothing changed).
@@ -159,7 +165,7 @@ class Transaction:
             with open(os.path.realpath(change.path), "rb") as fh:
                 if fh.read() != change.old:
                     raise StateError(f"{change.path} changed while nginx-canary was editing it; nothing written")
-        snap_id, entries = self._snapshot(changes)
+        snap_id, entries = self._snapshot(changes, about or {})
         self._write_journal(snap_id, entries, "writing")
         reload_result: Optional[ReloadResult] = None
         workers_before: Optional[Tuple[int, ...]] = None

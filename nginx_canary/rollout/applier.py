@@ -15,7 +15,7 @@ from nginx_canary.nginx.edit import ServerChange, current_weight, edit_servers, 
 from nginx_canary.nginx.operations import ENCODING, Settings, plan_split, read_config, read_config_file
 from nginx_canary.nginx.snapshots import read_copy, sha256, write_snapshot
 from nginx_canary.nginx.transaction import FileChange, Transaction
-from nginx_canary.domain import NAME_PATTERN, validate_name
+from nginx_canary.domain import NAME_PATTERN, percent_text, validate_name
 from nginx_canary.statedir import MANIFEST, StateDir
 
 _SNAPSHOT_ID = re.compile(NAME_PATTERN + r"-[0-9]{1,16}")
@@ -38,9 +38,11 @@ class NginxSplitApplier:
     def __init__(self, settings: Settings, upstream: str, canary: Sequence[str], *, lock_timeout: float = 10.0,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                  wall_clock: Callable[[], float] = time.time,
-                 on_reload: Optional[Callable[[float], None]] = None) -> None:
-        """``on_reload`` is told how long each verified nginx reload took (seconds), for metrics."""
+                 on_reload: Optional[Callable[[float], None]] = None, context: Optional[str] = None) -> None:
+        """``on_reload`` is told how long each verified nginx reload took (seconds), for metrics;
+        ``context`` picks the http or stream upstream of that name (see :meth:`NginxConfig.upstream`)."""
         self.settings = settings
+        self.context = context
         self.paths = StateDir(settings.state_dir)
         self.upstream = upstream
         self.canary = tuple(canary)
@@ -53,7 +55,7 @@ class NginxSplitApplier:
     # -- helpers -------------------------------------------------------------
 
     def _paths(self, config: NginxConfig) -> List[str]:
-        return list(dict.fromkeys(s.file for s in config.upstream(self.upstream).servers))
+        return list(dict.fromkeys(s.file for s in config.upstream(self.upstream, self.context).servers))
 
     def _hashes(self, paths: Sequence[str]) -> Dict[str, str]:
         return {path: sha256(read_config_file(path)) for path in paths}
@@ -68,7 +70,7 @@ class NginxSplitApplier:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"rollout snapshot {snapshot_id!r} cannot be read: {exc}", file=path) from exc
 
-    def _transaction(self, changes: Sequence[FileChange], config: NginxConfig) -> None:
+    def _transaction(self, changes: Sequence[FileChange], config: NginxConfig, detail: str) -> None:
         deadline = self.clock() + self.lock_timeout
         while True:
             try:
@@ -76,7 +78,9 @@ class NginxSplitApplier:
                     transaction = Transaction(self.settings.state_dir, self.settings.nginx())
                     transaction.recover()
                     if changes:
-                        outcome = transaction.apply(changes, config, reload=True)
+                        about = {"command": "rollout", "upstream": self.upstream, "context": self.context or "http",
+                                 "detail": detail}
+                        outcome = transaction.apply(changes, config, reload=True, about=about)
                         if self.on_reload is not None and outcome.reload is not None:
                             self.on_reload(outcome.reload.seconds)
                     return
@@ -100,22 +104,24 @@ class NginxSplitApplier:
         self.paths.ensure()
         write_snapshot(self.paths.rollout_snapshot(snapshot_id), originals,
                        lambda n, copy: {"path": paths[n], "copy": copy, "sha256": sha256(originals[n])},
-                       {"id": snapshot_id, "upstream": self.upstream})
+                       {"id": snapshot_id, "upstream": self.upstream, "context": self.context or "http",
+                        "command": "rollout", "detail": f"start of rollout {rollout_name}",
+                        "created": self.wall_clock()})
         return snapshot_id
 
     def plan(self, percent: Fraction) -> Dict[str, str]:
         """The hashes ``apply(percent)`` would leave; writes nothing."""
         config = read_config(self.settings, logs=False)
         hashes = self._hashes(self._paths(config))
-        for change in plan_split(config, self.upstream, self.canary, percent).changes:
+        for change in plan_split(config, self.upstream, self.canary, percent, self.context).changes:
             hashes[change.path] = sha256(change.new)
         return hashes
 
     def apply(self, percent: Fraction) -> Dict[str, str]:
         """Write, test, reload and verify the split (files restored on failure); return the hashes now."""
         config = read_config(self.settings, logs=False)
-        plan = plan_split(config, self.upstream, self.canary, percent)
-        self._transaction(plan.changes, config)
+        plan = plan_split(config, self.upstream, self.canary, percent, self.context)
+        self._transaction(plan.changes, config, f"step: canary {percent_text(percent)} %")
         return self._hashes(self._paths(config))
 
     def restore(self, snapshot_id: str) -> Dict[str, str]:
@@ -128,7 +134,7 @@ class NginxSplitApplier:
             current = read_config_file(entry["path"])
             if current != original:
                 changes.append(FileChange(entry["path"], current, original))
-        self._transaction(changes, config)
+        self._transaction(changes, config, f"restore of rollout snapshot {snapshot_id}")
         return self._hashes([entry["path"] for entry in entries])
 
     def _weight_changes(self, snapshot_id: str) -> Tuple[List[FileChange], NginxConfig, List[str]]:
@@ -144,7 +150,7 @@ class NginxSplitApplier:
             originals[entry["path"]] = _read_copy(entry).decode(*ENCODING)
         config = read_config(self.settings, logs=False)
         by_file: Dict[str, List[ServerChange]] = {}
-        for server in config.upstream(self.upstream).servers:
+        for server in config.upstream(self.upstream, self.context).servers:
             original = originals.get(server.file)
             if original is None or server.backup:
                 continue
@@ -182,7 +188,7 @@ class NginxSplitApplier:
         the traffic split goes back to what it was at start. Returns the hashes now.
         """
         changes, config, paths = self._weight_changes(snapshot_id)
-        self._transaction(changes, config)
+        self._transaction(changes, config, f"start weights of rollout snapshot {snapshot_id}")
         return self._hashes(paths)
 
     def snapshot_files(self, snapshot_id: str) -> Dict[str, str]:

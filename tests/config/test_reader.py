@@ -19,7 +19,7 @@ from tests.config.cases import DURATION, LEVELS, MINIMAL, assert_refused, parse,
     ("nginx", "config", "nginx", "unknown key 'config', did you mean 'conf'? (known: conf, binary, prefix)"),
     ("nginx", "state_dir", "nginx", "unknown key 'state_dir', it belongs under the top level"),
     ("rollout", "upstreams", "rollouts.app", "unknown key 'upstreams', did you mean 'upstream'? (known: upstream, "
-                                             "canary, access_log, log_format, steps, step_interval, on_success, analysis, "
+                                             "context, canary, access_log, log_format, steps, step_interval, on_success, analysis, "
                                              "webhooks, gates)"),
     ("rollout", "url", "rollouts.app", "unknown key 'url', it belongs under rollouts.NAME.webhooks[N] or "
                                        "rollouts.NAME.analysis.http_checks[N]"),

@@ -125,6 +125,8 @@ GOOD = [
     ("rollout", "steps", "[0.01, 99.99, 100]", (Fraction(1, 100), Fraction(9999, 100), Fraction(100))),
     # on_success
     ("rollout", "on_success", "keep", "keep"),
+    ("rollout", "context", "http", "http"),
+    ("rollout", "context", "stream", "stream"),
     ("rollout", "on_success", "restore", "restore"),
     ("rollout", "on_success", "'restore'", "restore"),
     # names and paths, taken as written
@@ -314,6 +316,8 @@ BAD = [
     ("rollout", "steps", "{a: 1}", "got a mapping"),
     # on_success
     ("rollout", "on_success", "Keep", "expected keep or restore, got 'Keep'"),
+    ("rollout", "context", "mail", "expected http or stream, got 'mail'"),
+    ("rollout", "context", "HTTP", "expected http or stream, got 'HTTP'"),
     ("rollout", "on_success", "rollback", "expected keep or restore, got 'rollback'"),
     ("rollout", "on_success", "true", "expected keep or restore, got the boolean true"),
     ("rollout", "on_success", "null", "got null"),
@@ -330,8 +334,9 @@ BAD = [
     ("rollout", "log_format", "[canary]", "got a list"),
     ("rollout", "log_format", "'a b'", "log format name 'a b' contains the forbidden character ' '"),
     # nginx
-    ("nginx", "conf", "nginx.conf", "expected an absolute path, got 'nginx.conf'"),
-    ("nginx", "conf", "null", "expected an absolute path, got null"),
+    ("nginx", "conf", "nginx.conf", "expected an absolute path, or one relative to nginx.prefix (as nginx -p "
+                                    "PREFIX -c CONF reads it) with a prefix set, got 'nginx.conf'"),
+    ("nginx", "conf", "null", "expected a path, got null"),
     ("nginx", "prefix", "relative/prefix", "expected an absolute path"),
     ("nginx", "binary", "./nginx", "expected a command name like 'nginx' (looked up in PATH) or an absolute path"),
     ("nginx", "binary", "'nginx -g daemon'", "got 'nginx -g daemon'"),
