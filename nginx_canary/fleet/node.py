@@ -1,0 +1,286 @@
+"""One daemon in the fleet: its lease and membership, its agents, and the coordinator's role when it holds it.
+
+:meth:`FleetNode.tick` is called from the daemon's loop (every check
+interval); it never blocks longer than the store's timeout per call. A tick:
+
+1. keeps the lease alive (every third of its TTL); a lost lease means a new
+   one, a new membership record, and no coordinator role until won again;
+2. reads the fleet's members and every rollout's keys (two range reads);
+3. lets each rollout's :class:`HostAgent` act on the plan and publishes its
+   report and figures (under the lease: they vanish with this daemon);
+4. tries to become the coordinator (the ``coordinator`` key, created under
+   the lease: exactly one daemon holds it at a time, and it passes on when
+   that daemon's lease expires), and as coordinator writes each rollout's
+   next plan with compare-and-swap fenced by holding that key, so a deposed
+   coordinator's late write never lands.
+
+When etcd cannot be reached the tick judges each rollout on this host's own
+figures (:meth:`HostAgent.judge_alone`) and does nothing else: no step is
+taken on a plan read before the cut.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from nginx_canary.config.model import RolloutSettings
+from nginx_canary.errors import FleetError, StateError
+from nginx_canary.fleet import commands
+from nginx_canary.fleet.agent import HostAgent
+from nginx_canary.fleet.decide import Decision, FleetView, decide
+from nginx_canary.fleet.members import differences, digest, member_record, read_member, shared_settings
+from nginx_canary.fleet.plan import (COORDINATOR_KEY, MEMBERS, HostFigures, HostReport, Plan, figures_prefix,
+                                     member_key, plan_key, reports_prefix)
+from nginx_canary.fleet.store import FleetStore, Held, Lease, LeaseLost
+from nginx_canary.rollout.verdict import Verdict
+
+log = logging.getLogger(__name__)
+
+#: Compare-and-swap attempts of one command before it gives up on a busy plan.
+COMMAND_ATTEMPTS = 5
+
+
+class FleetNode:
+    """This host's daemon in the fleet ``store`` names, as ``host``."""
+
+    def __init__(self, store: FleetStore, host: str, agents: Mapping[str, HostAgent], *, ttl: int = 5,
+                 on_host_lost: str = "pause", judge: Callable[..., Verdict]) -> None:
+        self.store = store
+        self.host = host
+        self.agents = dict(agents)
+        self.ttl = ttl
+        self.on_host_lost = on_host_lost
+        self.judge = judge
+        self.lease: Optional[Lease] = None
+        self.refreshed_at = 0.0
+        self.coordinator = False
+        self.cut_off_since: Optional[float] = None
+        self.last_error: Optional[str] = None
+        self.published_at: Dict[str, float] = {}
+        self.refusals: Dict[str, str] = {}
+        self.shared = {name: shared_settings(agent.settings) for name, agent in self.agents.items()}
+        self.digests = {name: digest(value) for name, value in self.shared.items()}
+        self.events: List[str] = []
+
+    # -- the loop's call -------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """One round (see the module's docstring). Never raises FleetError: a cut is recorded and judged alone."""
+        try:
+            self._keep_lease(now)
+            members, keys = self._read()
+            for name, agent in self.agents.items():
+                self._follow(name, agent, keys, members, now)
+            self._campaign(keys)
+            if self.coordinator:
+                for name in self.agents:
+                    self._coordinate(name, keys, members, now)
+        except FleetError as exc:
+            self._cut_off(now, exc)
+            return
+        if self.cut_off_since is not None:
+            log.warning("fleet: etcd answers again after %.1f s", now - self.cut_off_since)
+        self.cut_off_since, self.last_error = None, None
+
+    def close(self, *, leave: bool = True) -> None:
+        """Stop taking part: revoke the lease (membership, reports, coordinator role go at once) when ``leave``."""
+        if leave and self.lease is not None:
+            try:
+                self.store.revoke(self.lease)
+            except FleetError as exc:
+                log.warning("fleet: could not revoke lease on the way out (%s); it expires in %d s", exc, self.ttl)
+        self.lease, self.coordinator = None, False
+
+    # -- commands from this host's operator ----------------------------------------------------------------
+
+    def command(self, verb: str, name: str, now: float, **args: Any) -> Plan:
+        """``start|pause|resume|promote|abort`` on the fleet's rollout ``name``: the plan written.
+
+        Raises StateError (not allowed now; settings differ), FleetError (etcd), BusyError-like StateError
+        when the plan kept changing under us.
+        """
+        if name not in self.agents:
+            raise StateError(f"rollout {name!r} is not configured on this host")
+        for _ in range(COMMAND_ATTEMPTS):
+            entry = self.store.get(plan_key(name))
+            current = None if entry is None else Plan.from_json(entry.value, plan_key(name))
+            plan = self._command_plan(verb, name, current, now, args)
+            if self.store.swap(plan_key(name), plan.to_json(), 0 if entry is None else entry.mod_revision):
+                self.events.append(f"{name}: {verb} from {self.host}: {plan.reason}")
+                return plan
+        raise StateError(f"rollout {name!r}: the fleet's plan kept changing; try {verb} again")
+
+    def _command_plan(self, verb: str, name: str, current: Optional[Plan], now: float,
+                      args: Mapping[str, Any]) -> Plan:
+        if verb == "start":
+            hosts = self._matching_hosts(name)
+            steps = args.get("steps") or self.agents[name].settings.steps
+            plan = commands.start(current, name, steps, hosts, now, self.host)
+            return plan.moved(now, digest=self.digests[name])
+        if current is not None and current.digest and current.digest != self.digests[name]:
+            raise StateError(f"rollout {name!r}: this host's settings differ from the fleet's run: "
+                             f"{self.refusals.get(name, 'see status')}")
+        if verb == "pause":
+            return commands.pause(current, name, now, self.host, args.get("reason"))
+        if verb == "resume":
+            return commands.resume(current, name, now, self.host)
+        if verb == "promote":
+            return commands.promote(current, name, now, self.host, bool(args.get("full")))
+        if verb == "abort":
+            return commands.abort(current, name, now, self.host, args.get("reason"))
+        raise StateError(f"unknown fleet command {verb!r}")
+
+    def _matching_hosts(self, name: str) -> List[str]:
+        """The live hosts with this rollout's settings; StateError naming a live host whose settings differ."""
+        listing = self.store.get_prefix(MEMBERS)
+        hosts: List[str] = []
+        for entry in listing.entries:
+            rollouts = read_member(entry.value, entry.key)
+            theirs = rollouts.get(name)
+            host = entry.key[len(MEMBERS):]
+            if theirs is None:
+                continue
+            if theirs["digest"] != self.digests[name]:
+                raise StateError(f"rollout {name!r}: host {host}'s settings differ from this host's: "
+                                 + "; ".join(differences(theirs["settings"], self.shared[name])))
+            hosts.append(host)
+        return hosts
+
+    # -- status ------------------------------------------------------------------------------------------
+
+    def status(self, name: str) -> Dict[str, Any]:
+        """The fleet's view of rollout ``name``: plan, coordinator, and each host's report. Raises FleetError."""
+        listing = self.store.get_prefix(f"rollouts/{name}/")
+        coordinator = self.store.get(COORDINATOR_KEY)
+        plan, reports, figures = _parse_rollout(name, {e.key: e.value for e in listing.entries})
+        return {"rollout": name, "coordinator": None if coordinator is None else coordinator.value.decode(),
+                "plan": None if plan is None else {
+                    "state": plan.state.value, "step": plan.step_index + 1, "steps": [str(s) for s in plan.steps],
+                    "percent": str(plan.percent), "seq": plan.seq, "hosts": list(plan.hosts),
+                    "barrier_at": plan.barrier_at, "reason": plan.reason},
+                "hosts": {h: {"status": r.status, "percent": r.percent, "seq": r.seq, "at": r.at, "detail": r.detail,
+                              "canary_requests": figures[h].canary.requests if h in figures else None}
+                          for h, r in sorted(reports.items())},
+                "refused": self.refusals.get(name)}
+
+    # -- inside --------------------------------------------------------------------------------------------
+
+    def _keep_lease(self, now: float) -> None:
+        if self.lease is not None and now - self.refreshed_at < self.ttl / 3:
+            return
+        if self.lease is not None:
+            try:
+                self.store.refresh(self.lease)
+                self.refreshed_at = now
+                return
+            except LeaseLost:
+                log.warning("fleet: this host's lease expired: joining again")
+                self.lease, self.coordinator = None, False
+        self.lease = self.store.grant(self.ttl)
+        self.refreshed_at = now
+        self.store.put(member_key(self.host), member_record(self.host, {n: a.settings for n, a in self.agents.items()}),
+                       lease=self.lease)
+        for agent in self.agents.values():
+            if agent.local is not None:
+                agent.local.reported = False  # the old lease took our reports with it
+
+    def _read(self) -> Tuple[Dict[str, Dict[str, Dict[str, Any]]], Dict[str, bytes]]:
+        members = {e.key[len(MEMBERS):]: read_member(e.value, e.key) for e in self.store.get_prefix(MEMBERS).entries}
+        keys = {e.key: e.value for e in self.store.get_prefix("rollouts/").entries}
+        coordinator = self.store.get(COORDINATOR_KEY)
+        keys[COORDINATOR_KEY] = b"" if coordinator is None else str(coordinator.lease).encode()
+        return members, keys
+
+    def _follow(self, name: str, agent: HostAgent, keys: Mapping[str, bytes],
+                members: Mapping[str, Mapping[str, Dict[str, Any]]], now: float) -> None:
+        plan, _, _ = _parse_rollout(name, keys, mine_only=True)
+        if plan is not None and plan.digest and plan.digest != self.digests[name]:
+            theirs = next((m[name]["settings"] for m in members.values()
+                           if name in m and m[name]["digest"] == plan.digest), None)
+            why = "; ".join(differences(self.shared[name], theirs)) if theirs else "digest differs"
+            if self.refusals.get(name) != why:
+                log.error("fleet: rollout %s: this host does not take part: its settings differ from the run's: %s",
+                          name, why)
+            self.refusals[name] = why
+            return
+        self.refusals.pop(name, None)
+        report = agent.converge(plan, now)
+        if report is not None:
+            self._publish_report(name, agent, report)
+        interval = agent.settings.analysis.interval
+        if now - self.published_at.get(name, 0.0) >= interval:
+            figures = agent.figures(now)
+            if figures is not None:
+                self.store.put(f"{figures_prefix(name)}{self.host}", figures.to_json(), lease=self.lease)
+                self.published_at[name] = now
+
+    def _publish_report(self, name: str, agent: HostAgent, report: HostReport) -> None:
+        self.store.put(f"{reports_prefix(name)}{self.host}", report.to_json(), lease=self.lease)
+        agent.reported(report)
+        self.events.append(f"{name}: {self.host} {report.status} seq {report.seq} {report.detail}".rstrip())
+
+    def _campaign(self, keys: Mapping[str, bytes]) -> None:
+        assert self.lease is not None
+        holder = keys.get(COORDINATOR_KEY, b"")
+        if holder == str(self.lease.id).encode():
+            self.coordinator = True
+            return
+        if holder:
+            self.coordinator = False
+            return
+        won = self.store.create(COORDINATOR_KEY, self.host, lease=self.lease)
+        if won and not self.coordinator:
+            log.info("fleet: this host (%s) coordinates the fleet", self.host)
+            self.events.append(f"{self.host} coordinates")
+        self.coordinator = won
+
+    def _coordinate(self, name: str, keys: Mapping[str, bytes], members: Mapping[str, Mapping[str, Dict[str, Any]]],
+                    now: float) -> Optional[Decision]:
+        assert self.lease is not None
+        entry_key = plan_key(name)
+        plan, reports, figures = _parse_rollout(name, keys)
+        if plan is None or (plan.digest and plan.digest != self.digests[name]):
+            return None
+        taking_part = tuple(sorted(h for h, m in members.items() if name in m and m[name]["digest"] == plan.digest))
+        view = FleetView(taking_part, reports, figures)
+        decision = decide(plan, view, self.agents[name].settings, now, self.judge, self.on_host_lost)
+        if decision.plan is None:
+            return decision
+        entry = self.store.get(entry_key)
+        if entry is None or entry.value != keys.get(entry_key):
+            return None  # changed since we read it (a command): decide again next tick
+        if self.store.swap(entry_key, decision.plan.to_json(), entry.mod_revision,
+                           held=[Held(COORDINATOR_KEY, self.lease)]):
+            for event in decision.events:
+                log.info("fleet: rollout %s: %s", name, event)
+                self.events.append(f"{name}: {event}")
+        return decision
+
+    def _cut_off(self, now: float, exc: FleetError) -> None:
+        if self.cut_off_since is None:
+            self.cut_off_since = now
+            log.error("fleet: etcd unreachable (%s): no step is taken until it answers; each host judges its own "
+                      "canary meanwhile", exc)
+        self.last_error = str(exc)
+        self.coordinator = False
+        for agent in self.agents.values():
+            agent.judge_alone(now)
+
+
+def _parse_rollout(name: str, keys: Mapping[str, bytes], mine_only: bool = False
+                   ) -> Tuple[Optional[Plan], Dict[str, HostReport], Dict[str, HostFigures]]:
+    raw = keys.get(plan_key(name))
+    plan = None if raw is None else Plan.from_json(raw, plan_key(name))
+    if mine_only:
+        return plan, {}, {}
+    reports: Dict[str, HostReport] = {}
+    figures: Dict[str, HostFigures] = {}
+    for key, value in keys.items():
+        if key.startswith(reports_prefix(name)):
+            report = HostReport.from_json(value, key)
+            reports[report.host] = report
+        elif key.startswith(figures_prefix(name)):
+            fig = HostFigures.from_json(value, key)
+            figures[fig.host] = fig
+    return plan, reports, figures
