@@ -162,6 +162,7 @@ def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequen
             "upstream": plan.upstream.name,
             "context": plan.upstream.context,
             "canary_percent": float(plan.split.canary_percent()),
+            "sticky": plan.sticky_note(),
             "dry_run": dry_run,
             "changed_files": [c.path for c in plan.changes],
             "diff": plan.diff,
@@ -176,6 +177,9 @@ def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequen
     if result.recovered:
         click.echo(printable(result.recovered), err=True)
     click.echo(printable_lines(plan.diff), nl=False)
+    sticky = plan.sticky_note()
+    if sticky is not None:
+        click.echo(printable(sticky))
     for note in result.notes:
         click.echo(printable(note))
     share = percent_text(plan.split.canary_percent())

@@ -25,7 +25,7 @@ _GLOB_CHARS = "*?["
 _BLOCK_CONTEXTS = {"http", "stream", "mail", "events"}
 _PASS_DIRECTIVES = {"proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass", "memcached_pass"}
 _KEPT_DIRECTIVES = {"include", "server", "pid", "error_log", "log_format", "access_log",
-                    "load_module"} | _PASS_DIRECTIVES
+                    "load_module", "hash"} | _PASS_DIRECTIVES
 
 
 def _prune(tree: Tree) -> Tree:
@@ -126,13 +126,15 @@ class _Reader:
         for stmt, file, chain in items:
             name, args, line = stmt["directive"], stmt["args"], stmt["line"]
             if name == "upstream" and "block" in stmt and args:
+                block = self.flatten(stmt["block"], file, chain)
                 servers = [
                     UpstreamServer(s["args"][0], tuple(s["args"][1:]), f, s["line"])
-                    for s, f, _ in self.flatten(stmt["block"], file, chain)
+                    for s, f, _ in block
                     if s["directive"] == "server" and s["args"] and "block" not in s
                 ]
+                hashes = [tuple(s["args"]) for s, _, _ in block if s["directive"] == "hash" and "block" not in s]
                 kind = context[-1] if context else "main"
-                self.upstreams.append(Upstream(args[0], kind, file, line, tuple(servers)))
+                self.upstreams.append(Upstream(args[0], kind, file, line, tuple(servers), hashes[-1] if hashes else None))
             elif name == "pid" and not context and args:
                 self.pid = args[0]
             elif name == "load_module" and not context and args:

@@ -55,6 +55,8 @@ class Upstream:
     file: str
     line: int
     servers: Tuple[UpstreamServer, ...]
+    #: The arguments of the block's ``hash`` directive (``("$cookie_uid", "consistent")``), None without one.
+    hash_args: Optional[Tuple[str, ...]] = None
 
     @property
     def location(self) -> str:

@@ -17,6 +17,7 @@ from nginx_canary.nginx.parse_cache import ParseCache
 from nginx_canary.nginx.control import Nginx
 from nginx_canary.nginx.edit import ServerChange, edit_servers
 from nginx_canary.nginx.split import Split, compute_split
+from nginx_canary.nginx.sticky import STICKY_TOTAL, consistent_hash_key, sticky_split
 from nginx_canary.nginx.transaction import FileChange, Outcome, Transaction
 from nginx_canary.statedir import StateDir
 
@@ -62,6 +63,14 @@ class Plan:
     split: Split
     changes: List[FileChange]
     diff: str
+    #: The KEY of the upstream's ``hash KEY consistent``: the split is sticky (:mod:`nginx_canary.nginx.sticky`).
+    sticky_key: Optional[str] = None
+
+    def sticky_note(self) -> Optional[str]:
+        """The line set-weight prints for a sticky split; None for per-request weights."""
+        if self.sticky_key is None:
+            return None
+        return f"sticky: consistent hash on {self.sticky_key}, weights out of {STICKY_TOTAL}"
 
 
 def read_config_file(path: str) -> bytes:
@@ -92,7 +101,9 @@ def plan_split(config: NginxConfig, upstream_name: str, canary_addresses: Sequen
     upstream = config.upstream(upstream_name, context)
     canary = servers_named(upstream, canary_addresses)
     stable = [s for s in upstream.servers if s not in canary and not s.backup]
-    split = compute_split([s.weight for s in canary], [s.weight for s in stable], percent)
+    sticky_key = consistent_hash_key(upstream)
+    splitter = compute_split if sticky_key is None else sticky_split
+    split = splitter([s.weight for s in canary], [s.weight for s in stable], percent)
     by_file: Dict[str, List[ServerChange]] = {}
     for group, weights, down in (
         (canary, split.canary_weights, split.canary_down),
@@ -113,7 +124,7 @@ def plan_split(config: NginxConfig, upstream_name: str, canary_addresses: Sequen
             old_text.splitlines(keepends=True), new_text.splitlines(keepends=True), fromfile=path, tofile=path,
         ))
     diff = "".join(line if line.endswith("\n") else line + "\n" for line in diff_parts)
-    return Plan(upstream, canary, stable, split, changes, diff)
+    return Plan(upstream, canary, stable, split, changes, diff, sticky_key)
 
 
 @dataclass(frozen=True)

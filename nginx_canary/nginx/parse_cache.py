@@ -62,7 +62,7 @@ class ParseCache:
     """
 
     #: The ``version`` key of the file; bump it when what ``nginx.conf._prune`` keeps changes.
-    VERSION = 4
+    VERSION = 5
 
     def __init__(self, path: Optional[str]) -> None:
         self.path = path
