@@ -74,9 +74,13 @@ class StateDir:
         """The directory of a config change's snapshot."""
         return os.path.join(self.snapshots, snapshot_id)
 
+    @property
+    def rollout_snapshots(self) -> str:
+        return os.path.join(self.root, "rollout-snapshots")
+
     def rollout_snapshot(self, snapshot_id: str) -> str:
         """The directory of a rollout's start snapshot."""
-        return os.path.join(self.root, "rollout-snapshots", snapshot_id)
+        return os.path.join(self.rollout_snapshots, snapshot_id)
 
     @property
     def rollouts(self) -> str:

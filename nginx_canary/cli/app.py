@@ -317,8 +317,9 @@ def analyze(settings: operations.Settings, logfiles: Sequence[str], format_name:
 def _add_rollout_commands() -> None:
     from nginx_canary.cli.replay import replay
     from nginx_canary.cli.rollout import COMMANDS
+    from nginx_canary.cli.snapshots import snapshots
 
-    for command in COMMANDS + (replay,):
+    for command in COMMANDS + (replay, snapshots):
         cli.add_command(command)
 
 

@@ -1,9 +1,13 @@
-"""Snapshots of config files: copies of their original bytes plus a manifest, and the checked read back.
+"""Snapshots of config files: copies of their original bytes plus a manifest, the checked read back, and the listing.
 
 A snapshot directory (``STATE_DIR/snapshots/ID`` for a config change,
 ``STATE_DIR/rollout-snapshots/ID`` for a rollout's start, see
 :mod:`nginx_canary.statedir`) holds ``N.orig``, the bytes of the N-th file,
-and ``manifest.json``, the caller's header plus one entry per file.
+and ``manifest.json``, the caller's header plus one entry per file. The
+header says what made it (``command``: ``set-weight``, ``rollout``,
+``snapshots restore``; ``upstream``, ``context``, ``detail``) and when
+(``created``, Unix seconds); snapshots written before those keys existed are
+listed with the manifest's mtime and "-" for the rest.
 """
 
 from __future__ import annotations
@@ -11,11 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Callable, Dict, List, Sequence
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from nginx_canary.errors import StateError
+from nginx_canary.errors import BadInputError, StateError
 from nginx_canary.fsutil import atomic_write
-from nginx_canary.statedir import DIR_MODE, FILE_MODE, MANIFEST
+from nginx_canary.statedir import DIR_MODE, FILE_MODE, MANIFEST, StateDir
+
+#: A snapshot id as both kinds are named (``20261203T141812-4242``, ``app-1764771492000``): one path component.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: The two kinds: per-change snapshots (kept: the last few) and rollout start snapshots.
+KINDS = ("change", "rollout")
 
 
 def sha256(data: bytes) -> str:
@@ -58,3 +69,101 @@ def read_copy(copy: str, expected_sha256: str, *, damaged: str) -> bytes:
     if sha256(data) != expected_sha256:
         raise StateError(damaged)
     return data
+
+
+@dataclass(frozen=True)
+class SnapshotFile:
+    """One file of a snapshot: where it lives, the copy of its bytes and their hash."""
+
+    path: str
+    copy: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a snapshot's manifest says; ``kind`` is ``change`` or ``rollout`` (a rollout's start)."""
+
+    id: str
+    kind: str
+    created: float
+    files: Tuple[SnapshotFile, ...]
+    command: Optional[str] = None
+    upstream: Optional[str] = None
+    context: Optional[str] = None
+    detail: Optional[str] = None
+
+
+def _directories(paths: StateDir) -> Dict[str, str]:
+    return {"change": paths.snapshots, "rollout": paths.rollout_snapshots}
+
+
+def _text(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+def read_snapshot(directory: str, kind: str) -> SnapshotInfo:
+    """The manifest of the snapshot in ``directory``.
+
+    Raises:
+        StateError: the manifest cannot be read or is not a snapshot's.
+    """
+    path = os.path.join(directory, MANIFEST)
+    try:
+        with open(path, "rb") as fh:
+            manifest = json.load(fh)
+        created = manifest.get("created")
+        if not isinstance(created, (int, float)) or isinstance(created, bool):
+            created = os.stat(path).st_mtime
+        files = tuple(
+            # A change's manifest calls the hash of the original old_sha256, a rollout's sha256.
+            SnapshotFile(str(e["path"]), str(e["copy"]), str(e.get("old_sha256") or e["sha256"]))
+            for e in manifest["files"]
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StateError(f"snapshot manifest cannot be read: {exc}", file=path) from exc
+    return SnapshotInfo(os.path.basename(directory), kind, float(created), files, _text(manifest.get("command")),
+                        _text(manifest.get("upstream")), _text(manifest.get("context")), _text(manifest.get("detail")))
+
+
+def list_snapshots(state_dir: str) -> Tuple[List[SnapshotInfo], List[str]]:
+    """Every snapshot of the state dir, oldest first, and one line per snapshot that cannot be read.
+
+    Raises nothing: a state dir without snapshots gives two empty lists.
+    """
+    found: List[SnapshotInfo] = []
+    problems: List[str] = []
+    for kind, root in _directories(StateDir(state_dir)).items():
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            continue
+        for name in names:
+            if _ID.fullmatch(name) is None or not os.path.isdir(os.path.join(root, name)):
+                continue
+            try:
+                found.append(read_snapshot(os.path.join(root, name), kind))
+            except StateError as exc:
+                problems.append(str(exc))
+    found.sort(key=lambda info: (info.created, info.id))
+    return found, problems
+
+
+def find_snapshot(state_dir: str, snapshot_id: str) -> SnapshotInfo:
+    """The snapshot called ``snapshot_id``, of either kind.
+
+    Raises:
+        BadInputError: the id is not a snapshot id, or no snapshot has it, or both kinds have it.
+        StateError: its manifest cannot be read.
+    """
+    if not isinstance(snapshot_id, str) or _ID.fullmatch(snapshot_id) is None:
+        raise BadInputError(f"{snapshot_id!r} is not a snapshot id (`nginx-canary snapshots list` shows them)")
+    found = [(kind, os.path.join(root, snapshot_id)) for kind, root in _directories(StateDir(state_dir)).items()
+             if os.path.isdir(os.path.join(root, snapshot_id))]
+    if not found:
+        raise BadInputError(f"no snapshot {snapshot_id!r} in {state_dir} (`nginx-canary snapshots list` shows them)")
+    if len(found) > 1:
+        raise BadInputError(f"snapshot id {snapshot_id!r} names both a change's and a rollout's snapshot; "
+                            f"restore by hand from {found[0][1]} or {found[1][1]}")
+    kind, directory = found[0]
+    return read_snapshot(directory, kind)
