@@ -18,8 +18,12 @@ import crossplane
 
 from nginx_canary.errors import ConfigError
 from nginx_canary.nginx.lexer import unescape
-from nginx_canary.nginx.model import AccessLog, LogFormatDef, NginxConfig, ProxyPass, Upstream, UpstreamServer
+from nginx_canary.nginx.lua_block import register_with_crossplane
+from nginx_canary.nginx.model import AccessLog, LogFormatDef, NginxConfig, ProxyPass, Upstream
 from nginx_canary.nginx.parse_cache import ParseCache, Tree
+from nginx_canary.nginx.server_params import upstream_server
+
+register_with_crossplane()  # crossplane's own Lua extension misreads escaped quotes and long brackets
 
 _GLOB_CHARS = "*?["
 _BLOCK_CONTEXTS = {"http", "stream", "mail", "events"}
@@ -128,7 +132,7 @@ class _Reader:
             if name == "upstream" and "block" in stmt and args:
                 block = self.flatten(stmt["block"], file, chain)
                 servers = [
-                    UpstreamServer(s["args"][0], tuple(s["args"][1:]), f, s["line"])
+                    upstream_server(s["args"], f, s["line"])
                     for s, f, _ in block
                     if s["directive"] == "server" and s["args"] and "block" not in s
                 ]

@@ -5,7 +5,9 @@ place we also need to know *where* each of its words sits in the file text. The
 rules follow nginx's own reader (``ngx_conf_read_token``), which differs from
 crossplane on corner cases: ``#`` starts a comment only at the start of a word,
 quotes open a string only at the start of a word, and ``${`` does not open a
-block.
+block. The inside of an OpenResty ``*_by_lua_block { ... }`` is Lua, not nginx
+tokens: it becomes one opaque :data:`LUA` token, ended where the Lua module
+ends it (:mod:`nginx_canary.nginx.lua_block`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional
 
 from nginx_canary.errors import ConfigError
+from nginx_canary.nginx.lua_block import LuaBlockError, block_end, is_lua_block
 
 WORD = "word"
 SEMICOLON = ";"
 BLOCK_START = "{"
 BLOCK_END = "}"
 COMMENT = "comment"
+#: The body of a ``*_by_lua_block``, between its braces (which are tokens of their own).
+LUA = "lua"
 
 _SPACE = " \t\r\n"
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
@@ -66,11 +71,13 @@ def tokenize(text: str, filename: Optional[str] = None) -> Iterator[Token]:
     """Yield the tokens of ``text`` in order.
 
     Raises:
-        ConfigError: an unterminated quote or a quote not followed by a separator.
+        ConfigError: an unterminated quote, a quote not followed by a separator,
+            or a Lua block that is not closed.
     """
     i = 0
     n = len(text)
     line = 1
+    directive: Optional[str] = None  # the first word of the statement being read
     while i < n:
         ch = text[i]
         if ch in _SPACE:
@@ -81,6 +88,16 @@ def tokenize(text: str, filename: Optional[str] = None) -> Iterator[Token]:
         if ch in ";{}":
             yield Token(ch, ch, i, i + 1, line)
             i += 1
+            if ch == "{" and directive is not None and is_lua_block(directive):
+                try:
+                    end = block_end(text, i)
+                except LuaBlockError as exc:
+                    raise ConfigError(exc.message, file=filename, line=exc.line) from exc
+                assert end is not None  # a final scan returns the end or raises
+                yield Token(LUA, text[i:end], i, end, line)
+                line += text.count("\n", i, end)
+                i = end
+            directive = None
             continue
         if ch == "#":
             j = text.find("\n", i)
@@ -105,7 +122,9 @@ def tokenize(text: str, filename: Optional[str] = None) -> Iterator[Token]:
             # `if ($host != 'a')`); the ")" then starts a word of its own.
             if i < n and text[i] not in _SPACE + ";{)":
                 raise ConfigError(f"unexpected {text[i]!r} after quoted string", file=filename, line=line)
-            yield Token(WORD, unescape(text[start + 1 : i - 1]), start, i, start_line, quoted=True)
+            word = Token(WORD, unescape(text[start + 1 : i - 1]), start, i, start_line, quoted=True)
+            directive = word.value if directive is None else directive
+            yield word
             continue
         variable = False
         while i < n:
@@ -127,11 +146,13 @@ def tokenize(text: str, filename: Optional[str] = None) -> Iterator[Token]:
                 break
             i += 1
         i = min(i, n)
-        yield Token(WORD, unescape(text[start:i]), start, i, start_line)
+        word = Token(WORD, unescape(text[start:i]), start, i, start_line)
+        directive = word.value if directive is None else directive
+        yield word
 
 
 def statements(text: str, filename: Optional[str] = None) -> Iterator[Statement]:
-    """Yield every directive of ``text`` (at any depth), comments skipped.
+    """Yield every directive of ``text`` (at any depth), comments and Lua code skipped.
 
     Raises:
         ConfigError: the text cannot be tokenized, a directive is unterminated
@@ -140,7 +161,7 @@ def statements(text: str, filename: Optional[str] = None) -> Iterator[Statement]
     depth = 0
     words: List[Token] = []
     for tok in tokenize(text, filename):
-        if tok.kind == COMMENT:
+        if tok.kind in (COMMENT, LUA):
             continue
         if tok.kind == WORD:
             words.append(tok)
