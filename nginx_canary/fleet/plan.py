@@ -19,6 +19,7 @@ Keys, relative to the fleet's prefix (``/nginx-canary/FLEET/``):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Dict, Optional, Tuple
@@ -108,10 +109,10 @@ class Plan:
                        seq=_typed(data, "seq", int, key), state=state, steps=steps,
                        step_index=_typed(data, "step_index", int, key),
                        hosts=tuple(_typed(data, "hosts", list, key)),
-                       started_at=float(data["started_at"]), updated_at=float(data["updated_at"]),
-                       barrier_at=None if data.get("barrier_at") is None else float(data["barrier_at"]),
-                       looked=bool(data.get("looked", False)), reason=str(data.get("reason", "")),
-                       digest=str(data.get("digest", "")))
+                       started_at=_number(data, "started_at", key), updated_at=_number(data, "updated_at", key),
+                       barrier_at=None if data.get("barrier_at") is None else _number(data, "barrier_at", key),
+                       looked=_typed(data, "looked", bool, key) if "looked" in data else False,
+                       reason=str(data.get("reason", "")), digest=str(data.get("digest", "")))
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             raise FleetError(f"etcd key {key}: not a rollout plan ({exc})") from None
         if (state not in PLAN_STATES or not steps or not 0 <= plan.step_index < len(steps) or plan.seq < 1
@@ -142,7 +143,7 @@ class HostReport:
         try:
             report = cls(host=_typed(data, "host", str, key), run=_typed(data, "run", str, key),
                          seq=_typed(data, "seq", int, key), status=_typed(data, "status", str, key),
-                         percent=_typed(data, "percent", str, key), at=float(data["at"]),
+                         percent=_typed(data, "percent", str, key), at=_number(data, "at", key),
                          detail=str(data.get("detail", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise FleetError(f"etcd key {key}: not a host report ({exc})") from None
@@ -174,10 +175,16 @@ class HostFigures:
         data = _object(raw, key)
         try:
             return cls(host=_typed(data, "host", str, key), run=_typed(data, "run", str, key),
-                       seq=_typed(data, "seq", int, key), since=float(data["since"]), at=float(data["at"]),
+                       seq=_typed(data, "seq", int, key), since=_number(data, "since", key),
+                       at=_number(data, "at", key),
                        canary=Stats.from_wire(data["canary"]), stable=Stats.from_wire(data["stable"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise FleetError(f"etcd key {key}: not a host's figures ({exc})") from None
+
+
+def is_format(value: Any) -> bool:
+    """``value`` is this release's format number (``true`` is not: JSON's true equals 1 in Python)."""
+    return value == FORMAT and not isinstance(value, bool)
 
 
 def _object(raw: bytes, key: str) -> Dict[str, Any]:
@@ -187,10 +194,17 @@ def _object(raw: bytes, key: str) -> Dict[str, Any]:
         raise FleetError(f"etcd key {key}: not JSON") from None
     if not isinstance(data, dict):
         raise FleetError(f"etcd key {key}: not a JSON object")
-    if data.get("format") != FORMAT:
+    if not is_format(data.get("format")):
         raise FleetError(f"etcd key {key}: format {data.get('format')!r}, this release reads format {FORMAT} "
                          f"(written by a newer nginx-canary?)")
     return data
+
+
+def _number(data: Dict[str, Any], name: str, key: str) -> float:
+    value = data.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise FleetError(f"etcd key {key}: {name} must be a finite number, not {value!r}")
+    return float(value)
 
 
 def _typed(data: Dict[str, Any], name: str, kind: type, key: str) -> Any:
