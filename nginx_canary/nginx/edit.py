@@ -2,7 +2,10 @@
 
 Only the ``weight=`` and ``down`` parameters of the named directives change;
 every other byte of the text (comments, blank lines, indentation, quoting, line
-endings, order) is kept as it was.
+endings, order) is kept as it was. A parameter alone on its line, or first on
+its line, goes without moving what follows it to another column; a change that
+gives a directive back the weight and ``down`` it had before nginx-canary
+touched it (``ServerChange.original``) gives back its exact bytes.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nginx_canary.errors import EditError
-from nginx_canary.nginx.lexer import SEMICOLON, Statement, Token, statements
+from nginx_canary.nginx.lexer import SEMICOLON, WORD, Statement, Token, statements, tokenize
 
 DEFAULT_WEIGHT = 1
+
+Edit = Tuple[int, int, str]
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,10 @@ class ServerChange:
     down: bool
     #: With weight 1: no ``weight=`` at all (a restore gives back the form the snapshot had, not ``weight=1``).
     bare_weight: bool = False
+    #: The directive's text (``server`` to ``;``) before nginx-canary changed it. Wanted weight and
+    #: ``down`` equal to its own, and nothing but those words and blanks changed since: those bytes
+    #: come back. Only the weight equal to its own: its spelling comes back (none, ``weight=04``, quoted).
+    original: Optional[str] = None
 
 
 def _weight_token(stmt: Statement) -> Optional[Token]:
@@ -35,6 +44,10 @@ def _weight_token(stmt: Statement) -> Optional[Token]:
 
 def _down_tokens(stmt: Statement) -> List[Token]:
     return [t for t in stmt.args[1:] if t.value == "down"]
+
+
+def _is_param(tok: Token) -> bool:
+    return tok.kind == WORD and (tok.value == "down" or tok.value.startswith("weight="))
 
 
 def current_weight(stmt: Statement, filename: Optional[str] = None) -> int:
@@ -60,42 +73,92 @@ def _find(by_place: Dict[Tuple[int, str], List[Statement]], change: ServerChange
     return found[0]
 
 
-def _replace_word(tok: Token, text: str, new_value: str) -> Tuple[int, int, str]:
-    raw = text[tok.start:tok.end]
-    if tok.quoted:
-        return tok.start, tok.end, raw[0] + new_value + raw[-1]
-    return tok.start, tok.end, new_value
+def _remove_word(tok: Token, text: str) -> Edit:
+    """The edit taking ``tok`` away with the blanks that would otherwise shift or dangle; never a line break.
 
-
-def _remove_word(tok: Token, text: str) -> Tuple[int, int, str]:
-    # Take the spaces or tabs before the word with it, never a line break, so the
-    # line keeps its shape: "server a:80 down;" -> "server a:80;".
+    After another word on its line: the blanks before it go ("server a:80 down;" -> "server a:80;").
+    First on its line: the indentation stays for what follows and the blanks after it go
+    ("    down;  # c" -> "    ;  # c"). Alone on its line: the line is left empty.
+    """
     start = tok.start
     while start > 0 and text[start - 1] in " \t":
         start -= 1
-    return start, tok.end, ""
+    if start > 0 and text[start - 1] != "\n":
+        return start, tok.end, ""
+    end = tok.end
+    while end < len(text) and text[end] in " \t":
+        end += 1
+    if end == len(text) or text[end] in "\r\n":
+        return start, end, ""
+    return tok.start, end, ""
 
 
-def _edits_for(stmt: Statement, change: ServerChange, text: str, filename: Optional[str]) -> List[Tuple[int, int, str]]:
+def _skeleton(text: str) -> Tuple[int, List[str]]:
+    """What an edit of weight / down must leave alone: the line count and every other token's bytes."""
+    return text.count("\n"), [text[t.start:t.end] for t in tokenize(text) if not _is_param(t)]
+
+
+@dataclass(frozen=True)
+class _Original:
+    """What ``ServerChange.original`` says: its text, weight, down flag and weight word as written."""
+
+    text: str
+    weight: int
+    down: bool
+    weight_word: Optional[str]
+
+
+def _original(change: ServerChange, filename: Optional[str]) -> Optional[_Original]:
+    if change.original is None:
+        return None
+    found = [s for s in statements(change.original, filename) if s.name.value == "server" and s.args]
+    if len(found) != 1 or found[0].args[0].value != change.address:
+        raise EditError(f"the original form given for 'server {change.address}' is not that one directive",
+                        file=filename, line=change.line)
+    stmt = found[0]
+    tok = _weight_token(stmt)
+    word = None if tok is None else change.original[tok.start:tok.end]
+    return _Original(change.original, current_weight(stmt, filename), bool(_down_tokens(stmt)), word)
+
+
+def _weight_edits(stmt: Statement, change: ServerChange, text: str, original: Optional[_Original],
+                  filename: Optional[str]) -> Tuple[List[Edit], str, Optional[Token]]:
+    """Edits for the weight word, the text to insert after the address, and the weight token removed (if any)."""
+    weight_tok = _weight_token(stmt)
+    raw = None if weight_tok is None else text[weight_tok.start:weight_tok.end]
+    if original is not None and original.weight == change.weight:
+        wanted: Optional[str] = original.weight_word
+    elif change.bare_weight and change.weight == DEFAULT_WEIGHT:
+        wanted = None
+    elif current_weight(stmt, filename) == change.weight:
+        wanted = raw
+    elif weight_tok is not None and weight_tok.quoted:
+        wanted = raw[0] + f"weight={change.weight}" + raw[-1]
+    else:
+        wanted = f"weight={change.weight}"
+    if wanted == raw:
+        return [], "", None
+    if wanted is None:
+        assert weight_tok is not None
+        return [_remove_word(weight_tok, text)], "", weight_tok
+    if weight_tok is None:
+        return [], " " + wanted, None
+    return [(weight_tok.start, weight_tok.end, wanted)], "", None
+
+
+def _edits_for(stmt: Statement, change: ServerChange, text: str, filename: Optional[str]) -> List[Edit]:
     if change.weight < 1:
         raise EditError(f"weight must be >= 1, not {change.weight}", file=filename, line=change.line)
-    edits: List[Tuple[int, int, str]] = []
+    original = _original(change, filename)
+    start, end = stmt.name.start, stmt.end.end
+    if (original is not None and (original.weight, original.down) == (change.weight, change.down)
+            and _skeleton(text[start:end]) == _skeleton(original.text)):
+        return [] if text[start:end] == original.text else [(start, end, original.text)]
+    edits, inserted_after_address, removed = _weight_edits(stmt, change, text, original, filename)
     address = stmt.args[0]
-    weight_tok = _weight_token(stmt)
-    inserted_after_address = ""
-    remove_weight = change.bare_weight and change.weight == DEFAULT_WEIGHT and weight_tok is not None
-    if remove_weight:
-        assert weight_tok is not None
-        edits.append(_remove_word(weight_tok, text))
-    elif current_weight(stmt, filename) != change.weight:
-        new_weight = f"weight={change.weight}"
-        if weight_tok is not None:
-            edits.append(_replace_word(weight_tok, text, new_weight))
-        else:
-            inserted_after_address = " " + new_weight
     downs = _down_tokens(stmt)
-    last = [t for t in stmt.args if not (remove_weight and t is weight_tok)][-1]
     if change.down and not downs:
+        last = [t for t in stmt.args if t is not removed][-1]
         if last is address:
             inserted_after_address += " down"
         else:
@@ -105,6 +168,17 @@ def _edits_for(stmt: Statement, change: ServerChange, text: str, filename: Optio
     if inserted_after_address:
         edits.append((address.end, address.end, inserted_after_address))
     return edits
+
+
+def _merged(edits: List[Edit]) -> List[Edit]:
+    """Edits in order, overlapping removals made one (two words on a line, each taking blanks beside it)."""
+    out: List[Edit] = []
+    for start, end, new in sorted(edits, key=lambda e: (e[0], e[1])):
+        if out and start < out[-1][1] and not new and not out[-1][2]:
+            out[-1] = (out[-1][0], max(end, out[-1][1]), "")
+        else:
+            out.append((start, end, new))
+    return out
 
 
 def server_statements(text: str, filename: Optional[str] = None) -> List[Statement]:
@@ -126,15 +200,16 @@ def edit_servers(text: str, changes: Sequence[ServerChange], filename: Optional[
     ``weight=`` stays absent when 1 is wanted).
 
     Raises:
-        EditError: a directive is missing or ambiguous, or a weight is invalid.
+        EditError: a directive is missing or ambiguous, a weight is invalid, or
+            an original form is not that server's directive.
     """
     by_place: Dict[Tuple[int, str], List[Statement]] = {}
     for stmt in server_statements(text, filename):
         by_place.setdefault((stmt.name.line, stmt.args[0].value), []).append(stmt)
-    edits: List[Tuple[int, int, str]] = []
+    edits: List[Edit] = []
     for change in changes:
         edits.extend(_edits_for(_find(by_place, change, filename), change, text, filename))
     out = text
-    for start, end, new in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+    for start, end, new in reversed(_merged(edits)):
         out = out[:start] + new + out[end:]
     return out

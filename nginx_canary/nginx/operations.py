@@ -16,7 +16,8 @@ from nginx_canary.nginx.model import NginxConfig, Upstream, UpstreamServer, serv
 from nginx_canary.nginx.parse_cache import ParseCache
 from nginx_canary.nginx.control import Nginx
 from nginx_canary.nginx.edit import ServerChange, edit_servers
-from nginx_canary.nginx.split import Split, compute_split
+from nginx_canary.nginx.origin import Originals, from_snapshots, origins
+from nginx_canary.nginx.split import Split, compute_split, steered_stable
 from nginx_canary.nginx.sticky import STICKY_TOTAL, consistent_hash_key, sticky_split
 from nginx_canary.nginx.transaction import FileChange, Outcome, Transaction
 from nginx_canary.statedir import StateDir
@@ -83,11 +84,15 @@ def read_config_file(path: str) -> bytes:
 
 
 def plan_split(config: NginxConfig, upstream_name: str, canary_addresses: Sequence[str], percent: Fraction,
-               context: Optional[str] = None) -> Plan:
+               context: Optional[str] = None, *, originals: Optional[Originals] = None) -> Plan:
     """Work out the edits that give ``canary_addresses`` ``percent`` of ``upstream_name``'s traffic.
 
     ``context`` (``http`` or ``stream``) picks between upstreams of the same
     name; without it the http one (see :meth:`NginxConfig.upstream`).
+    ``originals`` tells each file's bytes before nginx-canary changed it
+    (:func:`nginx_canary.nginx.origin.from_snapshots`; without it, the files as
+    they are): a stable server ``down`` then stays so, and a server whose
+    weight and ``down`` come back to that form gets its bytes back.
 
     Raises:
         BadInputError: a name or address is unsafe or unknown, or the split is impossible.
@@ -101,16 +106,22 @@ def plan_split(config: NginxConfig, upstream_name: str, canary_addresses: Sequen
     upstream = config.upstream(upstream_name, context)
     canary = servers_named(upstream, canary_addresses)
     stable = [s for s in upstream.servers if s not in canary and not s.backup]
+    origin = origins([*canary, *stable], read_config_file, originals)
+    stable = steered_stable(upstream.name, stable, [s.down and origin[s].down for s in stable], percent)
     sticky_key = consistent_hash_key(upstream)
-    splitter = compute_split if sticky_key is None else sticky_split
-    split = splitter([s.weight for s in canary], [s.weight for s in stable], percent)
+    if sticky_key is None:
+        split = compute_split([s.weight for s in canary], [s.weight for s in stable], percent,
+                              origin=([origin[s].weight for s in canary], [origin[s].weight for s in stable]))
+    else:
+        split = sticky_split([s.weight for s in canary], [s.weight for s in stable], percent)
     by_file: Dict[str, List[ServerChange]] = {}
     for group, weights, down in (
         (canary, split.canary_weights, split.canary_down),
         (stable, split.stable_weights, split.stable_down),
     ):
         for server, weight in zip(group, weights):
-            by_file.setdefault(server.file, []).append(ServerChange(server.line, server.address, weight, down))
+            by_file.setdefault(server.file, []).append(
+                ServerChange(server.line, server.address, weight, down, original=origin[server].text))
     changes: List[FileChange] = []
     diff_parts: List[str] = []
     for path, server_changes in by_file.items():
@@ -149,14 +160,16 @@ def set_weight(settings: Settings, upstream: str, percent: Fraction, canary: Seq
     """
     if dry_run:
         config = read_config(settings, logs=False)
-        plan = plan_split(config, upstream, canary, percent, context)
+        plan = plan_split(config, upstream, canary, percent, context,
+                          originals=from_snapshots(settings.state_dir))
         return SetWeightResult(plan, notes=twin_notes(config, plan.upstream, context))
     nginx = settings.nginx()
     with StateDir(settings.state_dir).writer_lock():
         transaction = Transaction(settings.state_dir, nginx)
         recovered = transaction.recover()
         config = read_config(settings, logs=False)
-        plan = plan_split(config, upstream, canary, percent, context)
+        plan = plan_split(config, upstream, canary, percent, context,
+                          originals=from_snapshots(settings.state_dir))
         if not plan.changes:
             if reload:
                 nginx.find_master(config)
@@ -200,7 +213,8 @@ def validate(settings: Settings, *, offline: bool = False, upstream: Optional[st
     config = read_config(settings, logs=False)
     plan = None
     if upstream is not None:
-        plan = plan_split(config, upstream, canary, percent if percent is not None else Fraction(0), context)
+        plan = plan_split(config, upstream, canary, percent if percent is not None else Fraction(0), context,
+                          originals=from_snapshots(settings.state_dir))
     nginx = settings.nginx()
     nginx.test()
     master_pid, workers = None, []

@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from nginx_canary.errors import BusyError, ConfigError, StateError
 from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.nginx.edit import ServerChange, current_weight, edit_servers, server_statements
+from nginx_canary.nginx.origin import from_snapshots
 from nginx_canary.nginx.operations import ENCODING, Settings, plan_split, read_config, read_config_file
 from nginx_canary.nginx.snapshots import read_copy, sha256, write_snapshot
 from nginx_canary.nginx.transaction import FileChange, Transaction
@@ -113,14 +114,16 @@ class NginxSplitApplier:
         """The hashes ``apply(percent)`` would leave; writes nothing."""
         config = read_config(self.settings, logs=False)
         hashes = self._hashes(self._paths(config))
-        for change in plan_split(config, self.upstream, self.canary, percent, self.context).changes:
+        for change in plan_split(config, self.upstream, self.canary, percent, self.context,
+                                   originals=from_snapshots(self.settings.state_dir)).changes:
             hashes[change.path] = sha256(change.new)
         return hashes
 
     def apply(self, percent: Fraction) -> Dict[str, str]:
         """Write, test, reload and verify the split (files restored on failure); return the hashes now."""
         config = read_config(self.settings, logs=False)
-        plan = plan_split(config, self.upstream, self.canary, percent, self.context)
+        plan = plan_split(config, self.upstream, self.canary, percent, self.context,
+                                   originals=from_snapshots(self.settings.state_dir))
         self._transaction(plan.changes, config, f"step: canary {percent_text(percent)} %")
         return self._hashes(self._paths(config))
 

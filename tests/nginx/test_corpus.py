@@ -193,11 +193,11 @@ def check_share(got: Fraction, wanted: Fraction, where: str) -> None:
 # --- the rollout -------------------------------------------------------------------
 
 
-def step(path: Path, upstream: str, canary: str, percent: Fraction) -> None:
-    """Plan one split from the file as it is, write it, and check the result independently."""
+def step(path: Path, upstream: str, canary: str, percent: Fraction, start: bytes) -> None:
+    """Plan one split from the file as it is (``start`` before the steps), write it, and check the result independently."""
     old_bytes = path.read_bytes()
     old_tree = parse(path)
-    plan = plan_split(load_config(str(path)), upstream, [canary], percent)
+    plan = plan_split(load_config(str(path)), upstream, [canary], percent, originals=lambda _path, _now: start)
     assert all(change.path == str(path) for change in plan.changes), plan.changes
     assert len(plan.changes) <= 1
     new_bytes = plan.changes[0].new if plan.changes else old_bytes
@@ -227,7 +227,9 @@ def rollout_upstream(path: Path, upstream: Upstream) -> int:
             with pytest.raises(BadInputError):
                 plan_split(load_config(str(path)), upstream.name, [server.address], Fraction(50))
             continue
-        has_stable = any(s is not server for s in candidates)
+        start = path.read_bytes()
+        # A stable server down before any change stays out of the split, so it is no stable server here.
+        has_stable = any(s is not server and not s.down for s in candidates)
         if not has_stable:
             for percent in IMPOSSIBLE_ALONE:
                 before = path.read_bytes()
@@ -235,7 +237,8 @@ def rollout_upstream(path: Path, upstream: Upstream) -> int:
                     plan_split(load_config(str(path)), upstream.name, [server.address], percent)
                 assert path.read_bytes() == before
         for percent in ROLLOUT if has_stable else [Fraction(100)]:
-            step(path, upstream.name, server.address, percent)
+            step(path, upstream.name, server.address, percent, start)
+        path.write_bytes(start)
         rolled += 1
     for backup in (s for s in upstream.servers if s.backup):
         with pytest.raises(BadInputError):

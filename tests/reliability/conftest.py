@@ -190,7 +190,10 @@ class Steps:
                 # Each step is planned on the files of the step before, as the daemon steps through them.
                 label = str(step)
                 config = load_config(str(copy / "nginx.conf"), logs=False)
-                for change in plan_split(config, "backend", [site.v2], Fraction(label)).changes:
+                # As the daemon's change snapshots tell it: each file as it was before the steps.
+                before = {os.path.realpath(copy / rel): data for rel, data in originals.items()}
+                for change in plan_split(config, "backend", [site.v2], Fraction(label),
+                                         originals=lambda path, now: before.get(os.path.realpath(path), now)).changes:
                     Path(change.path).write_bytes(change.new)
                 self.sets[label] = {rel: (copy / rel).read_bytes() for rel in MANAGED}
         for rel in MANAGED:
