@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping
 
 from nginx_canary.config.model import RolloutSettings
 from nginx_canary.errors import FleetError
-from nginx_canary.fleet.plan import FORMAT
+from nginx_canary.fleet.plan import FORMAT, is_format
 
 #: The rollout settings every host of a fleet must share.
 SHARED = ("upstream", "canary", "steps", "step_interval", "on_success", "analysis")
@@ -60,7 +60,7 @@ def read_member(raw: bytes, key: str) -> Dict[str, Dict[str, Any]]:
     try:
         data = json.loads(raw.decode("utf-8"))
         rollouts = data["rollouts"]
-        if data.get("format") != FORMAT or not isinstance(rollouts, dict):
+        if not is_format(data.get("format")) or not isinstance(rollouts, dict):
             raise ValueError("format or rollouts")
         for value in rollouts.values():
             if not isinstance(value.get("digest"), str) or not isinstance(value.get("settings"), dict):
