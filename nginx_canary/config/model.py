@@ -124,6 +124,8 @@ class RolloutSettings:
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     webhooks: Tuple[WebhookSettings, ...] = ()
     gates: GateSettings = field(default_factory=GateSettings)
+    #: Require ``hash KEY consistent`` in the upstream (splits are sticky whenever it has one, asked or not).
+    sticky: bool = False
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class RolloutReader(NodeReader):
             "analysis": self.analysis,
             "webhooks": self.endpoints.webhooks,
             "gates": self.endpoints.gates,
+            "sticky": self.boolean,
         })
 
     def canary(self, node: yaml.Node, key: str) -> Tuple[str, ...]:

@@ -8,7 +8,7 @@ TOP_KEYS = ("nginx", "state_dir", "control_socket", "control_group", "metrics_li
             "rollouts", "fleet")
 NGINX_KEYS = ("conf", "binary", "prefix")
 ROLLOUT_KEYS = ("upstream", "context", "canary", "access_log", "log_format", "steps", "step_interval", "on_success", "analysis",
-                "webhooks", "gates")
+                "webhooks", "gates", "sticky")
 ANALYSIS_KEYS = ("interval", "window", "min_requests", "max_error_rate", "error_rate_tolerance",
                  "max_error_rate_increase", "max_p99_latency", "max_p99_latency_ratio", "max_p50_latency_ratio",
                  "risk", "promotion_risk", "max_step_wait", "failure_threshold", "http_checks")

@@ -23,6 +23,7 @@ from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_f
 from nginx_canary.logs.window import Stats
 from nginx_canary.nginx import operations
 from nginx_canary.nginx.model import NginxConfig
+from nginx_canary.nginx.sticky import require_consistent_hash
 from nginx_canary.nginx.paths import main_conf_path
 from nginx_canary.report.series import SeriesRecorder
 from nginx_canary.rollout.machine import Rollout
@@ -64,6 +65,11 @@ def check_rollout_against_config(rollout: RolloutSettings, config: NginxConfig) 
             f"rollout {rollout.name!r}: upstream {rollout.upstream!r} is in {upstream.context} {{}} "
             f"({upstream.location}); rollouts judge http access logs and cannot analyse {upstream.context} "
             f"sessions: steer it by hand with set-weight --context {upstream.context}")
+    if rollout.sticky:
+        try:
+            require_consistent_hash(upstream)
+        except BadInputError as exc:
+            raise BadInputError(f"rollout {rollout.name!r}: {exc.message}") from None
     addresses = {s.address for s in upstream.servers}
     missing = [a for a in rollout.canary if a not in addresses]
     if missing:

@@ -20,7 +20,7 @@ from tests.config.cases import DURATION, LEVELS, MINIMAL, assert_refused, parse,
     ("nginx", "state_dir", "nginx", "unknown key 'state_dir', it belongs under the top level"),
     ("rollout", "upstreams", "rollouts.app", "unknown key 'upstreams', did you mean 'upstream'? (known: upstream, "
                                              "context, canary, access_log, log_format, steps, step_interval, on_success, analysis, "
-                                             "webhooks, gates)"),
+                                             "webhooks, gates, sticky)"),
     ("rollout", "url", "rollouts.app", "unknown key 'url', it belongs under rollouts.NAME.webhooks[N] or "
                                        "rollouts.NAME.analysis.http_checks[N]"),
     ("rollout", "confirm_step", "rollouts.app", "unknown key 'confirm_step', it belongs under rollouts.NAME.gates"),

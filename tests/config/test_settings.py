@@ -129,6 +129,8 @@ GOOD = [
     ("rollout", "context", "stream", "stream"),
     ("rollout", "on_success", "restore", "restore"),
     ("rollout", "on_success", "'restore'", "restore"),
+    ("rollout", "sticky", "true", True),
+    ("rollout", "sticky", "false", False),
     # names and paths, taken as written
     ("rollout", "access_log", "/var/log/nginx/access.log", "/var/log/nginx/access.log"),
     ("rollout", "access_log", "'/var/log/nginx/a b.log'", "/var/log/nginx/a b.log"),
@@ -322,6 +324,8 @@ BAD = [
     ("rollout", "on_success", "true", "expected keep or restore, got the boolean true"),
     ("rollout", "on_success", "null", "got null"),
     ("rollout", "on_success", "[keep]", "got a list"),
+    ("rollout", "sticky", "yes", "expected true or false, got the boolean yes"),
+    ("rollout", "sticky", "'true'", "expected true or false, got 'true'"),
     # canary, as a whole
     ("rollout", "access_log", "logs/access.log", "expected an absolute path, got 'logs/access.log'"),
     ("rollout", "access_log", "syslog:server=unix:/dev/log", "expected an absolute path"),

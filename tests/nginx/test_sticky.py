@@ -8,8 +8,11 @@ from fractions import Fraction
 
 import pytest
 
+from nginx_canary.config.settings import parse_settings
+from nginx_canary.daemon.runtime import check_rollout_against_config
 from nginx_canary.errors import BadInputError
 from nginx_canary.nginx.chash import Ring, server_points
+from nginx_canary.nginx.conf import load_config
 from nginx_canary.nginx.model import Upstream
 from nginx_canary.nginx.split import compute_split
 from nginx_canary.nginx.sticky import (STICKY_TOTAL, apportion, consistent_hash_key, require_consistent_hash,
@@ -137,3 +140,44 @@ def test_sticky_shares_on_the_ring_are_within_a_few_tenths_of_the_target():
     for split, percent in zip(walk([1, 10, 25, 50]), [1, 10, 25, 50]):
         ring = Ring(list(zip(names, split.canary_weights + split.stable_weights)))
         assert abs(ring.shares()[names[0]] - percent) < 0.5, (percent, ring.shares())
+
+
+STICKY_YAML = """\
+rollouts:
+  web:
+    upstream: backend
+    canary: [127.0.0.1:8082]
+    sticky: {sticky}
+"""
+
+
+@pytest.mark.parametrize("block, sticky, problem", [
+    ("hash $cookie_uid consistent;", "true", None),
+    ("", "true", "has no hash directive"),
+    ("hash $remote_addr;", "true", "(not consistent)"),
+    ("", "false", None),
+])
+def test_a_rollout_asking_for_sticky_needs_consistent_hash(tmp_path, block, sticky, problem):
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nhttp {\n  upstream backend {\n    %s\n    server 127.0.0.1:8081;\n"
+                    "    server 127.0.0.1:8082 down;\n  }\n}\n" % block)
+    rollout = parse_settings(STICKY_YAML.format(sticky=sticky), "test.yaml").rollouts["web"]
+    assert rollout.sticky is (sticky == "true")
+    config = load_config(str(conf), logs=False)
+    if problem is None:
+        check_rollout_against_config(rollout, config)
+    else:
+        with pytest.raises(BadInputError) as info:
+            check_rollout_against_config(rollout, config)
+        assert str(info.value).startswith("rollout 'web': sticky needs 'hash KEY consistent;' in upstream 'backend'")
+        assert problem in str(info.value)
+
+
+def test_the_config_model_reads_the_hash_directive_through_includes(tmp_path):
+    (tmp_path / "up.inc").write_text("hash $cookie_uid$remote_addr consistent;\n")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nhttp {\n  upstream a {\n    include up.inc;\n    server 127.0.0.1:1;\n  }\n"
+                    "  upstream b {\n    server 127.0.0.1:2;\n  }\n}\n")
+    config = load_config(str(conf), logs=False)
+    assert config.upstream("a").hash_args == ("$cookie_uid$remote_addr", "consistent")
+    assert config.upstream("b").hash_args is None
