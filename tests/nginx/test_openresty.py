@@ -80,6 +80,9 @@ def test_set_weight_changes_only_weight_bytes_and_steers_real_traffic(openresty:
     listed = openresty.canary("upstreams")
     assert listed.returncode == 0, listed.stderr
     assert f"upstream {UPSTREAM}" in listed.stdout and "upstream dynamic_backend" in listed.stdout
+    checked = openresty.canary("validate", UPSTREAM, "50", "--canary", openresty.v2)
+    assert checked.returncode == 0, checked.stderr
+    assert openresty.conf.read_text() == before
     master, workers = openresty.master().pid, openresty.worker_pids()
 
     result = openresty.canary("set-weight", UPSTREAM, "50", "--canary", openresty.v2)
