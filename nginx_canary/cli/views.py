@@ -59,7 +59,28 @@ def format_status(status: Dict[str, Any]) -> str:
         lines.append(f"  {reading}")
     if status.get("message"):
         lines.append(f"  {status['message']}")
+    fleet = status.get("fleet")
+    if isinstance(fleet, dict):
+        lines.extend(_fleet_lines(fleet))
     return printable_lines("\n".join(lines))
+
+
+def _fleet_lines(fleet: Dict[str, Any]) -> List[str]:
+    """The fleet's part of ``status``: who coordinates, and what each host applied."""
+    if fleet.get("error"):
+        return [f"  fleet: this host ({fleet.get('host')}) cannot reach etcd: {fleet['error']}"]
+    lines = [f"  fleet: this host {fleet.get('host')}, coordinator {fleet.get('coordinator') or '(none yet)'}"]
+    if fleet.get("cut_off_since"):
+        lines.append("  fleet: etcd unreachable since " + _when(fleet["cut_off_since"]) + ": no step is taken")
+    if fleet.get("refused"):
+        lines.append(f"  fleet: this host does not take part, its settings differ: {fleet['refused']}")
+    for host, report in sorted((fleet.get("hosts") or {}).items()):
+        if not isinstance(report, dict):
+            continue
+        detail = f": {report['detail']}" if report.get("detail") else ""
+        percent = f" {_percent(report.get('percent'))} %" if report.get("percent") else ""
+        lines.append(f"    {host}: {report.get('status')}{percent}{detail}")
+    return lines
 
 
 def _reading(figures: Any) -> str:

@@ -1,6 +1,6 @@
 """Reading the ``fleet`` section: the etcd endpoints, the fleet's name, this host's id, TLS and credentials.
 
-Parsed and checked only: the daemon does not use it yet (issue #13). No error
+No error
 ever shows the password, and none shows an endpoint URL whole (a mistyped one
 may hold ``user:password@``): messages quote only the faulty part.
 """
@@ -30,6 +30,9 @@ MAX_USER_LENGTH = 128
 _SCHEME = re.compile(r"\A[A-Za-z][A-Za-z0-9+.-]{0,15}\Z")
 _BARE_HOSTPORT = re.compile(r"\A[A-Za-z0-9.:\[\]-]{1,300}\Z")
 ENDPOINT_EXAMPLE = "'https://10.0.0.5:2379'"
+ON_HOST_LOST = ("pause", "rollback", "continue")
+#: etcd leases are whole seconds; under 2 s a busy host drops out between two refreshes.
+MIN_LEASE_TTL, MAX_LEASE_TTL = 2, 300
 
 
 def is_loopback(host: str) -> bool:
@@ -78,11 +81,19 @@ class FleetReader(NodeReader):
             "password": nullable(self.password),
             "password_file": nullable(self.path),
             "allow_plaintext": self.boolean,
+            "on_host_lost": lambda n, k: self.choice(n, k, ON_HOST_LOST),
+            "lease_ttl": self.lease_ttl,
         })
         self.check_together(settings, entries, key)
         return settings
 
     # -- values --------------------------------------------------------------
+
+    def lease_ttl(self, node: yaml.Node, key: str) -> float:
+        seconds = self.duration(node, key)
+        if seconds != int(seconds) or not MIN_LEASE_TTL <= seconds <= MAX_LEASE_TTL:
+            raise self.error(node, key, f"must be whole seconds from {MIN_LEASE_TTL}s to {MAX_LEASE_TTL}s")
+        return seconds
 
     def endpoints(self, node: yaml.Node, key: str) -> Tuple[str, ...]:
         items = list(self.items(node, key, f"a list of etcd endpoints like [{ENDPOINT_EXAMPLE}]"))

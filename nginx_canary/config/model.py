@@ -85,11 +85,13 @@ class GateSettings:
 
 @dataclass(frozen=True)
 class FleetSettings:
-    """How this host joins a fleet of daemons coordinating through etcd (parsed and checked, not used yet).
+    """How this host joins a fleet of daemons coordinating through etcd (see nginx_canary/fleet/).
 
     ``etcd`` holds ``scheme://host:port`` endpoints, all of one scheme; ``ca``,
     ``cert`` and ``key`` are PEM file paths for https; ``password`` (never in a
-    repr) or ``password_file`` goes with ``user``.
+    repr) or ``password_file`` goes with ``user``. ``on_host_lost``: ``pause``,
+    ``rollback`` or ``continue`` when a host taking part loses its lease;
+    ``lease_ttl``: seconds a silent daemon stays a member (and coordinator).
     """
 
     etcd: Tuple[str, ...]
@@ -102,6 +104,8 @@ class FleetSettings:
     password: Optional[str] = field(default=None, repr=False)
     password_file: Optional[str] = None
     allow_plaintext: bool = False
+    on_host_lost: str = "pause"
+    lease_ttl: float = 5.0
 
 
 DEFAULT_STEPS: Tuple[Fraction, ...] = (Fraction(10), Fraction(25), Fraction(50), Fraction(100))

@@ -15,7 +15,8 @@ ANALYSIS_KEYS = ("interval", "window", "min_requests", "max_error_rate", "error_
 WEBHOOK_KEYS = ("url", "events", "format", "timeout", "retries")
 GATE_KEYS = ("pre_rollout", "confirm_step", "confirm_promotion")
 HTTP_CHECK_KEYS = ("url", "timeout")
-FLEET_KEYS = ("etcd", "name", "host", "ca", "cert", "key", "user", "password", "password_file", "allow_plaintext")
+FLEET_KEYS = ("etcd", "name", "host", "ca", "cert", "key", "user", "password", "password_file", "allow_plaintext",
+              "on_host_lost", "lease_ttl")
 
 
 def _where_keys_belong() -> Dict[str, str]:

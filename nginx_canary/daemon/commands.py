@@ -13,9 +13,11 @@ import os
 from fractions import Fraction
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
+from nginx_canary.daemon.fleet_link import fleet_command, fleet_status
 from nginx_canary.daemon.runtime import RolloutRuntime
 from nginx_canary.domain import check_step_interval, validate_name
 from nginx_canary.errors import BadInputError, UnknownRolloutError
+from nginx_canary.fleet.node import FleetNode
 from nginx_canary.inputs import parse_percent
 from nginx_canary.logs.sketch import LatencySketch
 from nginx_canary.report.run import last_run
@@ -33,6 +35,7 @@ class CommandHost(Protocol):
     monotonic: Callable[[], float]
     started_at: Optional[float]
     check_lateness: LatencySketch
+    fleet: Optional[FleetNode]
 
     def metrics_url(self) -> Optional[str]: ...
 
@@ -67,14 +70,15 @@ class CommandHandlers:
             raise UnknownRolloutError(f"no rollout named {name!r} in {self.host.config_path} (configured: {known})")
         return name, runtime
 
-    @staticmethod
-    def _status_of(runtime: RolloutRuntime, now: float) -> Dict[str, Any]:
+    def _status_of(self, runtime: RolloutRuntime, now: float) -> Dict[str, Any]:
         status = runtime.rollout.status(now)
         status["access_log"] = runtime.traffic.traffic.reading()
         since = runtime.rollout.judging.since
         # The span the figures cover: every request since the step took effect.
         status["window_seconds"] = max(0.0, now - since) if since is not None else None
         status["canary_servers"] = list(runtime.rollout.settings.canary)
+        if self.host.fleet is not None:
+            return fleet_status(self.host.fleet, runtime.rollout.name, status)
         return status
 
     def status(self, args: Dict[str, Any]) -> Dict[str, Any]:
@@ -104,6 +108,9 @@ class CommandHandlers:
         if interval is not None:
             interval = check_step_interval(interval)
         now = self.host.clock()
+        if self.host.fleet is not None:
+            fleet_command(self.host.fleet, "start", runtime.rollout.name, now, args, parsed)
+            return self._status_of(runtime, now)
         try:
             runtime.rollout.start(now, steps=parsed, step_interval=interval)
         finally:
@@ -114,23 +121,29 @@ class CommandHandlers:
 
     def pause(self, args: Dict[str, Any]) -> Dict[str, Any]:
         reason = args.get("reason")
-        return self._act(args, lambda rollout, now: rollout.pause(now, reason if isinstance(reason, str) and reason
-                                                                  else None))
+        return self._act("pause", args, lambda rollout, now: rollout.pause(
+            now, reason if isinstance(reason, str) and reason else None))
 
     def resume(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        return self._act(args, lambda rollout, now: rollout.resume(now))
+        return self._act("resume", args, lambda rollout, now: rollout.resume(now))
 
     def promote(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        return self._act(args, lambda rollout, now: rollout.promote(now, full=bool(args.get("full"))))
+        return self._act("promote", args, lambda rollout, now: rollout.promote(now, full=bool(args.get("full"))))
 
     def abort(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        return self._act(args, lambda rollout, now: rollout.abort(now))
+        return self._act("abort", args, lambda rollout, now: rollout.abort(now))
 
-    def _act(self, args: Dict[str, Any], action: Callable[[Rollout, float], None]) -> Dict[str, Any]:
-        """Run ``action`` on the named rollout now; its status after. Raises what the lookup or action raises."""
+    def _act(self, verb: str, args: Dict[str, Any], action: Callable[[Rollout, float], None]) -> Dict[str, Any]:
+        """Run ``action`` on the named rollout now (in a fleet: ``verb`` on the fleet's); its status after.
+
+        Raises what the lookup or action raises.
+        """
         _, runtime = self._runtime(args)
         now = self.host.clock()
-        action(runtime.rollout, now)
+        if self.host.fleet is not None:
+            fleet_command(self.host.fleet, verb, runtime.rollout.name, now, args, None)
+        else:
+            action(runtime.rollout, now)
         return self._status_of(runtime, now)
 
     def history(self, args: Dict[str, Any]) -> Dict[str, Any]:

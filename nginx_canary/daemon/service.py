@@ -42,6 +42,7 @@ from nginx_canary.daemon.change_runner import ChangeRunner, OffLoopApplier
 from nginx_canary.daemon.commands import CommandHandlers
 from nginx_canary.daemon.config_watch import ConfigWatcher
 from nginx_canary.daemon.control_socket import ControlServer
+from nginx_canary.daemon.fleet_link import FLEET_TICK, open_fleet
 from nginx_canary.daemon.reload import ReloadActions, apply_reload, plan_reload
 from nginx_canary.daemon.runtime import (
     RolloutRuntime,
@@ -58,6 +59,7 @@ from nginx_canary.daemon.startup_checks import check_permissions, remove_leftove
 from nginx_canary.daemon.wakeup import WakePipe, install_signals, restore_signals
 from nginx_canary.domain import ACTIVE_STATES
 from nginx_canary.errors import CanaryError, ControlError, StateError
+from nginx_canary.fleet.node import FleetNode
 from nginx_canary.integrations.metrics import DaemonMetrics
 from nginx_canary.integrations.metrics_server import MetricsServer
 from nginx_canary.logs.sketch import LatencySketch
@@ -96,6 +98,9 @@ class Daemon:
         self.lock_timeout = 10.0
         self.store = StateStore(self.ops.state_dir, clock=clock)
         self.runtimes: Dict[str, RolloutRuntime] = {}
+        #: With a ``fleet`` section: this daemon's node (every rollout is the fleet's); None without.
+        self.fleet: Optional[FleetNode] = None
+        self._next_fleet_tick = 0.0
         self.started_at: Optional[float] = None
         self._stopping = False
         self._reload_wanted = False
@@ -136,6 +141,10 @@ class Daemon:
         self.started_at = now
         for runtime in self.runtimes.values():
             runtime.rollout.recover(now)  # what it did is logged (and in the history) by the rollout
+        if self.settings.fleet is not None:
+            self.fleet = open_fleet(self.settings.fleet, self.runtimes, self.ops.state_dir)
+            log.info("daemon: fleet %s as host %s (etcd %s)", self.settings.fleet.name, self.settings.fleet.host,
+                     ", ".join(self.settings.fleet.etcd))
         self._server = ControlServer(self.settings.control_socket, self._submit,
                                      control_group=self.settings.control_group)
         self._server.start()
@@ -156,7 +165,8 @@ class Daemon:
             context=rollout_settings.context), self.changes)
         traffic = RunTraffic(open_traffic(rollout_settings, config, self.ops))
         try:
-            rollout = Rollout(rollout_settings, self.store, applier, traffic, clock=self.clock)
+            rollout = Rollout(rollout_settings, self.store, applier, traffic, log_trouble=traffic.unparsed_reason,
+                              clock=self.clock)
         except CanaryError:
             traffic.traffic.close()
             raise
@@ -179,6 +189,9 @@ class Daemon:
         self._queue.closed = True
         self._queue.fail_all("the daemon is stopping")
         self.changes.close()
+        if self.fleet is not None:
+            self.fleet.close(leave=True)  # its reports and coordinator role go now, not when the lease expires
+            self.fleet = None
         for name, runtime in self.runtimes.items():
             runtime.flush_series()
             runtime.close()
@@ -241,6 +254,7 @@ class Daemon:
         mono = self.monotonic()
         for name, runtime in self.runtimes.items():
             self._check(name, runtime, now, self._due(runtime, mono))
+        self._tick_fleet(now, mono)
         self._record_all_series(now)
         self._queue.run(self.commands.execute)
         self.publisher.turn(mono, self.runtimes)
@@ -264,6 +278,18 @@ class Daemon:
                     self._observe(name, runtime, now)
         self._record_all_series(now)
         self.publisher.turn(mono, self.runtimes)
+
+    def _tick_fleet(self, now: float, mono: float) -> None:
+        """The fleet's round when due (fleet/node.py): it may apply a step or restore through the change runner."""
+        if self.fleet is None or mono < self._next_fleet_tick:
+            return
+        self._next_fleet_tick = mono + FLEET_TICK
+        try:
+            self.fleet.tick(now)
+        except CanaryError as exc:
+            log.error("fleet: %s", exc)
+        except Exception:  # noqa: BLE001 - a fleet bug must not stop the loop (and the lone checks)
+            log.exception("fleet: the tick failed")
 
     def _check_edits(self, now: float) -> None:
         """Check for drift at once each rollout whose files watchdog saw touched.
@@ -328,6 +354,8 @@ class Daemon:
             return 0.0  # a log has more to read: read it now (in bounded bites, checks in between), not in 250 ms
         mono = self.monotonic()
         due = min((r.next_check for r in self.runtimes.values()), default=mono + POLL_EVERY)
+        if self.fleet is not None:
+            due = min(due, self._next_fleet_tick)
         if self.notifier.watchdog_seconds is not None:
             due = min(due, self.publisher.next_watchdog)
         return max(0.0, min(due - mono, POLL_EVERY))

@@ -127,7 +127,8 @@ class DemoSite:
         return f"http://127.0.0.1:{self.ports['front']}/"
 
     def write(self, *, steps: Sequence[object] = (10, 25, 50, 100), step_interval: str = "5s",
-              analysis: Optional[Dict[str, object]] = None, on_success: str = "keep") -> None:
+              analysis: Optional[Dict[str, object]] = None, on_success: str = "keep",
+              fleet: Optional[Dict[str, object]] = None) -> None:
         """Write the nginx files and the daemon config. Workers run as nobody: directories get 0755."""
         (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
         (self.prefix / "conf.d").mkdir(exist_ok=True)
@@ -136,10 +137,13 @@ class DemoSite:
         log_format = CANARY_FORMAT.replace("\t", "\\t")
         self.conf.write_text(NGINX_CONF.format(workers=self.workers, log_format=log_format, **self.ports))
         self.upstream_conf.write_text(UPSTREAM_CONF.format(**self.ports))
-        self.write_daemon_config(steps=steps, step_interval=step_interval, analysis=analysis, on_success=on_success)
+        self.write_daemon_config(steps=steps, step_interval=step_interval, analysis=analysis, on_success=on_success,
+                                 fleet=fleet)
 
     def write_daemon_config(self, *, steps: Sequence[object] = (10, 25, 50, 100), step_interval: str = "5s",
-                            analysis: Optional[Dict[str, object]] = None, on_success: str = "keep") -> None:
+                            analysis: Optional[Dict[str, object]] = None, on_success: str = "keep",
+                            fleet: Optional[Dict[str, object]] = None) -> None:
+        """``fleet``: the ``fleet`` section's keys and values (YAML scalars or lists), none for a lone host."""
         checks: Dict[str, object] = {"interval": "250ms", "min_requests": 20, "failure_threshold": 2}
         checks.update(analysis or {})
         lines = [
@@ -158,6 +162,10 @@ class DemoSite:
             f"    on_success: {on_success}",
             "    analysis:",
         ] + [f"      {key}: {value}" for key, value in checks.items()]
+        if fleet:
+            lines.append("fleet:")
+            lines += [f"  {key}: {_yaml_list(value) if isinstance(value, (list, tuple)) else value}"
+                      for key, value in fleet.items()]
         self.daemon_config.write_text("\n".join(lines) + "\n")
 
     def start_nginx(self, timeout: float = 10.0) -> None:

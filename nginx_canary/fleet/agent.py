@@ -25,8 +25,8 @@ from typing import Callable, Optional
 from nginx_canary.config.model import RolloutSettings
 from nginx_canary.domain import State
 from nginx_canary.errors import CanaryError, StateError
-from nginx_canary.fleet.plan import (APPLIED, FAILED, PROMOTED, RESTORE_FAILED, RESTORED, RESTORING, HostFigures,
-                                     HostReport, Plan)
+from nginx_canary.fleet.plan import (APPLIED, FAILED, PROMOTED, REPORT_STATUSES, RESTORE_FAILED, RESTORED, RESTORING,
+                                     HostFigures, HostReport, Plan)
 from nginx_canary.fsutil import atomic_write
 from nginx_canary.rollout.ports import SplitApplier, TrafficSource
 from nginx_canary.rollout.verdict import FAIL, Verdict
@@ -135,6 +135,9 @@ class HostAgent:
     def _restore(self, local: LocalRun, now: float, seq: int, reason: str) -> HostReport:
         if local.status == RESTORED:
             return self._settle(local, RESTORED, local.percent, now, local.detail, seq=seq)
+        if not local.snapshot:
+            # The snapshot could not be taken, so nothing was applied here: nginx is as it was.
+            return self._settle(local, RESTORED, None, now, reason, seq=seq)
         try:
             self.applier.restore(local.snapshot)
         except CanaryError as exc:
@@ -167,10 +170,10 @@ class HostAgent:
         try:
             with open(self.state_path, "rb") as fh:
                 data = json.loads(fh.read().decode("utf-8"))
-            local = LocalRun(**data)
+            local = _checked(LocalRun(**data))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, ZeroDivisionError) as exc:
             raise StateError(f"fleet state {self.state_path}: unreadable ({exc})") from None
         local.reported = False  # say it again after a restart: etcd may have lost it with our lease
         return local
@@ -183,6 +186,21 @@ class HostAgent:
                          mode=0o600)
         except OSError as exc:
             raise StateError(f"fleet state {self.state_path}: cannot write ({exc})") from None
+
+
+def _checked(local: LocalRun) -> LocalRun:
+    """``local`` as read from its file. Raises ValueError naming the first field of the wrong type or value."""
+    number = (int, float)
+    for name, kind in (("run", str), ("snapshot", str), ("seq", int), ("status", str), ("percent", (str, type(None))),
+                       ("since", (*number, type(None))), ("detail", str), ("at", number), ("reported", bool)):
+        value = getattr(local, name)
+        if not isinstance(value, kind) or (name != "reported" and isinstance(value, bool)):
+            raise ValueError(f"{name}: {value!r}")
+    if local.status not in ("",) + REPORT_STATUSES:
+        raise ValueError(f"status: {local.status!r}")
+    if local.percent is not None:
+        Fraction(local.percent)  # raises ValueError for text that is no percent
+    return local
 
 
 def state_file(state_dir: str, rollout: str) -> str:

@@ -30,8 +30,6 @@ from nginx_canary.fleet.plan import APPLIED, FAILED, RESTORED, RESTORING, HostFi
 from nginx_canary.logs.window import Stats
 from nginx_canary.rollout.verdict import FAIL, PASS, Verdict
 
-ON_HOST_LOST = ("pause", "rollback", "continue")
-
 Judge = Callable[..., Verdict]
 
 

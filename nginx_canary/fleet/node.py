@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from nginx_canary.config.model import RolloutSettings
 from nginx_canary.errors import FleetError, StateError
 from nginx_canary.fleet import commands
 from nginx_canary.fleet.agent import HostAgent

@@ -126,6 +126,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+
+
+def _token_refused(exc: BaseException) -> bool:
+    return "invalid auth token" in _describe(exc).lower()
+
+
 def _session(ca_cert: Optional[str], cert: Optional[str], key: Optional[str]) -> requests.Session:
     session = requests.Session()
     if ca_cert is not None:
@@ -142,9 +148,14 @@ class FleetStore:
     """
 
     def __init__(self, endpoints: Sequence[str], fleet: str, *, timeout: float = 2.0,
-                 ca_cert: Optional[str] = None, cert: Optional[str] = None, key: Optional[str] = None) -> None:
+                 ca_cert: Optional[str] = None, cert: Optional[str] = None, key: Optional[str] = None,
+                 user: Optional[str] = None, password: Optional[str] = None) -> None:
+        """``user``/``password``: etcd's own authentication (a token from ``/auth/authenticate``, renewed
+        when etcd says it is no longer valid)."""
         if not endpoints:
             raise FleetError("no etcd endpoint given")
+        self._credentials = (user, password) if user is not None else None
+        self._token: Optional[str] = None
         self.prefix = f"{ROOT}{fleet}/"
         self.timeout = timeout
         self._tls = (ca_cert, cert, key)
@@ -178,12 +189,37 @@ class FleetStore:
         # One session is shared by every call: the lock keeps calls from different threads apart.
         with self._lock:
             client = self._clients[self._current]
-            try:
-                return client.post(client.get_url(api), json=payload)
-            except (Etcd3Exception, requests.RequestException, ValueError, KeyError) as exc:
-                if isinstance(exc, (ConnectionFailedError, ConnectionTimeoutError, requests.RequestException)):
-                    self._current = (self._current + 1) % len(self._clients)
-                raise FleetError(f"etcd {client.base_url}: {what}: {_describe(exc)}") from exc
+            for attempt in (1, 2):
+                try:
+                    if self._credentials is not None and self._token is None:
+                        self._authenticate(client)
+                    return client.post(client.get_url(api), json=payload)
+                except (Etcd3Exception, requests.RequestException, ValueError, KeyError) as exc:
+                    if attempt == 1 and self._credentials is not None and _token_refused(exc):
+                        self._token = None  # expired (etcd's simple tokens last 5 minutes): log in again
+                        continue
+                    if isinstance(exc, (ConnectionFailedError, ConnectionTimeoutError, requests.RequestException)):
+                        self._current = (self._current + 1) % len(self._clients)
+                    raise FleetError(f"etcd {client.base_url}: {what}: {_describe(exc)}") from exc
+            raise AssertionError("unreachable")
+
+    def _authenticate(self, client: etcd3gw.Etcd3Client) -> None:
+        """Log in as the configured user; the token goes on every later request of the shared session."""
+        assert self._credentials is not None
+        user, password = self._credentials
+        self._session.headers.pop("Authorization", None)
+        try:
+            answer = client.post(client.get_url("/auth/authenticate"), json={"name": user, "password": password})
+        except Etcd3Exception as exc:
+            if isinstance(exc, (ConnectionFailedError, ConnectionTimeoutError)):
+                raise
+            raise FleetError(f"etcd {client.base_url}: user {user!r} could not log in: {_describe(exc)}") from None
+        token = answer.get("token") if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
+            raise FleetError(f"etcd {client.base_url}: user {user!r} could not log in: etcd gave no token "
+                             f"(is auth enabled?)")
+        self._token = token
+        self._session.headers["Authorization"] = token
 
     def _entry(self, kv: Dict[str, Any]) -> Entry:
         return Entry(key=_unb64(kv["key"]).decode("utf-8")[len(self.prefix):], value=_unb64(kv.get("value", "")),

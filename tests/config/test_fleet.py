@@ -82,6 +82,13 @@ GOOD = [
     ({"etcd": "[http://10.0.0.5:2379]", "allow_plaintext": "true"}, "allow_plaintext", True),
     ({"allow_plaintext": "false"}, "allow_plaintext", False),
     ({"etcd": "[https://10.0.0.5:2379]", "allow_plaintext": "true"}, "allow_plaintext", True),
+    ({}, "on_host_lost", "pause"),
+    ({"on_host_lost": "rollback"}, "on_host_lost", "rollback"),
+    ({"on_host_lost": "continue"}, "on_host_lost", "continue"),
+    ({}, "lease_ttl", 5.0),
+    ({"lease_ttl": "2s"}, "lease_ttl", 2.0),
+    ({"lease_ttl": "5m"}, "lease_ttl", 300.0),
+    ({"lease_ttl": "10"}, "lease_ttl", 10.0),
 ]
 
 
@@ -162,6 +169,11 @@ BAD = [
      "password and password_file exclude each other: set one"),
     ({"allow_plaintext": "yes"}, "allow_plaintext", "allow_plaintext", "expected true or false, got the boolean yes"),
     ({"allow_plaintext": "null"}, "allow_plaintext", "allow_plaintext", "got null"),
+    ({"on_host_lost": "stop"}, "on_host_lost", "on_host_lost", "stop"),
+    ({"lease_ttl": "1s"}, "lease_ttl", "lease_ttl", "must be whole seconds from 2s to 300s"),
+    ({"lease_ttl": "2500ms"}, "lease_ttl", "lease_ttl", "must be whole seconds"),
+    ({"lease_ttl": "6m"}, "lease_ttl", "lease_ttl", "to 300s"),
+    ({"lease_ttl": "soon"}, "lease_ttl", "lease_ttl", "expected"),
 ]
 
 

@@ -41,7 +41,7 @@ from tests.config.cases import DURATION, LEVELS, MINIMAL, assert_refused, parse,
     ("analysis", "steps", "rollouts.app.analysis", "unknown key 'steps', it belongs under rollouts.NAME"),
     ("analysis", "p99", "rollouts.app.analysis", "unknown key 'p99' (known: interval,"),
     ("fleet", "endpoints", "fleet", "unknown key 'endpoints' (known: etcd, name, host, ca, cert, key, user, password, "
-                                    "password_file, allow_plaintext)"),
+                                    "password_file, allow_plaintext, on_host_lost, lease_ttl)"),
     ("fleet", "allow_plain", "fleet", "did you mean 'allow_plaintext'?"),
     ("fleet", "upstream", "fleet", "unknown key 'upstream', it belongs under rollouts.NAME"),
     ("top", "etcd", "", "unknown key 'etcd', it belongs under fleet"),

@@ -49,6 +49,7 @@ class Host:
     mono: float = 100.0
     started_at: Optional[float] = T0 - 60
     check_lateness: LatencySketch = field(default_factory=LatencySketch)
+    fleet: None = None
 
     def clock(self) -> float:
         return self.now

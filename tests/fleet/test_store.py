@@ -210,3 +210,30 @@ def test_a_dead_endpoint_moves_the_next_call_to_the_next(shared_etcd: PrivateEtc
 def test_a_malformed_endpoint_is_refused(url: str) -> None:
     with pytest.raises(FleetError, match="etcd endpoint"):
         FleetStore([url], "shop")
+
+
+def _enable_auth(etcd: PrivateEtcd, password: str) -> None:
+    """etcd's own authentication on, with a root user (through the gateway, as etcdctl would)."""
+    base = etcd.client_url + "/v3"
+    for api, body in (("/auth/role/add", {"name": "root"}), ("/auth/user/add", {"name": "root", "password": password}),
+                      ("/auth/user/grant", {"user": "root", "role": "root"}), ("/auth/enable", {})):
+        answer = requests.post(base + api, json=body, timeout=5)
+        assert answer.status_code == 200, (api, answer.text)
+
+
+def test_a_user_and_password_log_in_and_a_refused_token_is_renewed(etcd):
+    _enable_auth(etcd, "s3cret pw")
+    store = FleetStore([etcd.client_url], "auth")
+    with pytest.raises(FleetError, match="user name is empty"):
+        store.get("k")
+    with pytest.raises(FleetError, match="user 'root' could not log in: .*invalid user ID or password") as caught:
+        FleetStore([etcd.client_url], "auth", user="root", password="wrong").get("k")
+    assert "wrong" not in str(caught.value)
+    store = FleetStore([etcd.client_url], "auth", user="root", password="s3cret pw")
+    store.put("k", "v")
+    assert store.get("k").value == b"v"
+    # A token etcd no longer knows (its simple tokens expire after 5 minutes): logged in again, call goes through.
+    store._token = "AbCdEfGhIjKlMnOp.1"
+    store._session.headers["Authorization"] = store._token
+    assert store.get("k").value == b"v"
+    assert store._token != "AbCdEfGhIjKlMnOp.1"
