@@ -75,6 +75,7 @@ _SIMPLE_EVENTS = {
     "step": "step",
     "pause": "paused",
     "drift": "paused",
+    "log_unparsed": "paused",
     "resume": "resumed",
     "promoted": "promoted",
     "rollback": "rolled_back",

@@ -19,6 +19,15 @@ What a client can send is what nginx 1.22 accepts (measured): request header
 values hold any byte but NUL, CR and LF; the request line holds no control
 byte, space or DEL (400 otherwise); ``Host`` also no ``/``; ``$uri`` is
 %-decoded, so it holds any byte, a newline too; a method is ``[A-Z_-]``.
+``$request`` is the whole request line, spaces included, and for a request
+nginx refuses with 400 every byte the client sent up to CR or LF
+(``ngx_http_variable_request_line``); ``$remote_user`` is the Basic
+credentials' text before their first ``:`` (``ngx_http_auth_basic_user``).
+
+A value the parser bounds from the right (:mod:`nginx_canary.logs.anchors`:
+the last occurrence of the text after it is the real one, as for the
+``$request`` of the widely copied ``upstreamlog`` format) forges nothing after
+it, whatever it holds.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from nginx_canary.errors import LogFormatError
+from nginx_canary.logs.anchors import right_anchored
 from nginx_canary.logs.format import CANARY_SNIPPET, CompiledFormat, UpstreamFields
 from nginx_canary.logs.syntax import ENTRY_BYTES, Segment, value_syntax
 
@@ -42,9 +52,9 @@ _CLIENT_PREFIXES: Tuple[Tuple[str, FrozenSet[int]], ...] = (
     ("http_", _HEADER), ("cookie_", _HEADER), ("arg_", _REQUEST_LINE),
 )
 _CLIENT: Dict[str, FrozenSet[int]] = {
-    "request": _REQUEST_LINE, "request_uri": _REQUEST_LINE, "args": _REQUEST_LINE, "query_string": _REQUEST_LINE,
+    "request": _ALL - {ord("\r"), _NEWLINE}, "request_uri": _REQUEST_LINE, "args": _REQUEST_LINE, "query_string": _REQUEST_LINE,
     "uri": _ALL, "document_uri": _ALL, "request_filename": _ALL, "fastcgi_script_name": _ALL,
-    "fastcgi_path_info": _ALL, "request_body": _ALL, "remote_user": _ALL, "binary_remote_addr": _ALL,
+    "fastcgi_path_info": _ALL, "request_body": _ALL, "remote_user": _ALL - {ord(":")}, "binary_remote_addr": _ALL,
     "host": _HOST, "ssl_server_name": _HOST, "content_type": _HEADER, "proxy_add_x_forwarded_for": _HEADER,
     "request_method": _METHOD,
     # a client certificate's fields, when nginx asks for one
@@ -194,6 +204,8 @@ def find_forgeries(compiled: CompiledFormat, fields: UpstreamFields) -> List[For
         possible, client = _possible(seg, escape)
         if _NEWLINE in possible:
             out.append(Forgery(seg, targets[0][1], client, True, b""))
+            continue
+        if right_anchored(segments, k, escape):
             continue
         for at, target in targets:
             if at > k and _forges(segments, k, at, possible, escape):

@@ -8,6 +8,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from nginx_canary.logs.analyze import GROUP, AddressBook, Analyzer, unmarked_forcing
 from nginx_canary.logs.format import FormatSpec, compile_format
+from nginx_canary.logs.health import UnparsedWatch, describe, find_sample
 from nginx_canary.logs.tail import LogTailer
 from nginx_canary.logs.window import Stats, WindowedStats
 from nginx_canary.nginx.model import NginxConfig
@@ -36,6 +37,10 @@ class LogTraffic:
     :func:`nginx_canary.logs.analyze.request_end`), else the poll's ``now``.
     ``at`` and the ``now`` of ``poll`` are wall-clock seconds (as ``$msec``).
 
+    ``unparsed_reason()`` says when the recent lines read since the step
+    began mostly failed to parse (:mod:`nginx_canary.logs.health`), with one
+    of them: the rollout pauses rather than reads that as "no traffic".
+
     The window's lines are stamped with the time they are read, so a reader that lags
     describes the past: when polls have left bytes unread for more than
     ``max_behind`` seconds in a row (nginx writes faster than this host can
@@ -62,6 +67,7 @@ class LogTraffic:
         self.windows = WindowedStats(horizon_seconds=horizon_seconds, clock=lambda: self._clock_now)
         self.analyzer = Analyzer(compile_format(spec), book, self.windows, only_upstream=upstream,
                                  stamp_requests=True)
+        self.unparsed = UnparsedWatch()
         for warning in self.analyzer.warnings + unmarked_forcing(config, upstream, canary, self.analyzer):
             log.warning("upstream %s: %s", upstream, warning)
         self.tailer = LogTailer(log_path, from_end=from_end, watch=watch, watch_writes=watch_writes,
@@ -92,12 +98,17 @@ class LogTraffic:
         more than ``max_behind`` seconds in a row (see the class docstring).
         """
         self._clock_now = now
+        analyzer = self.analyzer
+        seen, unparsed = analyzer.lines, analyzer.unparsed
         lines = self.tailer.read_lines()
         if self.tailer.overlong != self._overlong:
-            self.analyzer.count_unparsed(self.tailer.overlong - self._overlong)
+            analyzer.count_unparsed(self.tailer.overlong - self._overlong)
             self._overlong = self.tailer.overlong
         if lines:
-            self.analyzer.feed(lines, at=now)
+            analyzer.feed(lines, at=now)
+        self.unparsed.add(analyzer.lines - seen, analyzer.unparsed - unparsed)
+        if analyzer.unparsed > unparsed and self.unparsed.sample is None and lines:
+            self.unparsed.sample = find_sample(analyzer.compiled, lines)
         if not self.tailer.more_pending:
             self._behind_since = None
         elif self._behind_since is None:
@@ -127,6 +138,21 @@ class LogTraffic:
         Raises ValueError for a NaN or infinite ``at``.
         """
         self.windows.mark_evidence(at)
+        self.unparsed.reset()
+
+    def unparsed_reason(self) -> Optional[str]:
+        """Why the step cannot be judged when the recent lines mostly failed to parse, else None.
+
+        The reason names the log, the format and one of those lines. Once
+        given, counting starts again: the same lines are not reported twice.
+        """
+        if not self.unparsed.mostly_unparsed():
+            return None
+        lines, unparsed = self.unparsed.counts()
+        reason = describe(unparsed, lines, self.analyzer.compiled.spec.name, f"access log {self.path}",
+                          self.unparsed.sample)
+        self.unparsed.reset()
+        return reason
 
     def evidence(self, now: float) -> Tuple[Stats, Stats]:
         """``(canary, stable)`` since the last ``begin_step``, as read up to ``now`` (independent copies).

@@ -6,10 +6,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
-from nginx_canary.errors import BadInputError, ConfigError
+from nginx_canary.errors import BadInputError, ConfigError, LogFormatError
 from nginx_canary.inputs import check_word
 from nginx_canary.logs.analyze import AddressBook, Analyzer, feed_blocks, unmarked_forcing
 from nginx_canary.logs.format import FormatSpec, compile_format
+from nginx_canary.logs.health import describe, find_sample, mostly_unparsed
 from nginx_canary.logs.reader import block_batches
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
 from nginx_canary.logs.tail import LogTailer
@@ -103,13 +104,32 @@ def analyze_files(settings: Settings, files: Sequence[str], query: LogQuery) -> 
 
     Raises:
         BadInputError: a file cannot be read, or see :func:`prepare`.
+        LogFormatError: the lines mostly do not fit the format (see
+            :mod:`nginx_canary.logs.health`): the message says how many and shows one.
     """
     if not files:
         raise BadInputError("give at least one LOGFILE (or --follow)")
     prepared = prepare(settings, query, files[0])
+    analyzer = prepared.analyzer
     for path in files:
-        feed_blocks(prepared.analyzer, block_batches(path))
+        feed_blocks(analyzer, block_batches(path))
+    analyzer.flush()
+    if mostly_unparsed(analyzer.lines, analyzer.unparsed):
+        where = files[0] if len(files) == 1 else f"{files[0]} and {len(files) - 1} more file(s)"
+        raise LogFormatError(describe(analyzer.unparsed, analyzer.lines, prepared.spec.name, where,
+                                      _first_misfit(analyzer, files)))
     return prepared
+
+
+def _first_misfit(analyzer: Analyzer, files: Sequence[str]) -> Optional[bytes]:
+    """A line of ``files`` that does not fit the format, looked for in each file's first block."""
+    for path in files:
+        for block, _ in block_batches(path):
+            sample = find_sample(analyzer.compiled, block.split(b"\n")[:-1])
+            if sample is not None:
+                return sample
+            break
+    return None
 
 
 def follow_log(settings: Settings, logfile: Optional[str], query: LogQuery, *, interval: float,

@@ -13,6 +13,7 @@ import re
 from operator import methodcaller
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from nginx_canary.logs.anchors import right_anchored
 from nginx_canary.logs.syntax import ENTRY_BYTES, Segment, value_syntax
 
 # A line that fails the first-fit pattern gets the backtracking pattern only if
@@ -96,6 +97,21 @@ def _regexes(
             # cannot hold that text's first byte and the match is unique.
             first_fit.append(greedy)
             backtracking.append(greedy)
+        elif isinstance(nxt, bytes) and right_anchored(segments, k, escape):
+            # The text after the value can be found only from the right (see
+            # anchors.py): greedy gives back bytes from the end of the line
+            # until the rest fits, so the last occurrence of the anchor wins.
+            first_fit.append(greedy)
+            backtracking.append(greedy)
+        elif syntax.structure is not None and isinstance(nxt, bytes):
+            # The text after the value may start inside an entry (": " after an
+            # address): the shortest run of whole entries and separators that the
+            # text follows, since text written after the value may hold it too.
+            assert syntax.shortest is not None
+            shortest = b"(?P<" + name + b">" + syntax.shortest + b")"
+            first_fit.append(b"(?=" + shortest + re.escape(nxt) + b")(?P=" + name + b")")
+            backtracking.append(shortest)
+            ambiguous.append(nxt)
         elif isinstance(nxt, bytes):
             first_fit.append(b"(?=" + lazy + re.escape(nxt) + b")(?P=" + name + b")")
             backtracking.append(lazy)

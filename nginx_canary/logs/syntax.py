@@ -81,13 +81,16 @@ class ValueSyntax:
     ``atom`` is a regex matching one unit of the value; ``never`` the bytes that
     are never written raw inside it; ``stops`` the bytes at which a greedy run
     of atoms is bound to end (``never``, plus ``"`` for JSON strings, whose
-    inner quotes always come as ``\\"``).
+    inner quotes always come as ``\\"``). ``structure`` (the ``$upstream_*``
+    lists) matches whole entries and separators, as many as it can;
+    ``shortest`` the same, as few as it can.
     """
 
     atom: bytes
     never: FrozenSet[int]
     stops: FrozenSet[int]
     structure: Optional[bytes] = None
+    shortest: Optional[bytes] = None
 
 
 # The $upstream_* variables hold one entry per attempt, joined by ", " (next
@@ -115,13 +118,17 @@ ENTRY_BYTES: Dict[str, FrozenSet[int]] = {
 ENTRY_BYTES["upstream_addr"] = frozenset(range(256)) - frozenset(b' \t\n\r\x0b\x0c,"')
 
 
-def _attempt_structure(name: str, escape: str) -> Optional[bytes]:
+def _attempt_structure(name: str, escape: str, shortest: bool = False) -> Optional[bytes]:
+    """Whole entries and separators; ``shortest``: as few entries as the rest of the pattern allows."""
     entry = _ATTEMPT_ENTRIES.get(name)
     if entry is None:
         return None
-    body = entry + b"(?:" + _ATTEMPT_SEPARATOR + entry + b")*"
+    if shortest and name == "upstream_addr":
+        entry = rb'[^\s,"]+?'  # the numbers' entries end by themselves; an address does not
+    lazy = b"?" if shortest else b""
+    body = entry + b"(?:" + _ATTEMPT_SEPARATOR + entry + b")*" + lazy
     # escape=json writes an unset variable as an empty string, not "-"
-    return b"(?:" + body + b")?" if escape == "json" else body
+    return b"(?:" + body + b")?" + lazy if escape == "json" else body
 
 
 def _char_class(allowed: FrozenSet[int]) -> bytes:
@@ -142,16 +149,17 @@ def value_syntax(name: str, escape: str) -> ValueSyntax:
     """What the value of ``$name`` can look like in a line written with ``escape``."""
     known = _KNOWN_ALPHABETS.get(name)
     structure = _attempt_structure(name, escape)
+    shortest = _attempt_structure(name, escape, shortest=True)
     if known is not None:
         allowed = frozenset(known)
     elif escape == "default":
         allowed = _DEFAULT_RAW
     elif escape == "json":
-        return ValueSyntax(_JSON_ATOM, _CONTROL, _CONTROL | {ord('"')}, structure)
+        return ValueSyntax(_JSON_ATOM, _CONTROL, _CONTROL | {ord('"')}, structure, shortest)
     else:
         allowed = _ALL_BYTES - {ord("\n")}
     never = _ALL_BYTES - allowed
-    return ValueSyntax(_char_class(allowed), never, never, structure)
+    return ValueSyntax(_char_class(allowed), never, never, structure, shortest)
 
 
 def pattern_segments(pattern: str) -> List[Segment]:

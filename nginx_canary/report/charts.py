@@ -55,7 +55,7 @@ def _markers(records: Sequence[Dict[str, Any]]) -> Tuple[List[Marker], List[Tupl
             labels.append((stamp, finite_number(to) or 0.0, percent_label(to)))
         elif event == "rollback":
             markers.append(Marker(stamp, f"{clock_text(stamp)} rollback: {detail.get('reason', '')}", "rollback"))
-        elif event in ("pause", "resume", "drift", "promote", "promoted", "abort", "apply_failed",
+        elif event in ("pause", "resume", "drift", "log_unparsed", "promote", "promoted", "abort", "apply_failed",
                        "restore_failed", "recovered"):
             why = detail.get("reason") or detail.get("message", "")
             markers.append(Marker(stamp, f"{clock_text(stamp)} {event}: {why}", "event"))

@@ -30,7 +30,7 @@ from nginx_canary.rollout.gating import Gating
 from nginx_canary.rollout.judging import Judging
 from nginx_canary.rollout.verdict import INCONCLUSIVE, PASS, Verdict
 from nginx_canary.rollout.journal import CHECK_HISTORY_EVERY, Journal, Listener
-from nginx_canary.rollout.ports import ExtraChecks, GateSource, SplitApplier, TrafficSource
+from nginx_canary.rollout.ports import ExtraChecks, GateSource, LogTrouble, SplitApplier, TrafficSource
 from nginx_canary.rollout.progress import Progress
 from nginx_canary.rollout.recovery import Recovery
 from nginx_canary.rollout.restore import Restorer
@@ -54,13 +54,14 @@ class Rollout:
     def __init__(self, settings: RolloutSettings, store: StateStore, applier: SplitApplier,
                  traffic: TrafficSource, *, history_every: float = CHECK_HISTORY_EVERY,
                  gates: Optional[GateSource] = None, extra_checks: Optional[ExtraChecks] = None,
-                 clock: Optional[Callable[[], float]] = None) -> None:
+                 log_trouble: Optional[LogTrouble] = None, clock: Optional[Callable[[], float]] = None) -> None:
         """Raises StateError when the saved state cannot be read.
 
         ``gates(name, now)`` answers ``(state, reason)`` for a configured gate
         (``open``, ``closed`` or ``pending``) or None for one that is not
         configured; ``extra_checks(now)`` gives checks run with the analysis
-        ones (the HTTP checks). Both must answer at once (no blocking I/O).
+        ones (the HTTP checks); ``log_trouble()`` why the traffic cannot be
+        read, which pauses a progressing rollout. All must answer at once (no blocking I/O).
         ``clock``, when given, stamps the history records of finished step
         changes and restores with the time they finished (so the history
         shows how long a reload took); every decision still uses ``now``.
@@ -70,6 +71,7 @@ class Rollout:
         self.traffic = traffic
         self.gates = gates
         self.extra_checks = extra_checks
+        self.log_trouble = log_trouble
         loaded = store.load(settings.name)
         self.journal = Journal(settings.name, store, history_every=history_every, clock=clock)
         self.run = Run(settings, loaded if loaded is not None else RolloutState(name=settings.name), applier,
@@ -200,6 +202,7 @@ class Rollout:
             return None
         # Between step changes too: someone's edit pauses the rollout at once, not at the next step.
         self.check_drift(now)
+        self.check_log(now)
         if verdict is None:
             verdict = self.judging.judge(now, self.extra_checks)
         if st.failure_streak >= self.failure_threshold:
@@ -233,6 +236,21 @@ class Rollout:
         if not changed:
             return False
         self.run.pause(now, self.run.drift_reason(seen, changed), "drift")
+        return True
+
+    def check_log(self, now: float) -> bool:
+        """Pause a progressing rollout (between step changes) whose access log mostly fails to parse; True if it paused.
+
+        Its figures would read as "no traffic" while the canary may be
+        failing. Raises StateError when the pause cannot be saved.
+        """
+        st = self.state
+        if st.state != State.PROGRESSING or st.step_started_at is None or self.log_trouble is None:
+            return False
+        reason = self.log_trouble()
+        if reason is None:
+            return False
+        self.run.pause(now, f"{reason}; resume once it does", "log_unparsed")
         return True
 
     def observe(self, now: float) -> Optional[Verdict]:

@@ -75,6 +75,8 @@ class TrafficSource(Protocol):
 
 #: ``gates(name, now)`` -> ``(state, reason)`` or None (gate not configured); never blocks.
 GateSource = Callable[[str, float], Optional[Tuple[str, str]]]
+#: ``log_trouble()`` -> why the traffic cannot be read (the access log mostly fails to parse) or None; never blocks.
+LogTrouble = Callable[[], Optional[str]]
 #: ``extra_checks(now)`` -> checks to run with the analysis ones; never blocks.
 ExtraChecks = Callable[[float], Tuple[Check, ...]]
 GATE_OPEN = "open"
