@@ -117,6 +117,10 @@ class RunTraffic:
         """``(canary, stable)`` since the last ``begin_step``, as read up to ``now`` (independent copies)."""
         return self.traffic.evidence(now)
 
+    def unparsed_reason(self) -> Optional[str]:
+        """Why the step cannot be judged when the access log mostly fails to parse (see :meth:`LogTraffic.unparsed_reason`)."""
+        return self.traffic.unparsed_reason()
+
 
 @dataclass
 class RolloutRuntime:
