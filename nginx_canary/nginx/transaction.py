@@ -57,7 +57,7 @@ class Transaction:
 
     # -- snapshot and journal -------------------------------------------------
 
-    def _snapshot(self, changes: Sequence[FileChange], about: Dict[str, Any]) -> Tuple[str, List[dict]]:
+    def _snapshot(self, changes: Sequence[FileChange], about: Optional[Dict[str, Any]] = None) -> Tuple[str, List[dict]]:
         now = self.clock()
         snap_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"-{os.getpid()}"
 
@@ -71,7 +71,7 @@ class Transaction:
                 "mode": st.st_mode & 0o7777, "uid": st.st_uid, "gid": st.st_gid,
             }
 
-        header = {**about, "id": snap_id, "created": now}
+        header = {**(about or {}), "id": snap_id, "created": now}
         entries = write_snapshot(self.paths.snapshot(snap_id), [c.old for c in changes], entry, header)
         return snap_id, entries
 
@@ -165,7 +165,7 @@ class Transaction:
             with open(os.path.realpath(change.path), "rb") as fh:
                 if fh.read() != change.old:
                     raise StateError(f"{change.path} changed while nginx-canary was editing it; nothing written")
-        snap_id, entries = self._snapshot(changes, about or {})
+        snap_id, entries = self._snapshot(changes, about)
         self._write_journal(snap_id, entries, "writing")
         reload_result: Optional[ReloadResult] = None
         workers_before: Optional[Tuple[int, ...]] = None
