@@ -227,9 +227,13 @@ def live_site(nginx_bin: str, tmp_path: Path) -> Iterator[ExampleSite]:
 PROMETHEUS_EXAMPLES = ("prometheus/nginx-canary-rules.test.yml", "prometheus/nginx-canary-rules.yml")
 
 
+#: Tested by tests/nginx/test_sticky_example.py (nginx -t, stickiness, the forced override counted apart).
+STICKY_EXAMPLES = ("nginx-canary-sticky.conf",)
+
+
 def test_every_file_in_conf_d_is_a_tested_example():
     found = sorted(str(p.relative_to(CONF_D)) for p in CONF_D.rglob("*") if p.is_file())
-    assert found == sorted(EXAMPLES + PROMETHEUS_EXAMPLES)
+    assert found == sorted(EXAMPLES + PROMETHEUS_EXAMPLES + STICKY_EXAMPLES)
 
 
 def test_the_site_is_read_after_the_log_format_it_uses():
