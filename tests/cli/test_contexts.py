@@ -142,3 +142,19 @@ def test_a_rollout_on_a_stream_upstream_is_refused(twin: PrivateNginx):
             check_rollout_against_config(rollout, config)
         assert f"rollout {rollout.name!r}: upstream {rollout.upstream!r} is in stream {{}}" in str(info.value)
         assert "cannot analyse stream sessions: steer it by hand with set-weight --context stream" in str(info.value)
+
+
+def test_replay_of_a_stream_rollout_says_why_in_one_line(twin: PrivateNginx):
+    config = twin.prefix.parent / "config.yaml"
+    config.write_text(f"nginx:\n  conf: {twin.conf}\n  prefix: {twin.prefix}\n  binary: {twin.binary}\n"
+                      f"state_dir: {twin.prefix.parent / 'state'}\n"
+                      f"rollouts:\n  db:\n    upstream: backend\n    context: stream\n"
+                      f"    canary: ['127.0.0.1:{twin.ports['sv2']}']\n")
+    log = twin.prefix / "logs" / "stream.log"
+    log.touch()
+    result = subprocess.run([sys.executable, "-m", "nginx_canary", "--config", str(config), "replay", str(log),
+                             "--rollout", "db", "--instant"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"nginx-canary: error: rollout 'db': upstream 'backend' is in stream {{}} ({twin.conf}:38); rollouts judge "
+        "http access logs and cannot analyse stream sessions: steer it by hand with set-weight --context stream\n")
