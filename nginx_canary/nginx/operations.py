@@ -162,7 +162,7 @@ def set_weight(settings: Settings, upstream: str, percent: Fraction, canary: Seq
         config = read_config(settings, logs=False)
         plan = plan_split(config, upstream, canary, percent, context,
                           originals=from_snapshots(settings.state_dir))
-        return SetWeightResult(plan, notes=twin_notes(config, plan.upstream, context))
+        return SetWeightResult(plan, notes=twin_notes(config, plan.upstream, context) + resting_notes(plan))
     nginx = settings.nginx()
     with StateDir(settings.state_dir).writer_lock():
         transaction = Transaction(settings.state_dir, nginx)
@@ -174,11 +174,22 @@ def set_weight(settings: Settings, upstream: str, percent: Fraction, canary: Seq
             if reload:
                 nginx.find_master(config)
             return SetWeightResult(plan, None, recovered, twin_notes(config, plan.upstream, context)
-                                   + ["already at this split; nothing to change"])
+                                   + resting_notes(plan) + ["already at this split; nothing to change"])
         about = {"command": "set-weight", "upstream": plan.upstream.name, "context": plan.upstream.context,
                  "detail": f"canary {percent_text(plan.split.canary_percent())} % ({', '.join(canary)})"}
         outcome = transaction.apply(plan.changes, config, reload=reload, about=about)
-        return SetWeightResult(plan, outcome, recovered, twin_notes(config, plan.upstream, context))
+        return SetWeightResult(plan, outcome, recovered, twin_notes(config, plan.upstream, context)
+                               + resting_notes(plan))
+
+
+def resting_notes(plan: Plan) -> List[str]:
+    """A note naming the stable servers left ``down`` because they were down before nginx-canary's changes."""
+    resting = [s.address for s in plan.upstream.servers
+               if s not in plan.canary and s not in plan.stable and not s.backup]
+    if not resting:
+        return []
+    return [f"left down (down before nginx-canary changed anything; name it with --canary to give it traffic): "
+            f"{', '.join(resting)}"]
 
 
 def twin_notes(config: NginxConfig, upstream: Upstream, context: Optional[str]) -> List[str]:

@@ -439,3 +439,92 @@ def test_random_upstreams_edit_only_weight_and_down(data: st.DataObject, generat
     assert _stripped(old) == _stripped(new)
     assert old.count("\n") == new.count("\n") and old.count("\r") == new.count("\r")
     assert _comments(old) == _comments(new)
+
+
+# --- parameters on their own lines (issue #16) ------------------------------------------
+
+OWN_LINE = "upstream app {\n    server a:80\n        down;  # comment\n    server b:80 weight=90;\n}\n"
+
+
+def test_own_line_down_removed_keeps_the_semicolon_in_its_column() -> None:
+    """``down`` first on its line goes with the blanks after it; the indentation stays for the ``;``."""
+    assert edit1(OWN_LINE, 2, "a:80", 1, False) == OWN_LINE.replace("        down;", "        ;")
+
+
+def test_own_line_down_comes_back_byte_identical_from_the_original() -> None:
+    original = "server a:80\n        down;"
+    up = edit_servers(OWN_LINE, [ServerChange(2, "a:80", 2, False, original=original)])
+    assert up == OWN_LINE.replace("server a:80\n        down;", "server a:80 weight=2\n        ;")
+    back = edit_servers(up, [ServerChange(2, "a:80", 1, True, original=original)])
+    assert back == OWN_LINE
+    # Without the original, down goes after the last word: nothing lands in column 0.
+    assert edit1(up, 2, "a:80", 2, True) == OWN_LINE.replace(
+        "server a:80\n        down;", "server a:80 weight=2 down\n        ;")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("server a:80\n    down max_fails=3;", "server a:80\n    max_fails=3;"),
+        ("server a:80\n\tdown\t# why\n;", "server a:80\n\t# why\n;"),
+        ("server a:80\r\n    down\r\n    ;", "server a:80\r\n\r\n    ;"),
+        ("server a:80 max_fails=3\n    down ;", "server a:80 max_fails=3\n    ;"),
+        ("server a:80 # c\n  down  max_fails=3 ;", "server a:80 # c\n  max_fails=3 ;"),
+    ],
+)
+def test_down_first_on_its_line_removed(old: str, new: str) -> None:
+    assert edit1(old, 1, "a:80", 1, False) == new
+
+
+def test_two_words_removed_from_one_line_do_not_overlap() -> None:
+    """A first-on-line ``down`` takes the blanks after it, the weight after it the blanks before: one removal."""
+    old = "server a:80\n    down weight=9;"
+    assert edit_servers(old, [ServerChange(1, "a:80", 1, False, bare_weight=True)]) == "server a:80\n    ;"
+
+
+@pytest.mark.parametrize(
+    ("original", "now", "weight", "down", "new"),
+    [
+        ("server a:80 weight=05;", "server a:80 weight=9;", 5, True, "server a:80 weight=05 down;"),
+        ('server a:80 "weight=90";', "server a:80 weight=1 down;", 90, True, 'server a:80 "weight=90" down;'),
+        ("server a:80;", "server a:80 weight=9 down;", 1, True, "server a:80 down;"),
+        ("server a:80;", "server a:80 weight=9 down;", 1, False, "server a:80;"),
+        ("server a:80 down;", "server a:80;", 7, False, "server a:80 weight=7;"),
+        # Another parameter changed since: no wholesale copy, but the weight's spelling comes back.
+        ("server a:80 weight=05 max_fails=3;", "server a:80 weight=9 max_fails=4;", 5, False,
+         "server a:80 weight=05 max_fails=4;"),
+    ],
+)
+def test_original_spelling_comes_back(original: str, now: str, weight: int, down: bool, new: str) -> None:
+    """A weight equal to the original one is written as the original wrote it (or not at all)."""
+    assert edit_servers(now, [ServerChange(1, "a:80", weight, down, original=original)]) == new
+
+
+def test_original_of_another_server_is_refused() -> None:
+    with pytest.raises(EditError, match="original form"):
+        edit_servers("server a:80;", [ServerChange(1, "a:80", 2, False, original="server b:80;")])
+
+
+def _originals(text: str) -> Dict[str, str]:
+    return {address: text[s.name.start:s.end.end] for address, s in _server_statements(text).items()}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), generated=upstream_texts())
+def test_random_layouts_round_trip_to_the_original_bytes(data: st.DataObject,
+                                                         generated: Tuple[str, Sequence[GenServer]]) -> None:
+    """Splits one after the other (10 %, 0 %, 100 %, ...), then the original split: the original bytes."""
+    old, gens = generated
+    originals = _originals(old)
+    text = old
+    for _ in range(data.draw(st.integers(1, 4), label="steps")):
+        chosen = data.draw(st.lists(st.sampled_from(list(gens)), unique_by=lambda g: g.address), label="changed")
+        with_original = data.draw(st.booleans(), label="with original")
+        changes = [ServerChange(g.line, g.address, data.draw(st.integers(1, 40)), data.draw(st.booleans()),
+                                original=originals[g.address] if with_original else None) for g in chosen]
+        new = edit_servers(text, changes)
+        assert _stripped(new) == _stripped(text) and _comments(new) == _comments(old)
+        assert new.count("\n") == old.count("\n") and new.count("\r") == old.count("\r")
+        text = new
+    back = [ServerChange(g.line, g.address, g.weight or 1, g.down, original=originals[g.address]) for g in gens]
+    assert edit_servers(text, back) == old

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nginx_canary.errors import BadInputError
-from nginx_canary.nginx.split import compute_split, reduce_weights
+from nginx_canary.nginx.model import UpstreamServer
+from nginx_canary.nginx.split import compute_split, reduce_weights, steered_stable
 
 
 def share(split) -> Fraction:
@@ -100,3 +101,77 @@ def test_properties(canary, stable, percent):
         assert reduce(gcd, split.canary_weights + split.stable_weights) == 1
     assert split.canary_down == (percent == 0)
     assert split.stable_down == (percent == 100)
+
+
+# --- the operator's original weights (origin=) -----------------------------------------
+
+
+def test_zero_after_a_split_gives_the_original_weights_back():
+    """0 % keeps the stable ratios, so the weights the operator wrote come back instead of the smallest ones."""
+    split = compute_split([1], [9], Fraction(0), origin=([1], [90]))
+    assert split.canary_down and split.canary_weights == (1,) and split.stable_weights == (90,)
+
+
+def test_hundred_gives_both_groups_their_original_weights():
+    split = compute_split([3], [9, 18], Fraction(100), origin=([5], [2, 4]))
+    assert split.stable_down and split.canary_weights == (5,) and split.stable_weights == (2, 4)
+
+
+def test_original_weights_kept_between_the_ends_when_they_give_the_same_share():
+    split = compute_split([1], [9], Fraction(10), origin=([10], [90]))
+    assert (split.canary_weights, split.stable_weights) == ((10,), (90,))
+    assert share(split) == 10
+
+
+def test_original_weights_that_give_another_share_are_not_used():
+    split = compute_split([1], [1], Fraction(10), origin=([1], [90]))
+    assert (split.canary_weights, split.stable_weights) == ((1,), (9,))
+
+
+def test_original_weights_with_other_ratios_are_not_used():
+    """A group whose original ratios differ (someone changed the weights since) gets the smallest weights."""
+    split = compute_split([1], [1, 1], Fraction(0), origin=([1], [1, 3]))
+    assert split.stable_weights == (1, 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(canary=weights, stable=weights, percent=percents, data=st.data())
+def test_properties_with_origin(canary, stable, percent, data):
+    """Whatever the original weights, the share and the ratios inside each group are those without them."""
+    origin = (data.draw(st.lists(st.integers(1, 60), min_size=len(canary), max_size=len(canary))),
+              data.draw(st.lists(st.integers(1, 60), min_size=len(stable), max_size=len(stable))))
+    plain = compute_split(canary, stable, percent)
+    split = compute_split(canary, stable, percent, origin=origin)
+    assert share(split) == share(plain)
+    assert (split.canary_down, split.stable_down) == (plain.canary_down, plain.stable_down)
+    for new_w, plain_w, original in ((split.canary_weights, plain.canary_weights, origin[0]),
+                                     (split.stable_weights, plain.stable_weights, origin[1])):
+        assert reduce_weights(list(new_w)) == reduce_weights(list(plain_w))
+        assert new_w in (plain_w, tuple(original))
+
+
+# --- stable servers down before any change ---------------------------------------------
+
+
+def _server(address: str, down: bool = False) -> UpstreamServer:
+    return UpstreamServer(address, ("down",) if down else (), "/etc/nginx/conf.d/up.conf", 2)
+
+
+def test_resting_stable_servers_are_left_out():
+    a, b, m = _server("a:80"), _server("b:80"), _server("m:80", down=True)
+    assert steered_stable("app", [a, m, b], [False, True, False], Fraction(10)) == [a, b]
+
+
+@pytest.mark.parametrize("percent", [Fraction(0), Fraction(10), Fraction("99.99")])
+def test_every_stable_server_resting_refuses_a_split_that_needs_them(percent):
+    servers = [_server("a:80", down=True), _server("b:80", down=True)]
+    with pytest.raises(BadInputError) as caught:
+        steered_stable("app", servers, [True, True], percent)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "every stable server of upstream 'app' was down" in message and "a:80, b:80" in message
+
+
+def test_every_stable_server_resting_is_fine_at_hundred():
+    assert steered_stable("app", [_server("a:80", down=True)], [True], Fraction(100)) == []
+    assert steered_stable("app", [], [], Fraction(10)) == []
