@@ -47,7 +47,7 @@ def resume(current: Optional[Plan], rollout: str, now: float, who: str) -> Plan:
     if plan.state != State.PAUSED:
         raise StateError(f"rollout {rollout!r} is not paused")
     return plan.moved(now, state=State.PROGRESSING, seq=plan.seq + 1, barrier_at=None, looked=False,
-                      reason=f"resumed from host {who}")
+                      step_started_at=now, reason=f"resumed from host {who}")
 
 
 def promote(current: Optional[Plan], rollout: str, now: float, who: str, full: bool = False) -> Plan:
@@ -58,7 +58,7 @@ def promote(current: Optional[Plan], rollout: str, now: float, who: str, full: b
         return plan.moved(now, state=State.PROMOTED, seq=plan.seq + 1, reason=f"promoted from host {who}")
     index = last if full else plan.step_index + 1
     return plan.moved(now, state=State.PROGRESSING, step_index=index, seq=plan.seq + 1, barrier_at=None,
-                      looked=False, reason=f"moved on to step {index + 1} from host {who}")
+                      looked=False, step_started_at=now, reason=f"moved on to step {index + 1} from host {who}")
 
 
 def abort(current: Optional[Plan], rollout: str, now: float, who: str, reason: Optional[str] = None) -> Plan:

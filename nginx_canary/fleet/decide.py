@@ -22,7 +22,7 @@ returns with compare-and-swap. The rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from nginx_canary.config.model import AnalysisSettings, RolloutSettings
 from nginx_canary.domain import State
@@ -49,6 +49,8 @@ class Decision:
     plan: Optional[Plan] = None
     verdict: Optional[Verdict] = None
     events: List[str] = field(default_factory=list)
+    #: Each host's own verdict when the pooled one was judged with more than one host.
+    host_verdicts: Dict[str, Verdict] = field(default_factory=dict)
 
 
 def applied(plan: Plan, view: FleetView) -> List[str]:
@@ -107,6 +109,12 @@ def decide(plan: Plan, view: FleetView, settings: RolloutSettings, now: float, j
     ready = applied(plan, view)
     waiting = [h for h in plan.hosts if h not in ready]
     if plan.barrier_at is None:
+        wait = settings.analysis.max_step_wait
+        began = plan.step_started_at if plan.step_started_at is not None else plan.started_at
+        if waiting and wait is not None and now - began >= settings.step_interval + wait:
+            return Decision(plan.moved(now, state=State.PAUSED,
+                                       reason=f"no decision after max_step_wait ({wait:g} s): waiting for "
+                                              f"{', '.join(waiting)} to apply {_label(plan)}"), events=events)
         if waiting or not plan.hosts:
             return Decision(plan if changed else None, events=events)
         plan = plan.moved(now, barrier_at=now)
@@ -115,7 +123,15 @@ def decide(plan: Plan, view: FleetView, settings: RolloutSettings, now: float, j
         return Decision(plan, events=events)
     elapsed = now - plan.barrier_at
     final_look = not plan.looked and elapsed >= settings.step_interval
-    verdict, failing = _judge_all(plan, view, ready, settings.analysis, now, elapsed, judge, final_look)
+    verdict, failing, own = _judge_all(plan, view, ready, settings.analysis, now, elapsed, judge, final_look)
+    decision = _judged(plan, start, verdict, failing, now, settings, waiting, elapsed, final_look, events)
+    decision.host_verdicts = own
+    return decision
+
+
+def _judged(plan: Plan, start: Plan, verdict: Verdict, failing: str, now: float, settings: RolloutSettings,
+            waiting: List[str], elapsed: float, final_look: bool, events: List[str]) -> Decision:
+    """What the step's verdicts move: a rollback, a pause for max_step_wait, the next step, the promotion."""
     if final_look:
         plan = plan.moved(now, looked=True)
     if failing:
@@ -135,29 +151,31 @@ def decide(plan: Plan, view: FleetView, settings: RolloutSettings, now: float, j
                                    reason=f"{_label(plan)} passed its bake time on every host: {verdict.reason}"),
                         verdict, events)
     nxt = plan.moved(now, step_index=plan.step_index + 1, seq=plan.seq + 1, barrier_at=None, looked=False,
-                     reason=f"{_label(plan)} passed: {verdict.reason}")
+                     step_started_at=now, reason=f"{_label(plan)} passed: {verdict.reason}")
     events.append(f"{_label(plan)} passed on every host: on to {_label(nxt)}")
     return Decision(nxt, verdict, events)
 
 
 def _judge_all(plan: Plan, view: FleetView, hosts: Sequence[str], analysis: AnalysisSettings, now: float,
-               elapsed: float, judge: Judge, final_look: bool) -> Tuple[Verdict, str]:
-    """The pooled verdict, and who failed ("" for none): "the fleet" or "host X"."""
+               elapsed: float, judge: Judge, final_look: bool) -> Tuple[Verdict, str, Dict[str, Verdict]]:
+    """The pooled verdict, who failed ("" for none: "the fleet" or "host X"), and each host's own verdict."""
     canary, stable = pooled(plan, view, hosts)
     if len(hosts) <= 1:
         verdict = judge(canary, stable, analysis, now, elapsed, final_look=final_look)
-        return verdict, ("the fleet" if verdict.verdict == FAIL else "")
+        return verdict, ("the fleet" if verdict.verdict == FAIL else ""), {}
     pooled_limits = replace(analysis, risk=analysis.risk / 2)
     verdict = judge(canary, stable, pooled_limits, now, elapsed, final_look=final_look)
-    if verdict.verdict == FAIL:
-        return verdict, f"the fleet's pooled traffic ({len(hosts)} hosts)"
     host_limits = replace(analysis, risk=analysis.risk / (2 * len(hosts)))
+    own: Dict[str, Verdict] = {}
     for host in hosts:
         own_canary, own_stable = pooled(plan, view, [host])
-        own = judge(own_canary, own_stable, host_limits, now, elapsed, final_look=final_look)
-        if own.verdict == FAIL:
-            return own, f"host {host}'s own traffic"
-    return verdict, ""
+        own[host] = judge(own_canary, own_stable, host_limits, now, elapsed, final_look=final_look)
+    if verdict.verdict == FAIL:
+        return verdict, f"the fleet's pooled traffic ({len(hosts)} hosts)", own
+    for host, result in own.items():
+        if result.verdict == FAIL:
+            return result, f"host {host}'s own traffic", own
+    return verdict, "", own
 
 
 def _roll_back(plan: Plan, now: float, reason: str, verdict: Optional[Verdict] = None) -> Decision:

@@ -21,6 +21,7 @@ taken on a plan read before the cut.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -30,7 +31,7 @@ from nginx_canary.fleet.agent import HostAgent
 from nginx_canary.fleet.decide import Decision, FleetView, decide
 from nginx_canary.fleet.members import differences, digest, member_record, read_member, shared_settings
 from nginx_canary.fleet.plan import (COORDINATOR_KEY, MEMBERS, HostFigures, HostReport, Plan, figures_prefix,
-                                     member_key, plan_key, reports_prefix)
+                                     member_key, plan_key, reports_prefix, verdict_key)
 from nginx_canary.fleet.store import FleetStore, Held, Lease, LeaseLost
 from nginx_canary.rollout.verdict import Verdict
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Compare-and-swap attempts of one command before it gives up on a busy plan.
 COMMAND_ATTEMPTS = 5
+#: Seconds between two writes of unchanged verdicts (a changed verdict is written at once).
+VERDICT_EVERY = 2.0
 
 
 class FleetNode:
@@ -58,6 +61,12 @@ class FleetNode:
         self.last_error: Optional[str] = None
         self.published_at: Dict[str, float] = {}
         self.refusals: Dict[str, str] = {}
+        #: What is wrong with each rollout's records or files now (status shows it); absent when all is well.
+        self.problems: Dict[str, str] = {}
+        self._previous_problems: Dict[str, str] = {}
+        #: The coordinator's last verdicts per rollout: {"at", "fleet": [verdict, reason], "hosts": {...}}.
+        self.verdicts: Dict[str, Dict[str, Any]] = {}
+        self._verdict_written: Dict[str, Tuple[float, str]] = {}
         self.shared = {name: shared_settings(agent.settings) for name, agent in self.agents.items()}
         self.digests = {name: digest(value) for name, value in self.shared.items()}
         self.events: List[str] = []
@@ -66,15 +75,16 @@ class FleetNode:
 
     def tick(self, now: float) -> None:
         """One round (see the module's docstring). Never raises FleetError: a cut is recorded and judged alone."""
+        self._previous_problems, self.problems = self.problems, {}
         try:
             self._keep_lease(now)
             members, keys = self._read()
             for name, agent in self.agents.items():
-                self._follow(name, agent, keys, members, now)
+                self._each(name, "following the plan", lambda: self._follow(name, agent, keys, members, now))
             self._campaign(keys)
             if self.coordinator:
                 for name in self.agents:
-                    self._coordinate(name, keys, members, now)
+                    self._each(name, "coordinating", lambda: self._coordinate(name, keys, members, now))
         except FleetError as exc:
             self._cut_off(now, exc)
             return
@@ -152,18 +162,38 @@ class FleetNode:
         """The fleet's view of rollout ``name``: plan, coordinator, and each host's report. Raises FleetError."""
         listing = self.store.get_prefix(f"rollouts/{name}/")
         coordinator = self.store.get(COORDINATOR_KEY)
-        plan, reports, figures = _parse_rollout(name, {e.key: e.value for e in listing.entries})
+        keys = {e.key: e.value for e in listing.entries}
+        plan, reports, figures = _parse_rollout(name, keys)
+        verdicts = _read_verdicts(keys.get(verdict_key(name)))
         return {"rollout": name, "coordinator": None if coordinator is None else coordinator.value.decode(),
                 "plan": None if plan is None else {
                     "state": plan.state.value, "step": plan.step_index + 1, "steps": [str(s) for s in plan.steps],
                     "percent": str(plan.percent), "seq": plan.seq, "hosts": list(plan.hosts),
                     "barrier_at": plan.barrier_at, "reason": plan.reason},
                 "hosts": {h: {"status": r.status, "percent": r.percent, "seq": r.seq, "at": r.at, "detail": r.detail,
-                              "canary_requests": figures[h].canary.requests if h in figures else None}
+                              "canary_requests": figures[h].canary.requests if h in figures else None,
+                              "heartbeat": figures[h].at if h in figures else None,
+                              "verdict": verdicts.get("hosts", {}).get(h)}
                           for h, r in sorted(reports.items())},
-                "refused": self.refusals.get(name)}
+                "verdict": verdicts.get("fleet"), "verdict_at": verdicts.get("at"),
+                "refused": self.refusals.get(name), "problem": self.problems.get(name)}
 
     # -- inside --------------------------------------------------------------------------------------------
+
+    def _each(self, name: str, doing: str, work: Callable[[], object]) -> None:
+        """One rollout's part of the tick: its own trouble (a record etcd holds that cannot be read, a state
+        file that cannot be written) is logged and held against it alone. etcd's own failures propagate."""
+        try:
+            work()
+        except StateError as exc:
+            self._problem(name, f"{doing}: {exc}")
+        except PlanUnreadable as exc:
+            self._problem(name, f"{doing}: {exc}; holding this host's current split until a readable plan is written")
+
+    def _problem(self, name: str, text: str) -> None:
+        if self._previous_problems.get(name) != text and self.problems.get(name) != text:
+            log.error("fleet: rollout %s: %s", name, text)
+        self.problems[name] = f"{self.problems[name]}; {text}" if name in self.problems else text
 
     def _keep_lease(self, now: float) -> None:
         if self.lease is not None and now - self.refreshed_at < self.ttl / 3:
@@ -193,7 +223,7 @@ class FleetNode:
 
     def _follow(self, name: str, agent: HostAgent, keys: Mapping[str, bytes],
                 members: Mapping[str, Mapping[str, Dict[str, Any]]], now: float) -> None:
-        plan, _, _ = _parse_rollout(name, keys, mine_only=True)
+        plan = _read_plan(name, keys)
         if plan is not None and plan.digest and plan.digest != self.digests[name]:
             theirs = next((m[name]["settings"] for m in members.values()
                            if name in m and m[name]["digest"] == plan.digest), None)
@@ -238,12 +268,19 @@ class FleetNode:
                     now: float) -> Optional[Decision]:
         assert self.lease is not None
         entry_key = plan_key(name)
-        plan, reports, figures = _parse_rollout(name, keys)
+        problems: List[str] = []
+        plan = _read_plan(name, keys)
+        _, reports, figures = _parse_rollout(name, {k: v for k, v in keys.items() if k != entry_key},
+                                             problems=problems)
+        if problems:
+            self._problem(name, "; ".join(problems))
         if plan is None or (plan.digest and plan.digest != self.digests[name]):
             return None
         taking_part = tuple(sorted(h for h, m in members.items() if name in m and m[name]["digest"] == plan.digest))
         view = FleetView(taking_part, reports, figures)
         decision = decide(plan, view, self.agents[name].settings, now, self.judge, self.on_host_lost)
+        if decision.verdict is not None:
+            self._publish_verdicts(name, decision, now)
         if decision.plan is None:
             return decision
         entry = self.store.get(entry_key)
@@ -256,6 +293,19 @@ class FleetNode:
                 self.events.append(f"{name}: {event}")
         return decision
 
+    def _publish_verdicts(self, name: str, decision: Decision, now: float) -> None:
+        """The coordinator's last verdicts, for every host's ``status``: written when they change, or every 2 s."""
+        assert decision.verdict is not None
+        record = {"at": now, "fleet": [decision.verdict.verdict, decision.verdict.reason],
+                  "hosts": {h: [v.verdict, v.reason] for h, v in decision.host_verdicts.items()}}
+        kinds = json.dumps([record["fleet"][0], sorted((h, v[0]) for h, v in record["hosts"].items())])
+        last_at, last_kinds = self._verdict_written.get(name, (0.0, ""))
+        self.verdicts[name] = record
+        if kinds == last_kinds and now - last_at < VERDICT_EVERY:
+            return
+        self.store.put(verdict_key(name), json.dumps(record, sort_keys=True), lease=self.lease)
+        self._verdict_written[name] = (now, kinds)
+
     def _cut_off(self, now: float, exc: FleetError) -> None:
         if self.cut_off_since is None:
             self.cut_off_since = now
@@ -267,8 +317,33 @@ class FleetNode:
             agent.judge_alone(now)
 
 
-def _parse_rollout(name: str, keys: Mapping[str, bytes], mine_only: bool = False
+def _read_verdicts(raw: Optional[bytes]) -> Dict[str, Any]:
+    try:
+        data = json.loads(raw.decode("utf-8")) if raw else {}
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class PlanUnreadable(FleetError):
+    """The rollout's plan in etcd is not a plan this release reads."""
+
+
+def _read_plan(name: str, keys: Mapping[str, bytes]) -> Optional[Plan]:
+    raw = keys.get(plan_key(name))
+    try:
+        return None if raw is None else Plan.from_json(raw, plan_key(name))
+    except FleetError as exc:
+        raise PlanUnreadable(str(exc)) from None
+
+
+def _parse_rollout(name: str, keys: Mapping[str, bytes], mine_only: bool = False, problems: Optional[List[str]] = None
                    ) -> Tuple[Optional[Plan], Dict[str, HostReport], Dict[str, HostFigures]]:
+    """The rollout's plan (FleetError when unreadable), and the hosts' reports and figures that are readable.
+
+    A report or figures record that cannot be read, or that names another host than its key, is left out
+    (its host then counts as not having reported) and described in ``problems``.
+    """
     raw = keys.get(plan_key(name))
     plan = None if raw is None else Plan.from_json(raw, plan_key(name))
     if mine_only:
@@ -276,10 +351,19 @@ def _parse_rollout(name: str, keys: Mapping[str, bytes], mine_only: bool = False
     reports: Dict[str, HostReport] = {}
     figures: Dict[str, HostFigures] = {}
     for key, value in keys.items():
-        if key.startswith(reports_prefix(name)):
-            report = HostReport.from_json(value, key)
-            reports[report.host] = report
-        elif key.startswith(figures_prefix(name)):
-            fig = HostFigures.from_json(value, key)
-            figures[fig.host] = fig
+        for prefix, kind, found in ((reports_prefix(name), HostReport, reports),
+                                    (figures_prefix(name), HostFigures, figures)):
+            if not key.startswith(prefix):
+                continue
+            try:
+                record = kind.from_json(value, key)  # type: ignore[attr-defined]
+            except FleetError as exc:
+                if problems is not None:
+                    problems.append(str(exc))
+                continue
+            if record.host != key[len(prefix):]:
+                if problems is not None:
+                    problems.append(f"etcd key {key}: written for host {record.host!r}: left out")
+                continue
+            found[record.host] = record
     return plan, reports, figures

@@ -14,6 +14,7 @@ Keys, relative to the fleet's prefix (``/nginx-canary/FLEET/``):
 ``rollouts/NAME/plan``               :class:`Plan`
 ``rollouts/NAME/reports/HOST``       :class:`HostReport`
 ``rollouts/NAME/figures/HOST``       :class:`HostFigures`
+``rollouts/NAME/verdict``            the coordinator's last verdicts, pooled and per host (for status only)
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def figures_prefix(rollout: str) -> str:
     return f"rollouts/{rollout}/figures/"
 
 
+def verdict_key(rollout: str) -> str:
+    return f"rollouts/{rollout}/verdict"
+
+
 @dataclass(frozen=True)
 class Plan:
     """The fleet's rollout: which step every host applies, and why.
@@ -67,6 +72,8 @@ class Plan:
     counts. ``barrier_at``: when every live host had applied ``seq`` (the bake
     time counts from then), None before. ``hosts``: the hosts taking part.
     ``looked``: the step's planned look (see rollout/judge.py) is done.
+    ``step_started_at``: when the current step was decided (``max_step_wait`` counts from then while hosts
+    have not all applied it; None: ``started_at``).
     ``digest``: of the rollout settings it was started with (see fleet/members.py): only hosts with the same
     settings take part.
     """
@@ -84,6 +91,7 @@ class Plan:
     looked: bool = False
     reason: str = ""
     digest: str = ""
+    step_started_at: Optional[float] = None
 
     @property
     def percent(self) -> Fraction:
@@ -112,7 +120,9 @@ class Plan:
                        started_at=_number(data, "started_at", key), updated_at=_number(data, "updated_at", key),
                        barrier_at=None if data.get("barrier_at") is None else _number(data, "barrier_at", key),
                        looked=_typed(data, "looked", bool, key) if "looked" in data else False,
-                       reason=str(data.get("reason", "")), digest=str(data.get("digest", "")))
+                       reason=str(data.get("reason", "")), digest=str(data.get("digest", "")),
+                       step_started_at=None if data.get("step_started_at") is None
+                       else _number(data, "step_started_at", key))
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             raise FleetError(f"etcd key {key}: not a rollout plan ({exc})") from None
         if (state not in PLAN_STATES or not steps or not 0 <= plan.step_index < len(steps) or plan.seq < 1

@@ -176,7 +176,8 @@ def test_a_pooled_fail_rolls_every_host_back() -> None:
     assert decision.plan.reason == "the fleet's pooled traffic (2 hosts): fake fail on 30 canary requests"
     assert decision.verdict is not None and decision.verdict.verdict == FAIL
     assert decision.events == [f"rolling back every host: {decision.plan.reason}"]
-    assert len(judge.calls) == 1  # the hosts' own verdicts are not needed
+    assert len(judge.calls) == 3  # the pool, then each host's own (shown in status)
+    assert set(decision.host_verdicts) == {"lb-1", "lb-2"}
 
 
 def test_one_hosts_own_fail_rolls_every_host_back_and_names_it() -> None:
@@ -187,7 +188,7 @@ def test_one_hosts_own_fail_rolls_every_host_back_and_names_it() -> None:
     assert decision.plan is not None
     assert decision.plan.state == State.ROLLED_BACK
     assert decision.plan.reason == "host lb-2's own traffic: fake fail on 20 canary requests"
-    assert [c.canary for c in judge.calls] == [60, 10, 20]
+    assert [c.canary for c in judge.calls] == [60, 10, 20, 30]  # every host judged: status shows each
 
 
 def test_a_single_hosts_fail_names_the_fleet() -> None:
