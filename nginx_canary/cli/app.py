@@ -147,7 +147,8 @@ def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequen
     """
     settings = obj.settings
     guard_notes: List[str] = []
-    if not dry_run and os.path.isdir(StateDir(settings.state_dir).rollouts):
+    # Rollouts steer http upstreams only, so a stream upstream of the same name is not theirs.
+    if not dry_run and context != "stream" and os.path.isdir(StateDir(settings.state_dir).rollouts):
         from nginx_canary.cli.rollout import guard_set_weight
 
         guard_notes = guard_set_weight(obj, upstream, force)

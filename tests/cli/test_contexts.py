@@ -158,3 +158,17 @@ def test_replay_of_a_stream_rollout_says_why_in_one_line(twin: PrivateNginx):
     assert result.stderr == (
         f"nginx-canary: error: rollout 'db': upstream 'backend' is in stream {{}} ({twin.conf}:38); rollouts judge "
         "http access logs and cannot analyse stream sessions: steer it by hand with set-weight --context stream\n")
+
+
+def test_a_rollout_on_the_http_twin_leaves_the_stream_one_to_the_operator(twin: PrivateNginx):
+    from nginx_canary.rollout.store import RolloutState, StateStore
+
+    StateStore(str(twin.prefix.parent / "state")).save(RolloutState(
+        name="web", state="progressing", steps=("10", "100"), canary_percent="10", snapshot_id="web-1",
+        started_at=1.0, step_started_at=2.0, upstream="backend"))
+    result = run(twin, "set-weight", "backend", "10", "--canary", f"127.0.0.1:{twin.ports['v2']}")
+    assert result.returncode == 2 and "under rollout 'web'" in result.stderr
+    result = run(twin, "set-weight", "backend", "100", "--canary", f"127.0.0.1:{twin.ports['sv2']}",
+                 "--context", "stream")
+    assert result.returncode == 0, result.stderr
+    assert tcp_bodies(twin.ports["stream"], 10) == {"tcp-v2": 10}
