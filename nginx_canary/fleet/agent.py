@@ -109,6 +109,11 @@ class HostAgent:
         local.since = now
         return self._settle(local, APPLIED, str(target), now, "", seq=plan.seq)
 
+    def unsettled(self) -> Optional[LocalRun]:
+        """The run this host applied a step of and never saw end (its split is still the run's), or None."""
+        local = self.local
+        return local if local is not None and local.status in (APPLIED, FAILED) and local.snapshot else None
+
     def figures(self, now: float) -> Optional[HostFigures]:
         """This host's figures for the step it applied, or None when it has not applied one of a live run."""
         local = self.local

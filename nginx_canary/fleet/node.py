@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
+from nginx_canary.domain import State
 from nginx_canary.errors import FleetError, StateError
 from nginx_canary.fleet import commands
 from nginx_canary.fleet.agent import HostAgent
@@ -61,6 +62,8 @@ class FleetNode:
         self.last_error: Optional[str] = None
         self.published_at: Dict[str, float] = {}
         self.refusals: Dict[str, str] = {}
+        #: When the coordinator first missed each host of a plan (see _missing_briefly).
+        self.absent_since: Dict[str, float] = {}
         #: What is wrong with each rollout's records or files now (status shows it); absent when all is well.
         self.problems: Dict[str, str] = {}
         self._previous_problems: Dict[str, str] = {}
@@ -114,11 +117,23 @@ class FleetNode:
         for _ in range(COMMAND_ATTEMPTS):
             entry = self.store.get(plan_key(name))
             current = None if entry is None else Plan.from_json(entry.value, plan_key(name))
+            held = self.agents[name].unsettled()
+            if held is not None and (current is None or current.run != held.run):
+                if verb != "abort":
+                    raise StateError(f"rollout {name!r}: this host still holds run {held.run[:8]} ({held.percent} %) "
+                                     f"whose plan etcd no longer has; 'abort {name}' restores it first")
+                current = self._lost_run(name, held, now)
             plan = self._command_plan(verb, name, current, now, args)
             if self.store.swap(plan_key(name), plan.to_json(), 0 if entry is None else entry.mod_revision):
                 self.events.append(f"{name}: {verb} from {self.host}: {plan.reason}")
                 return plan
         raise StateError(f"rollout {name!r}: the fleet's plan kept changing; try {verb} again")
+
+    def _lost_run(self, name: str, held: Any, now: float) -> Plan:
+        """A paused stand-in for the run whose plan etcd lost, so that ``abort`` can end it on every host."""
+        return Plan(rollout=name, run=held.run, seq=held.seq + 1, state=State.PAUSED,
+                    steps=tuple(self.agents[name].settings.steps), step_index=0, hosts=(self.host,),
+                    started_at=now, updated_at=now, reason="etcd lost this run's plan", digest=self.digests[name])
 
     def _command_plan(self, verb: str, name: str, current: Optional[Plan], now: float,
                       args: Mapping[str, Any]) -> Plan:
@@ -224,6 +239,14 @@ class FleetNode:
     def _follow(self, name: str, agent: HostAgent, keys: Mapping[str, bytes],
                 members: Mapping[str, Mapping[str, Dict[str, Any]]], now: float) -> None:
         plan = _read_plan(name, keys)
+        held = agent.unsettled()
+        if held is not None and (plan is None or plan.run != held.run):
+            # etcd lost the plan (its data wiped?), or a new run began without this host seeing its own end:
+            # nothing is stepped on what this host cannot see; abort (which knows this run) restores it.
+            self._problem(name, f"etcd holds no plan for run {held.run[:8]} this host applied a step of "
+                                f"({held.percent} %): etcd's data lost? This host keeps its split; "
+                                f"'nginx-canary abort {name}' restores every host of that run")
+            return
         if plan is not None and plan.digest and plan.digest != self.digests[name]:
             theirs = next((m[name]["settings"] for m in members.values()
                            if name in m and m[name]["digest"] == plan.digest), None)
@@ -276,8 +299,8 @@ class FleetNode:
             self._problem(name, "; ".join(problems))
         if plan is None or (plan.digest and plan.digest != self.digests[name]):
             return None
-        taking_part = tuple(sorted(h for h, m in members.items() if name in m and m[name]["digest"] == plan.digest))
-        view = FleetView(taking_part, reports, figures)
+        present = {h for h, m in members.items() if name in m and m[name]["digest"] == plan.digest}
+        view = FleetView(tuple(sorted(present | self._missing_briefly(plan, present, now))), reports, figures)
         decision = decide(plan, view, self.agents[name].settings, now, self.judge, self.on_host_lost)
         if decision.verdict is not None:
             self._publish_verdicts(name, decision, now)
@@ -292,6 +315,22 @@ class FleetNode:
                 log.info("fleet: rollout %s: %s", name, event)
                 self.events.append(f"{name}: {event}")
         return decision
+
+    def _missing_briefly(self, plan: Plan, present: Set[str], now: float) -> Set[str]:
+        """Hosts of the plan absent for less than a lease TTL: still counted (not yet lost).
+
+        A frozen or restarted etcd revokes every lease at once when it comes back, before their daemons can
+        refresh them; they join again within a tick. Only a host that stays away a whole TTL more is lost.
+        """
+        for host in present:
+            self.absent_since.pop(host, None)
+        brief = set()
+        for host in plan.hosts:
+            if host not in present:
+                since = self.absent_since.setdefault(host, now)
+                if now - since < self.ttl:
+                    brief.add(host)
+        return brief
 
     def _publish_verdicts(self, name: str, decision: Decision, now: float) -> None:
         """The coordinator's last verdicts, for every host's ``status``: written when they change, or every 2 s."""

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from nginx_canary.config.settings import load_settings
 from nginx_canary.daemon.runtime import RunTraffic, open_traffic, operation_settings
 from nginx_canary.demo.app import DemoApp
-from nginx_canary.demo.load import run_load
+from nginx_canary.demo.load import LoadResult, run_load
 from nginx_canary.demo.nginx_harness import free_port
 from nginx_canary.demo.site import DemoSite
 from nginx_canary.fleet.agent import HostAgent, state_file
@@ -108,6 +108,7 @@ class Fleet:
         self.v2.start()
         self.hosts: List[FleetHost] = []
         self.loads: List[threading.Thread] = []
+        self.results: List[LoadResult] = []
         self.load_stop = threading.Event()
         for i in range(hosts):
             name = f"lb-{i + 1}"
@@ -128,13 +129,21 @@ class Fleet:
         self.driver = FleetDriver(self.hosts)
 
     def load(self, rate_per_host: float = 60, duration: float = 60) -> None:
+        """Load through every host in background threads; :meth:`load_results` stops it and says what clients saw."""
         for host in self.hosts:
-            thread = threading.Thread(target=run_load, args=(host.site.url,),
-                                      kwargs={"rate": rate_per_host, "duration": duration,
-                                              "max_requests": int(rate_per_host * duration), "concurrency": 2,
-                                              "stop_event": self.load_stop}, daemon=True)
+            def send(url: str = host.site.url) -> None:
+                self.results.append(run_load(url, rate=rate_per_host, duration=duration,
+                                             max_requests=int(rate_per_host * duration), concurrency=2,
+                                             stop_event=self.load_stop))
+            thread = threading.Thread(target=send, daemon=True)
             thread.start()
             self.loads.append(thread)
+
+    def load_results(self) -> List[LoadResult]:
+        self.load_stop.set()
+        for thread in self.loads:
+            thread.join(30)
+        return list(self.results)
 
     def plan_state(self, host: int = 0) -> Optional[str]:
         plan = self.hosts[host].node.status("app")["plan"]
