@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -61,6 +62,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import Counter
@@ -97,7 +99,7 @@ STEPS = (5, 10, 20, 30, 50, 100)
 BREACH_PERCENT = 50
 QUICK_STEPS = (10, 50, 100)
 ERROR_SHARE = 0.005
-TTL = 5                     # the daemon's default lease
+TTL = 5                     # the daemon's default lease (fleet.lease_ttl)
 JOIN_SECONDS = 30.0         # every host a member and a coordinator elected, at most
 DRAIN_SECONDS = 15.0        # a worker's stop, at most
 # Fast analysis, as the fleet tests use: the judge's statistics are benchmarked in bench_judge.py.
@@ -183,19 +185,25 @@ class SyntheticTraffic:
 class CountingStore(FleetStore):
     """A FleetStore that counts its calls by API in one-second buckets, and the leases it found lost."""
 
-    def __init__(self, endpoints: Sequence[str], fleet: str, counts: Counter, **kwargs: Any) -> None:
+    def __init__(self, endpoints: Sequence[str], fleet: str, counts: Counter, lock: threading.Lock,
+                 **kwargs: Any) -> None:
         super().__init__(endpoints, fleet, **kwargs)
         self.counts = counts
+        self.counts_lock = lock
+
+    def _count(self, what: str) -> None:
+        with self.counts_lock:
+            self.counts[(int(time.time()), what)] += 1
 
     def _call(self, what: str, api: str, payload: Dict[str, Any]) -> Dict[str, Any]:
-        self.counts[(int(time.time()), api)] += 1
+        self._count(api)
         return super()._call(what, api, payload)
 
     def refresh(self, lease: Lease) -> int:
         try:
             return super().refresh(lease)
         except LeaseLost:
-            self.counts[(int(time.time()), "lease lost")] += 1
+            self._count("lease lost")
             raise
 
 
@@ -220,25 +228,47 @@ class WorkerResult:
 
 def worker(url: str, hosts: Sequence[str], cfg: Dict[str, Any], state_dir: str, breach: Any, stop: Any,
            out: Any) -> None:
+    """Build the nodes of ``hosts`` and tick them from ``cfg["threads"]`` threads until ``stop``; the results
+    go to ``out``."""
+    logging.getLogger("nginx_canary").setLevel(logging.CRITICAL)  # lost leases are counted, not logged 300 times
     result = WorkerResult()
     counts: Counter = Counter()
+    lock = threading.Lock()
+    appliers: Dict[str, NullApplier] = {}
     try:
         settings = rollout_settings(cfg["steps"], cfg["step_interval"], cfg["publish_interval"])
         latencies = latency_table()
         nodes: List[FleetNode] = []
-        appliers: Dict[str, NullApplier] = {}
         for host in hosts:
             applier = NullApplier()
             appliers[host] = applier
             agent = HostAgent(host, settings, applier, SyntheticTraffic(applier, cfg["rate"], latencies, breach),
                               state_file(state_dir, f"{ROLLOUT}-{host}"), judge)
-            store = CountingStore([url], FLEET, counts, timeout=2.0)
-            nodes.append(FleetNode(store, host, {ROLLOUT: agent}, ttl=TTL, judge=judge))
-        period = cfg["tick"]
-        start = time.monotonic()
-        due = [start + period * i / len(nodes) for i in range(len(nodes))]
-        last = [0.0] * len(nodes)
-        i = 0
+            store = CountingStore([url], FLEET, counts, lock, timeout=2.0)
+            nodes.append(FleetNode(store, host, {ROLLOUT: agent}, ttl=cfg["ttl"], judge=judge))
+        threads = [threading.Thread(target=_tick_loop, args=(nodes[k::cfg["threads"]], cfg, stop, result, lock),
+                                    daemon=True) for k in range(min(cfg["threads"], len(nodes)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, cfg["deadline_mono"] - time.monotonic()) + 5)
+    except Exception:  # noqa: BLE001 - handed to the main process, which prints it
+        result.error = traceback.format_exc()
+    result.restored_at = {h: a.restored_at for h, a in appliers.items() if a.restored_at is not None}
+    with lock:
+        result.calls = {f"{second} {api}": n for (second, api), n in counts.items()}
+    out.put(asdict(result))
+
+
+def _tick_loop(nodes: Sequence[FleetNode], cfg: Dict[str, Any], stop: Any, result: WorkerResult,
+               lock: threading.Lock) -> None:
+    """Tick ``nodes`` round-robin, each every ``cfg["tick"]`` s at best, until ``stop`` or the deadline."""
+    period = cfg["tick"]
+    start = time.monotonic()
+    due = [start + period * i / len(nodes) for i in range(len(nodes))]
+    last = [0.0] * len(nodes)
+    i = 0
+    try:
         while not stop.is_set() and time.monotonic() < cfg["deadline_mono"]:
             wait = due[i] - time.monotonic()
             if wait > 0 and stop.wait(wait):
@@ -247,21 +277,20 @@ def worker(url: str, hosts: Sequence[str], cfg: Dict[str, Any], state_dir: str, 
             node = nodes[i]
             node.tick(time.time())
             took = time.monotonic() - began
-            result.ticks.append(time.time())
-            if last[i]:
-                result.gaps.append(began - last[i])
-            if node.coordinator:
-                result.coordinator_ticks.append(took)
-            if node.cut_off_since is not None:
-                result.cut_off_ticks += 1
+            with lock:
+                result.ticks.append(time.time())
+                if last[i]:
+                    result.gaps.append(began - last[i])
+                if node.coordinator:
+                    result.coordinator_ticks.append(took)
+                if node.cut_off_since is not None:
+                    result.cut_off_ticks += 1
             last[i] = began
             due[i] = max(due[i] + period, began)
             i = (i + 1) % len(nodes)
-        result.restored_at = {h: a.restored_at for h, a in appliers.items() if a.restored_at is not None}
     except Exception:  # noqa: BLE001 - handed to the main process, which prints it
-        result.error = traceback.format_exc()
-    result.calls = {f"{second} {api}": n for (second, api), n in counts.items()}
-    out.put(asdict(result))
+        with lock:
+            result.error += traceback.format_exc()
 
 
 # -- the observer in the main process -----------------------------------------------------------------
@@ -320,7 +349,8 @@ def run_size(n: int, args: argparse.Namespace, root: Path, deadline: float) -> D
     figures: Dict[str, Any] = {"hosts": n, "ended": "not started"}
     steps = QUICK_STEPS if args.quick else STEPS
     cfg = {"steps": steps, "step_interval": args.step_interval, "publish_interval": args.publish_interval,
-           "tick": args.tick, "rate": args.rate, "deadline_mono": deadline + DRAIN_SECONDS}
+           "tick": args.tick, "rate": args.rate, "threads": args.threads, "ttl": args.ttl,
+           "deadline_mono": deadline + DRAIN_SECONDS}
     ctx = multiprocessing.get_context("fork")
     breach = ctx.Value("d", 0.0)
     stop = ctx.Event()
@@ -330,7 +360,6 @@ def run_size(n: int, args: argparse.Namespace, root: Path, deadline: float) -> D
     hosts = [f"h{i:03d}" for i in range(n)]
     procs = max(1, min(args.procs, n))
     with PrivateEtcd(root / f"etcd-{n}" / "data") as etcd:
-        etcd_proc = psutil.Process(etcd.pid)
         workers = [ctx.Process(target=worker, args=(etcd.client_url, hosts[k::procs], cfg, str(state_dir), breach,
                                                     stop, out), daemon=True) for k in range(procs)]
         for proc in workers:
@@ -339,11 +368,15 @@ def run_size(n: int, args: argparse.Namespace, root: Path, deadline: float) -> D
         watches: List[Watch] = []
         results: List[Dict[str, Any]] = []
         try:
-            joined = _wait_joined(observer, n, min(deadline, time.monotonic() + JOIN_SECONDS))
-            figures["ended"] = f"only {joined} of {n} hosts joined" if joined < n else "running"
-            if joined == n:
-                figures.update(_rollout(n, args, steps, observer, etcd, etcd_proc, workers, breach, deadline,
-                                        state_dir, watches))
+            joining = Load(etcd, workers)
+            join_seconds = max(JOIN_SECONDS, 0.2 * n)
+            joined = _wait_joined(observer, n, min(deadline, time.monotonic() + join_seconds))
+            if joined < n:
+                figures.update(joining.figures())
+                figures["ended"] = f"only {joined} of {n} hosts joined in {join_seconds:g} s (figures: joining)"
+            else:
+                figures.update(_rollout(n, args, steps, observer, etcd, workers, breach, deadline, state_dir,
+                                        watches))
         finally:
             stop.set()
             for _ in workers:
@@ -376,8 +409,38 @@ def _wait_joined(observer: FleetStore, n: int, until: float) -> int:
     return members
 
 
+class Load:
+    """etcd's counters and CPU, and the workers' CPU, from its creation to :meth:`figures`."""
+
+    def __init__(self, etcd: PrivateEtcd, workers: Sequence[Any]) -> None:
+        self.url = etcd.client_url
+        self.etcd = psutil.Process(etcd.pid)
+        self.workers = [psutil.Process(p.pid) for p in workers]
+        self.metrics = etcd_metrics(self.url)
+        self.cpu, self.workers_cpu = self._cpu([self.etcd]), self._cpu(self.workers)
+        self.t0 = time.time()
+
+    @staticmethod
+    def _cpu(procs: Sequence[psutil.Process]) -> float:
+        return sum(c.user + c.system for c in (p.cpu_times() for p in procs))
+
+    def figures(self) -> Dict[str, Any]:
+        t1 = time.time()
+        wall = t1 - self.t0
+        metrics = etcd_metrics(self.url)
+        delta = {k: metrics.get(k, 0.0) - self.metrics.get(k, 0.0) for k in metrics}
+        return {"window": [self.t0, t1], "seconds": wall,
+                "etcd_cpu": (self._cpu([self.etcd]) - self.cpu) / wall,
+                "workers_cpu": (self._cpu(self.workers) - self.workers_cpu) / wall,
+                "etcd_handled_per_s": sum(v for k, v in delta.items() if k.startswith("handled ")) / wall,
+                "etcd_sent_bytes_per_s": delta.get("etcd_network_client_grpc_sent_bytes_total", 0.0) / wall,
+                "etcd_received_bytes_per_s": delta.get("etcd_network_client_grpc_received_bytes_total", 0.0) / wall,
+                "etcd_handled": {k[len("handled "):]: round(v / wall, 1) for k, v in delta.items()
+                                 if k.startswith("handled ") and v}}
+
+
 def _rollout(n: int, args: argparse.Namespace, steps: Sequence[int], observer: FleetStore, etcd: PrivateEtcd,
-             etcd_proc: psutil.Process, workers: Sequence[Any], breach: Any, deadline: float, state_dir: Path,
+             workers: Sequence[Any], breach: Any, deadline: float, state_dir: Path,
              watches: List[Watch]) -> Dict[str, Any]:
     revision = observer.revision() + 1
     watches += [observer.watch(f"rollouts/{ROLLOUT}/plan", revision),
@@ -385,10 +448,8 @@ def _rollout(n: int, args: argparse.Namespace, steps: Sequence[int], observer: F
     settings = rollout_settings(steps, args.step_interval, args.publish_interval)
     cli = FleetNode(observer, "bench-cli", {ROLLOUT: HostAgent("bench-cli", settings, NullApplier(), None,  # type: ignore[arg-type]
                                                                  str(state_dir / "cli.json"), judge)}, judge=judge)
-    metrics0, cpu0 = etcd_metrics(etcd.client_url), etcd_proc.cpu_times()
-    workers_cpu0 = [psutil.Process(p.pid).cpu_times() for p in workers]
-    t0 = time.time()
-    cli.command("start", ROLLOUT, now=t0)
+    load = Load(etcd, workers)
+    cli.command("start", ROLLOUT, now=time.time())
     seen = Observed()
     breach_at = 0.0
     breach_index = steps.index(BREACH_PERCENT)
@@ -418,12 +479,8 @@ def _rollout(n: int, args: argparse.Namespace, steps: Sequence[int], observer: F
         if plan.state == State.ROLLED_BACK and len(seen.restored.get(plan.seq, {})) >= n:
             ended = "every host restored"
             break
-    t1 = time.time()
-    metrics1, cpu1 = etcd_metrics(etcd.client_url), etcd_proc.cpu_times()
-    workers_cpu = sum((c.user + c.system) for c in (psutil.Process(p.pid).cpu_times() for p in workers)) \
-        - sum(c.user + c.system for c in workers_cpu0)
-    wall = t1 - t0
-    out: Dict[str, Any] = {"ended": ended, "window": [t0, t1], "seconds": wall}
+    out: Dict[str, Any] = {"ended": ended}
+    out.update(load.figures())
     # Barrier latency: the steps every host applied, before the breach.
     barrier, barrier_written = [], []
     for seq, plan_at in seen.plan_seen.items():
@@ -443,14 +500,6 @@ def _rollout(n: int, args: argparse.Namespace, steps: Sequence[int], observer: F
         out["breach_restored_reported"] = max(restored.values()) - breach_at if len(restored) >= n else None
         out["rollback_reason"] = seen.plans[rollback].reason
     out["breach_at"] = breach_at
-    out["etcd_cpu"] = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall
-    out["workers_cpu"] = workers_cpu / wall
-    delta = {k: metrics1.get(k, 0.0) - metrics0.get(k, 0.0) for k in metrics1}
-    out["etcd_handled_per_s"] = sum(v for k, v in delta.items() if k.startswith("handled ")) / wall
-    out["etcd_sent_bytes_per_s"] = delta.get("etcd_network_client_grpc_sent_bytes_total", 0.0) / wall
-    out["etcd_received_bytes_per_s"] = delta.get("etcd_network_client_grpc_received_bytes_total", 0.0) / wall
-    out["etcd_handled"] = {k[len("handled "):]: round(v / wall, 1) for k, v in delta.items()
-                           if k.startswith("handled ") and v}
     return out
 
 
@@ -567,6 +616,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--publish-interval", type=float, default=1.0, help="seconds between a host's figures")
     parser.add_argument("--tick", type=float, default=0.25, help="seconds between two ticks of a host")
     parser.add_argument("--procs", type=int, default=2, help="worker processes ticking the hosts")
+    parser.add_argument("--threads", type=int, default=8, help="ticking threads in each worker process")
+    parser.add_argument("--ttl", type=int, default=TTL, help="the hosts' lease TTL (the daemon's default: 5)")
     parser.add_argument("--rate", type=float, default=100.0, help="synthetic requests/s through each host")
     parser.add_argument("--step-interval", type=float, default=None, help="bake time of a step (1 s; --quick 0.5)")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="the whole run stops after this")
@@ -578,8 +629,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sizes = [int(v) for v in sizes_text.split(",")]
     except ValueError:
         parser.error(f"--hosts: expected numbers like 3,30,300, not {sizes_text!r}")
-    if any(n < 1 for n in sizes) or args.publish_interval <= 0 or args.tick <= 0 or args.procs < 1:
-        parser.error("--hosts, --publish-interval, --tick and --procs must be positive")
+    if any(n < 1 for n in sizes) or args.publish_interval <= 0 or args.tick <= 0 or min(args.procs, args.threads) < 1:
+        parser.error("--hosts, --publish-interval, --tick, --procs and --threads must be positive")
     if args.step_interval is None:
         args.step_interval = 0.5 if args.quick else 1.0
     deadline_all = time.monotonic() + args.max_seconds
@@ -587,7 +638,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sizes_of = record_sizes()
     print(f"records: figures {sizes_of['figures']} B, report {sizes_of['report']} B, member "
           f"{sizes_of['member']} B; tick {args.tick:g} s, publish every {args.publish_interval:g} s, "
-          f"{args.rate:g} req/s per host, {args.procs} worker process(es)", flush=True)
+          f"{args.rate:g} req/s per host, {args.procs} worker process(es) of {args.threads} ticking threads",
+          flush=True)
     done: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         for index, n in enumerate(sizes):
