@@ -18,7 +18,9 @@ from nginx_canary.config.model import FleetSettings
 from nginx_canary.daemon.runtime import RolloutRuntime
 from nginx_canary.errors import BadInputError, FleetError
 from nginx_canary.fleet.agent import HostAgent, state_file
-from nginx_canary.fleet.node import FleetNode
+from nginx_canary.fleet.node import EventSink, FleetNode
+from nginx_canary.fleet.plan import Plan
+from nginx_canary.rollout.store import RolloutState
 from nginx_canary.fleet.store import FleetStore
 from nginx_canary.rollout.judge import judge
 
@@ -49,7 +51,28 @@ def open_fleet(settings: FleetSettings, runtimes: Mapping[str, RolloutRuntime], 
                               state_file(state_dir, name), judge)
               for name, runtime in runtimes.items()}
     return FleetNode(store, settings.host, agents, ttl=int(settings.lease_ttl), on_host_lost=settings.on_host_lost,
-                     judge=judge)
+                     judge=judge, on_event=history_sink(runtimes))
+
+
+def history_sink(runtimes: Mapping[str, RolloutRuntime]) -> EventSink:
+    """Fleet events into each rollout's own history, log and listeners (webhooks, metrics).
+
+    The coordinator's plan events carry the webhooks' names (``step``, ``promoted``, ...), so the fleet's
+    webhooks fire once, from whichever daemon coordinates; a host's own reports are ``host_*`` events,
+    kept in that host's history (and shown by ``history`` and the report) but sent to no webhook.
+    """
+    def record(name: str, event: str, now: float, plan: Optional[Plan], detail: Dict[str, Any]) -> None:
+        runtime = runtimes.get(name)
+        if runtime is None:
+            return
+        state = RolloutState(name=name)
+        if plan is not None:
+            state = RolloutState(name=name, state=plan.state, step_index=plan.step_index,
+                                 steps=tuple(str(s) for s in plan.steps), canary_percent=str(plan.percent),
+                                 started_at=plan.started_at, message=f"fleet: {plan.reason}")
+        label = f"step {state.step_index + 1}/{len(state.steps)}" if state.steps else "-"
+        runtime.rollout.run.journal.record(state, label, event, now, **detail)
+    return record
 
 
 def fleet_command(node: FleetNode, verb: str, name: str, now: float, args: Dict[str, Any],

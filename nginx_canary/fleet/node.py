@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: Compare-and-swap attempts of one command before it gives up on a busy plan.
 COMMAND_ATTEMPTS = 5
+#: ``on_event(rollout, event, now, plan, detail)``.
+EventSink = Callable[[str, str, float, Optional[Plan], Dict[str, Any]], None]
+
 #: Seconds between two writes of unchanged verdicts (a changed verdict is written at once).
 VERDICT_EVERY = 2.0
 
@@ -48,7 +51,12 @@ class FleetNode:
     """This host's daemon in the fleet ``store`` names, as ``host``."""
 
     def __init__(self, store: FleetStore, host: str, agents: Mapping[str, HostAgent], *, ttl: int = 5,
-                 on_host_lost: str = "pause", judge: Callable[..., Verdict]) -> None:
+                 on_host_lost: str = "pause", judge: Callable[..., Verdict],
+                 on_event: Optional[EventSink] = None) -> None:
+        """``on_event(rollout, event, now, plan, detail)`` is told each fleet event this daemon sees first-hand:
+        the coordinator's view of every change of a plan (``started``, ``step``, ``paused``, ``resumed``,
+        ``promoted``, ``rolled_back``, ``aborted``: once per fleet event, so webhooks fire once) and this
+        host's own reports (``host_applied``, ``host_restored``, ...: per host)."""
         self.store = store
         self.host = host
         self.agents = dict(agents)
@@ -73,6 +81,10 @@ class FleetNode:
         self.shared = {name: shared_settings(agent.settings) for name, agent in self.agents.items()}
         self.digests = {name: digest(value) for name, value in self.shared.items()}
         self.events: List[str] = []
+        self.on_event = on_event
+        #: The plan the coordinator last saw of each rollout (its transitions are the fleet's events).
+        self.seen_plans: Dict[str, Optional[Plan]] = {}
+        self._said: Dict[str, Tuple[str, int, str]] = {}
 
     # -- the loop's call -------------------------------------------------------------------------------
 
@@ -259,7 +271,7 @@ class FleetNode:
         self.refusals.pop(name, None)
         report = agent.converge(plan, now)
         if report is not None:
-            self._publish_report(name, agent, report)
+            self._publish_report(name, agent, report, plan)
         interval = agent.settings.analysis.interval
         if now - self.published_at.get(name, 0.0) >= interval:
             figures = agent.figures(now)
@@ -267,10 +279,42 @@ class FleetNode:
                 self.store.put(f"{figures_prefix(name)}{self.host}", figures.to_json(), lease=self.lease)
                 self.published_at[name] = now
 
-    def _publish_report(self, name: str, agent: HostAgent, report: HostReport) -> None:
+    def _publish_report(self, name: str, agent: HostAgent, report: HostReport, plan: Optional[Plan]) -> None:
         self.store.put(f"{reports_prefix(name)}{self.host}", report.to_json(), lease=self.lease)
         agent.reported(report)
         self.events.append(f"{name}: {self.host} {report.status} seq {report.seq} {report.detail}".rstrip())
+        said = (report.run, report.seq, report.status)
+        if self._said.get(name) != said:  # a report sent again (a new lease) is not a new event
+            self._said[name] = said
+            self._tell(name, f"host_{report.status}", report.at, plan,
+                       {"host": self.host, "percent": report.percent, "reason": report.detail})
+
+    def _tell(self, name: str, event: str, now: float, plan: Optional[Plan], detail: Dict[str, Any]) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(name, event, now, plan, detail)
+        except Exception:  # noqa: BLE001 - an observer must never stop the fleet's round
+            log.exception("fleet: rollout %s: recording %r failed", name, event)
+
+    def _transitions(self, name: str, plan: Plan, now: float) -> None:
+        """The coordinator's record of what changed in the plan since it last looked (once per fleet event)."""
+        looked = name in self.seen_plans
+        before = self.seen_plans.get(name)
+        self.seen_plans[name] = plan
+        if not looked or (before is not None and (before.run, before.seq, before.state, before.step_index) ==
+                          (plan.run, plan.seq, plan.state, plan.step_index)):
+            return  # a new coordinator's first look: what came before is another's to have told
+        detail: Dict[str, Any] = {"reason": plan.reason, "hosts": list(plan.hosts), "fleet": True}
+        if before is None or before.run != plan.run:
+            self._tell(name, "started", now, plan, dict(detail, steps=[str(s) for s in plan.steps]))
+            return
+        if plan.state != before.state:
+            event = {State.PAUSED: "paused", State.PROMOTED: "promoted", State.ROLLED_BACK: "rolled_back",
+                     State.ABORTED: "aborted"}.get(plan.state, "resumed")
+            self._tell(name, event, now, plan, detail)
+        elif plan.step_index != before.step_index:
+            self._tell(name, "step", now, plan, detail)
 
     def _campaign(self, keys: Mapping[str, bytes]) -> None:
         assert self.lease is not None
@@ -297,8 +341,12 @@ class FleetNode:
                                              problems=problems)
         if problems:
             self._problem(name, "; ".join(problems))
-        if plan is None or (plan.digest and plan.digest != self.digests[name]):
+        if plan is None:
+            self.seen_plans[name] = None
             return None
+        if plan.digest and plan.digest != self.digests[name]:
+            return None
+        self._transitions(name, plan, now)
         present = {h for h, m in members.items() if name in m and m[name]["digest"] == plan.digest}
         view = FleetView(tuple(sorted(present | self._missing_briefly(plan, present, now))), reports, figures)
         decision = decide(plan, view, self.agents[name].settings, now, self.judge, self.on_host_lost)
@@ -314,6 +362,7 @@ class FleetNode:
             for event in decision.events:
                 log.info("fleet: rollout %s: %s", name, event)
                 self.events.append(f"{name}: {event}")
+            self._transitions(name, decision.plan, now)
         return decision
 
     def _missing_briefly(self, plan: Plan, present: Set[str], now: float) -> Set[str]:

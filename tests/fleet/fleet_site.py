@@ -107,6 +107,8 @@ class Fleet:
         self.v1.start()
         self.v2.start()
         self.hosts: List[FleetHost] = []
+        #: Every fleet event each node told its history: (host, event, detail).
+        self.told: List[tuple] = []
         self.loads: List[threading.Thread] = []
         self.results: List[LoadResult] = []
         self.load_stop = threading.Event()
@@ -124,7 +126,9 @@ class Fleet:
             site.state_dir.mkdir(parents=True, exist_ok=True)
             agent = HostAgent(name, rollout, applier, traffic, state_file(str(site.state_dir), "app"), judge)
             node = FleetNode(FleetStore([etcd_url], fleet, timeout=1.0), name, {"app": agent}, ttl=ttl,
-                             on_host_lost=on_host_lost, judge=judge)
+                             on_host_lost=on_host_lost, judge=judge,
+                             on_event=lambda rollout, event, now, plan, detail, host=name:
+                             self.told.append((host, event, detail)))
             self.hosts.append(FleetHost(name, site, node, agent, traffic, site.config_files()))
         self.driver = FleetDriver(self.hosts)
 

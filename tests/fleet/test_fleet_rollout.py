@@ -67,8 +67,14 @@ def test_a_healthy_canary_steps_in_lock_step_on_every_host_and_is_promoted(make_
         servers = _weights(text)
         assert any(fleet.hosts[0].site.v2 in s and "down" not in s for s in servers), text
         assert any(fleet.hosts[0].site.v1 in s and "down" in s for s in servers), text
-    # Exactly one host coordinated.
+    # Exactly one host coordinated, and the fleet's events were told once (webhooks fire from there only),
+    # each host's own reports by that host.
     assert sum(h.node.coordinator for h in fleet.hosts) == 1
+    fleet_events = [event for _, event, detail in fleet.told if detail.get("fleet")]
+    assert fleet_events == ["started", "step", "step", "promoted"], fleet.told
+    for host in fleet.hosts:
+        own = [event for who, event, _ in fleet.told if who == host.name and event.startswith("host_")]
+        assert own == ["host_applied"] * 3 + ["host_promoted"], (host.name, own)
 
 
 def test_a_canary_broken_from_its_first_request_is_rolled_back_on_every_host_byte_for_byte(make_fleet):
