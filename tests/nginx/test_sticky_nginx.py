@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from nginx_canary.nginx.chash import Ring
 from nginx_canary.nginx.conf import load_config
@@ -68,9 +68,9 @@ def _fetch(port: int, keys: List[str]) -> Dict[str, str]:
     return out
 
 
-def route(port: int) -> Dict[str, str]:
+def route(port: int, keys: Sequence[str] = KEYS) -> Dict[str, str]:
     """Every key's backend, on four connections."""
-    chunks = [KEYS[i::4] for i in range(4)]
+    chunks = [list(keys[i::4]) for i in range(4)]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda keys: _fetch(port, keys), chunks))
     return {k: v for part in results for k, v in part.items()}
