@@ -139,7 +139,9 @@ def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequen
     """Give the --canary servers PERCENT (0-100) of UPSTREAM's traffic.
 
     Weights inside each group keep their ratios; 0 marks the canary servers
-    down, 100 marks the stable servers down. Only weight= and down change in the
+    down, 100 marks the stable servers down. On an upstream with `hash KEY
+    consistent` the weights are out of 1000 and only grow for the canary, so a
+    user who reached it stays on it (sticky). Only weight= and down change in the
     files. The change is tested with nginx -t, nginx is reloaded and the reload
     verified (new worker processes); on any failure every file is restored.
     An upstream under an active rollout is refused unless --force, which
