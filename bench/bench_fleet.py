@@ -477,7 +477,7 @@ def _rollout(n: int, args: argparse.Namespace, steps: Sequence[int], observer: F
             ended = "promoted before the breach"
             break
         if plan.state == State.ROLLED_BACK and len(seen.restored.get(plan.seq, {})) >= n:
-            ended = "every host restored"
+            ended = "every host restored" + ("" if breach_at else " (rolled back before the breach)")
             break
     out: Dict[str, Any] = {"ended": ended}
     out.update(load.figures())
@@ -494,11 +494,12 @@ def _rollout(n: int, args: argparse.Namespace, steps: Sequence[int], observer: F
     out["barrier_steps"] = len(barrier)
     out["barrier_written"] = quantiles(barrier_written)
     rollback = next((s for s, p in seen.plans.items() if p.state == State.ROLLED_BACK), None)
+    if rollback is not None:
+        out["rollback_reason"] = seen.plans[rollback].reason
     if breach_at and rollback is not None:
         out["breach_decided"] = seen.plan_seen[rollback] - breach_at
         restored = seen.restored.get(rollback, {})
         out["breach_restored_reported"] = max(restored.values()) - breach_at if len(restored) >= n else None
-        out["rollback_reason"] = seen.plans[rollback].reason
     out["breach_at"] = breach_at
     return out
 
@@ -652,6 +653,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             started = time.monotonic()
             figures = run_size(n, args, Path(tmp), time.monotonic() + share)
             print(f"  {n} hosts: {figures['ended']} in {time.monotonic() - started:.1f} s", flush=True)
+            if figures.get("rollback_reason"):
+                print(f"  rolled back: {figures['rollback_reason']}", flush=True)
             for error in figures.get("worker_errors", []):
                 print(f"  worker error: {error}", flush=True)
             done.append(figures)
