@@ -7,6 +7,11 @@
   no file and asks for no install, enable, start, restart or reload.
 * The Vagrantfile passes ``ruby -c`` and, evaluated with a stand-in for
   Vagrant's API, sets up the VM the README describes.
+* The fleet (vagrant/fleet/Vagrantfile: etcd, app and 2-3 nginx VMs) passes the
+  same checks, and provision.sh's roles etcd, app and nginx, run twice under the
+  stand-ins, write what the other VMs expect: the fleet host's site passes
+  ``nginx -t`` and its YAML is read by the daemon's own loader (the ``fleet:``
+  section with ``allow_plaintext``, which the loader demands for http to etcd).
 * The unit files under vagrant/ pass ``systemd-analyze verify``.
 """
 
@@ -26,12 +31,14 @@ import pytest
 
 from nginx_canary.nginx.conf import load_config
 from nginx_canary.permissions import insecure_paths
-from tests.test_examples import CONF_D, DAEMON_YAML, EXAMPLES, LOG_FORMAT, SITE, SITE_PORTS, UPSTREAM
+from tests.test_examples import (CONF_D, DAEMON_YAML, EXAMPLES, LOG_FORMAT, SITE, SITE_PORTS, STICKY_EXAMPLES, UPSTREAM,
+                                 ExampleSite, localize)
 
 REPO = Path(__file__).resolve().parent.parent
 VAGRANT = REPO / "vagrant"
 PROVISION = VAGRANT / "provision.sh"
 VAGRANTFILE = VAGRANT / "Vagrantfile"
+FLEET_VAGRANTFILE = VAGRANT / "fleet" / "Vagrantfile"
 DAEMON_UNIT = REPO / "systemd" / "nginx-canary.service"
 VENV = "/opt/nginx-canary"
 
@@ -49,7 +56,7 @@ def provision_text() -> str:
 
 def installed_files() -> List[Tuple[str, str, str]]:
     """``(how, source relative to the repo, destination)`` of every file provision.sh copies."""
-    found = re.findall(r'(?m)^if (install_file|install_once) 0[0-7]{3} "\$REPO/([^"]+)" "\$ROOT(/[^"]+)"; then$',
+    found = re.findall(r'(?m)^\s*if (install_file|install_once) 0[0-7]{3} "\$REPO/([^"]+)" "\$ROOT(/[^"]+)"; then$',
                        provision_text())
     assert found, "no install_file/install_once lines found in provision.sh"
     return found
@@ -113,10 +120,11 @@ Dir.chdir(File.dirname(ARGV[0])) { load File.basename(ARGV[0]) }
 """
 
 
-def vagrantfile_calls(tmp_path: Path, env: Dict[str, str]) -> Dict[str, List[dict]]:
+def vagrantfile_calls(tmp_path: Path, env: Dict[str, str], vagrantfile: Path = VAGRANTFILE
+                      ) -> Dict[str, List[dict]]:
     stub = tmp_path / "vagrant_stub.rb"
     stub.write_text(VAGRANT_STUB)
-    result = subprocess.run([tool("ruby", "ruby"), str(stub), str(VAGRANTFILE)], capture_output=True, text=True,
+    result = subprocess.run([tool("ruby", "ruby"), str(stub), str(vagrantfile)], capture_output=True, text=True,
                             timeout=60, env={**os.environ, **env})
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -159,8 +167,9 @@ def test_provision_installs_the_tested_conf_d_examples():
     from_conf_d = {src: (how, dest) for how, src, dest in files if src.startswith("conf.d/")}
     # Every example the repo ships (all of them tested by test_examples.py), and nothing else.
     assert sorted(Path(src).name for src in from_conf_d) == sorted(EXAMPLES)
-    # (conf.d/prometheus/ holds Prometheus rules, for a Prometheus server, not for this VM.)
-    assert sorted(p.name for p in CONF_D.iterdir() if p.is_file()) == sorted(EXAMPLES)
+    # (conf.d/prometheus/ holds Prometheus rules, for a Prometheus server, not for this VM; the sticky site is
+    # an alternative to the example site, not a second site beside it.)
+    assert sorted(p.name for p in CONF_D.iterdir() if p.is_file()) == sorted(EXAMPLES + STICKY_EXAMPLES)
     for src in from_conf_d:
         assert (REPO / src).is_file(), src
     # Where Debian's nginx reads them (conf.d/*.conf inside http {}), under the same names:
@@ -196,7 +205,7 @@ def test_provision_ports_and_paths_fit_the_example_site_and_units():
     # The demo app unit runs the venv's python; the daemon's unit runs the symlink provision.sh makes.
     assert shell_var("VENV") == f"$ROOT{VENV}"
     app_unit = (VAGRANT / "nginx-canary-demo-app@.service").read_text()
-    assert f"ExecStart={VENV}/bin/python -m nginx_canary.demo.app --host 127.0.0.1 --port ${{PORT}}" in app_unit
+    assert f"ExecStart={VENV}/bin/python -m nginx_canary.demo.app --host ${{HOST}} --port ${{PORT}}" in app_unit
     assert "EnvironmentFile=/etc/default/nginx-canary-demo-app-%i" in app_unit
     assert "ExecStart=/usr/local/bin/nginx-canary " in DAEMON_UNIT.read_text()
     assert 'ln -sfn "$VENV/bin/nginx-canary" "$ROOT/usr/local/bin/nginx-canary"' in provision_text()
@@ -274,13 +283,16 @@ class Provisioner:
                     "PROVISION_ROOT": str(self.root), "STUB_LOG": str(self.log), "STUB_STATE": str(self.state),
                     "LANG": "C.UTF-8"}
 
-    def run(self) -> Tuple[str, List[str]]:
-        """Run provision.sh; its output and the commands the stand-ins saw."""
-        self.log.write_text("")
-        result = subprocess.run(["bash", str(self.repo / "vagrant" / "provision.sh")], capture_output=True, text=True,
-                                env=self.env, timeout=120)
+    def run(self, *args: str) -> Tuple[str, List[str]]:
+        """Run provision.sh with ``args`` (a role); its output and the commands the stand-ins saw."""
+        result = self.attempt(*args)
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout, self.log.read_text().splitlines()
+
+    def attempt(self, *args: str) -> subprocess.CompletedProcess:
+        self.log.write_text("")
+        return subprocess.run(["bash", str(self.repo / "vagrant" / "provision.sh"), *args], capture_output=True,
+                              text=True, env=self.env, timeout=120)
 
     def tree(self) -> Dict[str, Tuple[int, bytes]]:
         """Every path under the root: mode and content (link target for symlinks)."""
@@ -312,8 +324,8 @@ def test_provision_twice_changes_nothing_the_second_time(tmp_path: Path):
     assert stat.S_IMODE((root / "etc/nginx-canary/config.yaml").stat().st_mode) == 0o640
     assert stat.S_IMODE((root / "etc/nginx-canary").stat().st_mode) == 0o750
     assert (root / "etc/systemd/system/nginx-canary.service").read_bytes() == DAEMON_UNIT.read_bytes()
-    assert (root / "etc/default/nginx-canary-demo-app-v1").read_text() == f"PORT={SITE_PORTS['v1']}\n"
-    assert (root / "etc/default/nginx-canary-demo-app-v2").read_text() == f"PORT={SITE_PORTS['v2']}\n"
+    assert (root / "etc/default/nginx-canary-demo-app-v1").read_text() == f"HOST=127.0.0.1\nPORT={SITE_PORTS['v1']}\n"
+    assert (root / "etc/default/nginx-canary-demo-app-v2").read_text() == f"HOST=127.0.0.1\nPORT={SITE_PORTS['v2']}\n"
     assert os.readlink(root / "usr/local/bin/nginx-canary") == f"{root}{VENV}/bin/nginx-canary"
     for unit in ("nginx-canary-demo-app@v1.service", "nginx-canary-demo-app@v2.service", "nginx.service",
                  "nginx-canary.service"):
@@ -363,3 +375,157 @@ def test_provisioning_again_keeps_the_daemons_edits_and_restores_changed_files(t
                                            "systemctl restart nginx-canary.service"])
     out, commands = prov.run()
     assert out.strip() == "provision: nothing to change"
+
+
+# -- the fleet: vagrant/fleet/Vagrantfile and provision.sh's roles etcd, app, nginx -----------------------
+
+FLEET_ENV = {"etcd": {"ETCD_ADDR": "192.168.56.10"},
+             "app": {},
+             "nginx": {"APP_ADDR": "192.168.56.20", "ETCD_URL": "http://192.168.56.10:2379", "FLEET_NAME": "shop",
+                       "FLEET_HOST": "lb-2"}}
+
+
+def fleet_vms(tmp_path: Path, env: Dict[str, str]) -> Dict[str, Dict[str, List[dict]]]:
+    """Each VM's calls (``hostname=``, ``network``, ``provision``) of the fleet's Vagrantfile, by VM name."""
+    calls = vagrantfile_calls(tmp_path, env, FLEET_VAGRANTFILE)
+    vms: Dict[str, Dict[str, List[dict]]] = {}
+    for name, found in calls.items():
+        match = re.fullmatch(r"config\.vm\.define\((.+?)\)\.vm\.(.+)", name)
+        if match:
+            vms.setdefault(match.group(1), {})[match.group(2)] = found
+    assert [c["args"][0] for c in calls["config.vm.define"]] == list(vms)
+    return vms
+
+
+def test_fleet_vagrantfile_passes_ruby_c():
+    result = subprocess.run([tool("ruby", "ruby"), "-c", str(FLEET_VAGRANTFILE)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "Syntax OK" in result.stdout, result.stdout + result.stderr
+
+
+def test_fleet_vagrantfile_sets_up_etcd_an_app_vm_and_three_nginx_vms_wired_together(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NGINX_CANARY_FLEET")}
+    vms = fleet_vms(tmp_path, env)
+    assert list(vms) == ["etcd", "app", "lb-1", "lb-2", "lb-3"]
+    calls = vagrantfile_calls(tmp_path, env, FLEET_VAGRANTFILE)
+    assert calls["config.vm.box="][0]["args"] == ["debian/bookworm64"]
+    (synced,) = calls["config.vm.synced_folder"]
+    assert synced["args"] == ["../..", "/vagrant"] and (FLEET_VAGRANTFILE.parent / "../..").resolve() == REPO
+    ips = {}
+    for name, vm in vms.items():
+        assert vm["hostname="][0]["args"] == [name]
+        private = [c for c in vm["network"] if c["args"] == ["private_network"]]
+        assert len(private) == 1
+        ips[name] = private[0]["kwargs"]["ip"]
+        # Every VM is provisioned by the same script, with its role.
+        (provision,) = vm["provision"]
+        assert provision["args"] == ["shell"]
+        assert (FLEET_VAGRANTFILE.parent / provision["kwargs"]["path"]).resolve() == PROVISION
+        role = {"etcd": "etcd", "app": "app"}.get(name, "nginx")
+        assert provision["kwargs"]["args"] == [role]
+        assert provision["kwargs"]["env"]["REPO"] == "/vagrant"
+    assert len(set(ips.values())) == len(ips) and all(ip.startswith("192.168.56.") for ip in ips.values())
+    assert vms["etcd"]["provision"][0]["kwargs"]["env"]["ETCD_ADDR"] == ips["etcd"]
+    for i, name in enumerate(["lb-1", "lb-2", "lb-3"]):
+        penv = vms[name]["provision"][0]["kwargs"]["env"]
+        # The nginx VMs share the app VM and find etcd where the etcd VM listens (provision.sh's ETCD_PORT).
+        assert penv["APP_ADDR"] == ips["app"]
+        assert penv["ETCD_URL"] == f"http://{ips['etcd']}:{shell_var('ETCD_PORT')}"
+        assert penv["FLEET_HOST"] == name and penv["FLEET_NAME"] == "shop"
+        (forward,) = [c for c in vms[name]["network"] if c["args"] == ["forwarded_port"]]
+        assert forward["kwargs"] == {"guest": 8080, "host": 8091 + i, "host_ip": "127.0.0.1", "auto_correct": True}
+
+
+def test_fleet_vagrantfile_takes_two_nginx_vms_and_refuses_other_counts(tmp_path: Path):
+    assert list(fleet_vms(tmp_path, {"NGINX_CANARY_FLEET_HOSTS": "2"})) == ["etcd", "app", "lb-1", "lb-2"]
+    stub = tmp_path / "vagrant_stub.rb"
+    result = subprocess.run([tool("ruby", "ruby"), str(stub), str(FLEET_VAGRANTFILE)], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "NGINX_CANARY_FLEET_HOSTS": "4"})
+    assert result.returncode != 0 and "NGINX_CANARY_FLEET_HOSTS must be 2 or 3, not 4" in result.stderr
+
+
+@pytest.mark.parametrize("role", ["etcd", "app", "nginx"])
+def test_provision_fleet_roles_twice_change_nothing_the_second_time(role: str, tmp_path: Path):
+    prov = Provisioner(tmp_path)
+    prov.env.update(FLEET_ENV[role])
+    out, commands = prov.run(role)
+    root = prov.root
+    assert "nothing to change" not in out and out.strip().splitlines()[-1].startswith("provision: done: ")
+    installs = [c for c in commands if c.startswith("apt-get install")]
+    venv = root / VENV.lstrip("/")
+    if role == "etcd":
+        assert "etcd-server" in installs[0] and " nginx" not in installs[0]
+        default = (root / "etc/default/etcd").read_text()
+        assert "ETCD_LISTEN_CLIENT_URLS=http://127.0.0.1:2379,http://192.168.56.10:2379\n" in default
+        assert "ETCD_ADVERTISE_CLIENT_URLS=http://192.168.56.10:2379\n" in default
+        assert (prov.state / "active-etcd.service").exists() and (prov.state / "enabled-etcd.service").exists()
+        assert not venv.exists() and not (root / "etc/nginx").exists()
+    elif role == "app":
+        for version, port in (("v1", SITE_PORTS["v1"]), ("v2", SITE_PORTS["v2"])):
+            assert (root / f"etc/default/nginx-canary-demo-app-{version}").read_text() == (
+                f"HOST=0.0.0.0\nPORT={port}\n")  # the nginx VMs reach it; /__admin answers loopback only
+            assert (prov.state / f"active-nginx-canary-demo-app@{version}.service").exists()
+        assert " nginx " not in f"{installs[0]} " and not (root / "etc/nginx").exists()
+        assert not (root / "etc/systemd/system/nginx-canary.service").exists()
+    else:
+        assert " nginx " in f"{installs[0]} " and "nginx -t -q" in commands
+        assert (root / "etc/nginx/conf.d" / LOG_FORMAT).read_bytes() == (CONF_D / LOG_FORMAT).read_bytes()
+        assert (root / "etc/nginx/conf.d" / SITE).read_bytes() != (CONF_D / SITE).read_bytes()  # the fleet's own
+        assert not (root / "etc/default").exists()
+        starts = [c for c in commands if re.match(r"systemctl (start|restart) ", c)]
+        assert [c.split()[-1] for c in starts] == ["nginx.service", "nginx-canary.service"]  # no demo apps here
+    before = prov.tree()
+    out, commands = prov.run(role)
+    assert prov.tree() == before
+    assert [c for c in commands if not QUERIES.match(c)] == []
+    assert out.strip() == "provision: nothing to change"
+
+
+def test_a_fleet_hosts_site_passes_nginx_t_and_its_yaml_is_the_fleets(nginx_bin: str, tmp_path: Path):
+    from nginx_canary.config.settings import parse_settings
+    from nginx_canary.errors import CanaryError
+
+    prov = Provisioner(tmp_path)
+    prov.env.update(FLEET_ENV["nginx"])
+    prov.run("nginx")
+    site_path = prov.root / "etc/nginx/conf.d" / SITE  # after the log format it uses, in name order
+    yaml_path = prov.root / "etc/nginx-canary/config.yaml"
+    assert stat.S_IMODE(yaml_path.stat().st_mode) == 0o640
+    assert insecure_paths([str(yaml_path), str(site_path)]) == []
+
+    # The daemon's loader reads the YAML: the fleet section as the Vagrantfile wired it.
+    settings = parse_settings(yaml_path.read_text(), str(yaml_path))
+    fleet = settings.fleet
+    assert fleet is not None
+    assert (list(fleet.etcd), fleet.name, fleet.host, fleet.allow_plaintext) == (
+        ["http://192.168.56.10:2379"], "shop", "lb-2", True)
+    # Without the opt-in, the loader refuses http to an etcd that is not on loopback: the opt-in is needed.
+    with pytest.raises(CanaryError, match="allow_plaintext"):
+        parse_settings(re.sub(r"(?m)^  allow_plaintext: true.*\n", "", yaml_path.read_text()), "no-opt-in.yaml")
+    (rollout,) = settings.rollouts.values()
+    assert rollout.upstream == UPSTREAM and list(rollout.canary) == [f"192.168.56.20:{SITE_PORTS['v2']}"]
+
+    # The site: upstream `backend` is the app VM's v1 and v2 (the rollout's canary), and it passes nginx -t
+    # where Debian's nginx.conf would read it, beside the log format it uses.
+    (backend,) = [u for u in load_config(str(site_path)).upstreams if u.name == UPSTREAM]
+    assert [s.address for s in backend.servers] == [f"192.168.56.20:{SITE_PORTS['v1']}",
+                                                     f"192.168.56.20:{SITE_PORTS['v2']}"]
+    assert [s.down for s in backend.servers] == [False, True]
+    example = ExampleSite(nginx_bin, tmp_path / "example").write()
+    text = localize(site_path.read_text(), example.prefix, example.root).replace("listen 8080;", "listen 127.0.0.1:8080;")
+    (example.prefix / "conf.d" / site_path.name).write_text(text)
+    result = example.nginx("-t")
+    assert "test is successful" in result.stderr
+    assert str(example.prefix / "logs" / "nginx-canary-site.access.log") in text
+
+
+def test_provision_refuses_an_unknown_role_or_a_missing_fleet_setting_and_changes_nothing(tmp_path: Path):
+    prov = Provisioner(tmp_path)
+    bad = prov.attempt("proxy")
+    assert bad.returncode == 2 and "unknown role 'proxy': demo, etcd, app or nginx" in bad.stderr
+    prov.env.update({**FLEET_ENV["nginx"], "FLEET_HOST": "lb 1; rm -rf /"})
+    bad = prov.attempt("nginx")
+    assert bad.returncode == 2 and "role nginx needs FLEET_HOST set to this host's name in the fleet" in bad.stderr
+    prov.env.update({"FLEET_HOST": "lb-1", "ETCD_URL": "http://192.168.56.10:2379/v3"})
+    assert prov.attempt("nginx").returncode == 2
+    assert prov.tree() == {} and prov.log.read_text() == ""
