@@ -54,8 +54,8 @@ class FleetNode:
                  on_host_lost: str = "pause", judge: Callable[..., Verdict],
                  on_event: Optional[EventSink] = None) -> None:
         """``on_event(rollout, event, now, plan, detail)`` is told each fleet event this daemon sees first-hand:
-        the coordinator's view of every change of a plan (``started``, ``step``, ``paused``, ``resumed``,
-        ``promoted``, ``rolled_back``, ``aborted``: once per fleet event, so webhooks fire once) and this
+        the coordinator's view of every change of a plan (the history's ``start``, ``step``, ``pause``,
+        ``resume``, ``promoted``, ``rollback``, ``abort``: once per fleet event, so webhooks fire once) and this
         host's own reports (``host_applied``, ``host_restored``, ...: per host)."""
         self.store = store
         self.host = host
@@ -307,11 +307,11 @@ class FleetNode:
             return  # a new coordinator's first look: what came before is another's to have told
         detail: Dict[str, Any] = {"reason": plan.reason, "hosts": list(plan.hosts), "fleet": True}
         if before is None or before.run != plan.run:
-            self._tell(name, "started", now, plan, dict(detail, steps=[str(s) for s in plan.steps]))
+            self._tell(name, "start", now, plan, dict(detail, steps=[str(s) for s in plan.steps]))
             return
         if plan.state != before.state:
-            event = {State.PAUSED: "paused", State.PROMOTED: "promoted", State.ROLLED_BACK: "rolled_back",
-                     State.ABORTED: "aborted"}.get(plan.state, "resumed")
+            event = {State.PAUSED: "pause", State.PROMOTED: "promoted", State.ROLLED_BACK: "rollback",
+                     State.ABORTED: "abort"}.get(plan.state, "resume")
             self._tell(name, event, now, plan, detail)
         elif plan.step_index != before.step_index:
             self._tell(name, "step", now, plan, detail)

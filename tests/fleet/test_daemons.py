@@ -172,6 +172,12 @@ def test_a_broken_canary_is_rolled_back_on_every_host_and_the_files_are_byte_ide
     for site in fleet.sites:
         host = site.root.name
         assert site.config_files() == fleet.originals[host], host
+    # The fleet's rollback is in one daemon's history (the coordinator's: webhooks fire once), each host's
+    # own restore in its own.
+    events = {h: [json.loads(line)["event"] for line in fleet.cli(h, "history", "app", "--json").stdout.splitlines()]
+              for h in ("lb-1", "lb-2")}
+    assert sum(e.count("rollback") for e in events.values()) == 1, events
+    assert all("host_restored" in e for e in events.values()), events
 
 
 def test_the_coordinator_killed_with_sigkill_another_daemon_finishes_the_rollout(make_daemons):

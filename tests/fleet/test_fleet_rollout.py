@@ -71,7 +71,7 @@ def test_a_healthy_canary_steps_in_lock_step_on_every_host_and_is_promoted(make_
     # each host's own reports by that host.
     assert sum(h.node.coordinator for h in fleet.hosts) == 1
     fleet_events = [event for _, event, detail in fleet.told if detail.get("fleet")]
-    assert fleet_events == ["started", "step", "step", "promoted"], fleet.told
+    assert fleet_events == ["start", "step", "step", "promoted"], fleet.told
     for host in fleet.hosts:
         own = [event for who, event, _ in fleet.told if who == host.name and event.startswith("host_")]
         assert own == ["host_applied"] * 3 + ["host_promoted"], (host.name, own)
@@ -92,6 +92,7 @@ def test_a_canary_broken_from_its_first_request_is_rolled_back_on_every_host_byt
         assert host.site.config_files() == host.originals, host.name
     status = fleet.hosts[1].node.status("app")
     assert {h: s["status"] for h, s in status["hosts"].items()} == {"lb-1": "restored", "lb-2": "restored"}
+    assert [event for _, event, detail in fleet.told if detail.get("fleet")] == ["start", "rollback"]
 
 
 def test_the_coordinator_killed_mid_rollout_another_host_takes_over_and_finishes(make_fleet):
