@@ -46,7 +46,7 @@ def _changes_newest_first(state_dir: str) -> List[List[dict]]:
         names = os.listdir(root)
     except OSError:
         return []
-    found: List[Tuple[int, List[dict]]] = []
+    found: List[Tuple[int, str, List[dict]]] = []
     for name in names:
         path = os.path.join(root, name, MANIFEST)
         try:
@@ -56,8 +56,9 @@ def _changes_newest_first(state_dir: str) -> List[List[dict]]:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if isinstance(files, list):
-            found.append((mtime, [e for e in files if isinstance(e, dict)]))
-    return [files for _, files in sorted(found, key=lambda item: item[0], reverse=True)]
+            found.append((mtime, name, [e for e in files if isinstance(e, dict)]))
+    # IDs start with the time to the second: they order changes the clock's tick left equal.
+    return [files for _, _, files in sorted(found, key=lambda item: item[:2], reverse=True)]
 
 
 def original_bytes(changes: Sequence[Sequence[dict]], path: str, current: bytes) -> bytes:
