@@ -240,7 +240,7 @@ def history(obj: CliContext, name: Optional[str], limit: Optional[int], as_json:
 @click.option("--report-dir", type=click.Path(file_okay=False, exists=True), default=None,
               help="Where the three HTML reports go [default: the system's temp directory].")
 @click.option("--fleet", is_flag=True,
-              help="The fleet tour instead: etcd, 3 nginx hosts and 3 daemons rolling out together (about 60 s).")
+              help="The fleet tour instead: etcd, 3 nginx hosts and 3 daemons rolling out together (about 35 s).")
 def demo(keep: bool, report_dir: Optional[str], fleet: bool) -> None:
     """Watch a healthy rollout get promoted, a failing and a slow one rolled back, on a private nginx (about 25 s).
 

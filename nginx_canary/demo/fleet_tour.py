@@ -183,7 +183,8 @@ class FleetTourReport:
         healthy, broken, killed = self.runs
         return (healthy.hosts_ending("promoted") == list(HOSTS) and healthy.max_spread <= 1
                 and broken.hosts_ending("restored") == list(HOSTS) and broken.files_identical is True
-                and killed.killed is not None and killed.takeover not in (None, killed.killed))
+                and killed.killed is not None and killed.takeover not in (None, killed.killed)
+                and killed.hosts_ending("promoted") == list(HOSTS))
 
 
 class FleetTour:
