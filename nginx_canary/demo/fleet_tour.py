@@ -192,7 +192,12 @@ class FleetTour:
 
     def __init__(self, out: TextIO = sys.stdout, *, step_interval: str = STEP_INTERVAL, keep: bool = False,
                  nginx_bin: Optional[str] = None, etcd_bin: Optional[str] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, analysis: Optional[Dict[str, object]] = None,
+                 load_rate: float = LOAD_RATE) -> None:
+        """``analysis``: the rollout's analysis settings (default :data:`ANALYSIS`); ``load_rate``: req/s on each
+        host for the whole tour (0: none; bench/bench_fleet_rollout.py sends its own per scenario)."""
+        self.analysis = dict(ANALYSIS if analysis is None else analysis)
+        self.load_rate = load_rate
         self.out = out
         self.step_interval = step_interval
         self.keep = keep
@@ -237,7 +242,7 @@ class FleetTour:
         fleet = {"etcd": [self.etcd.client_url], "name": FLEET_NAME, **FLEET_SETTINGS}
         for host in HOSTS:
             site = DemoSite(self.root / host, nginx_bin, ports={"front": free_port(), **ports})
-            site.write(steps=STEPS, step_interval=self.step_interval, analysis=ANALYSIS, on_success="keep",
+            site.write(steps=STEPS, step_interval=self.step_interval, analysis=self.analysis, on_success="keep",
                        fleet={**fleet, "host": host})
             self.sites[host] = site
             site.start_nginx()
@@ -252,9 +257,11 @@ class FleetTour:
         for host, site in self.sites.items():
             self.say(f"  {host:<7} nginx {site.url}, daemon pid {self.daemons[host].pid}")
         self.say(f"  apps    v1 {some.v1}, v2 {some.v2} (staged down), shared by every host")
-        self.say(f"  load    {LOAD_RATE:.0f} req/s on each host; steps {' -> '.join(map(str, STEPS))} %, "
+        self.say(f"  load    {self.load_rate:.0f} req/s on each host; steps {' -> '.join(map(str, STEPS))} %, "
                  f"each baked {self.step_interval} once every host applied it")
         for host, site in self.sites.items():
+            if self.load_rate <= 0:
+                break
             thread = threading.Thread(target=self._load, args=(host, site.url), name=f"load-{host}", daemon=True)
             thread.start()
             self.load_threads.append(thread)
@@ -293,8 +300,8 @@ class FleetTour:
         return lines[-1] if lines else "(no output)"
 
     def _load(self, host: str, url: str) -> None:
-        self.loads[host] = run_load(url, rate=LOAD_RATE, duration=MAX_TOUR_SECONDS,
-                                    max_requests=int(LOAD_RATE * MAX_TOUR_SECONDS), concurrency=LOAD_CONCURRENCY,
+        self.loads[host] = run_load(url, rate=self.load_rate, duration=MAX_TOUR_SECONDS,
+                                    max_requests=int(self.load_rate * MAX_TOUR_SECONDS), concurrency=LOAD_CONCURRENCY,
                                     timeout=5.0, stop_event=self.load_stop)
 
     def teardown(self) -> None:

@@ -5,7 +5,8 @@ returns with compare-and-swap. The rules:
 
 * **Barrier**: the bake time of a step counts from the moment every live
   host taking part has reported the step applied (``barrier_at``); no step
-  begins before every live host applied the one before.
+  begins before every live host applied the one before. A fail counts
+  before the barrier too, on the hosts that applied the step already.
 * **Pooled verdict, and each host's own**: the figures every host published
   for the step are merged and judged with the rollout's judge; each host's
   figures are judged on their own too (a canary failing only behind one
@@ -115,6 +116,16 @@ def decide(plan: Plan, view: FleetView, settings: RolloutSettings, now: float, j
             return Decision(plan.moved(now, state=State.PAUSED,
                                        reason=f"no decision after max_step_wait ({wait:g} s): waiting for "
                                               f"{', '.join(waiting)} to apply {_label(plan)}"), events=events)
+        if ready and waiting:
+            # Before the barrier a fail already counts (rolling back is always allowed): a canary broken from
+            # its first request is not kept serving until the slowest host has applied the step.
+            verdict, failing, own = _judge_all(plan, view, ready, settings.analysis, now, max(0.0, now - began),
+                                               judge, False)
+            if failing:
+                decision = _roll_back(plan, now, f"{failing}: {verdict.reason}", verdict)
+                decision.events[:0] = events
+                decision.host_verdicts = own
+                return decision
         if waiting or not plan.hosts:
             return Decision(plan if changed else None, events=events)
         plan = plan.moved(now, barrier_at=now)

@@ -96,7 +96,15 @@ def test_no_bake_before_every_live_host_applied() -> None:
     plan, judge = make_plan(), FakeJudge()
     decision = run(plan, view(plan, ["lb-1"]), T0 + 500, judge)
     assert decision.plan is None
-    assert judge.calls == []
+    assert [c.final_look for c in judge.calls] == [False]  # judged for a fail only, never a planned look
+
+
+def test_a_fail_before_the_barrier_rolls_back_at_once() -> None:
+    plan, judge = make_plan(), FakeJudge(PASS, by_canary={10: FAIL})
+    decision = run(plan, view(plan, ["lb-1"]), T0 + 1, judge)
+    assert decision.plan is not None and decision.plan.state == State.ROLLED_BACK
+    assert decision.plan.reason == "the fleet: fake fail on 10 canary requests"
+    assert decision.plan.barrier_at is None
 
 
 @pytest.mark.parametrize("stale", [{"seq": 3}, {"run": "r0"}])
