@@ -566,7 +566,7 @@ def table(sizes: Sequence[Dict[str, Any]], args: argparse.Namespace) -> str:
 
     rows: List[Tuple[str, List[str]]] = [
         ("ended", [s["ended"] for s in sizes]),
-        ("rollout seconds (start -> last restore)", [f"{s['seconds']:.1f}" if "seconds" in s else "-" for s in sizes]),
+        ("rollout seconds (start -> end)", [f"{s['seconds']:.1f}" if "barrier_steps" in s else "-" for s in sizes]),
         ("barrier: step written -> every host applied, p50 / p90 / max",
          [_q(s.get("barrier")) + f" ({s.get('barrier_steps', 0)} steps)" for s in sizes]),
         ("barrier: step written -> coordinator wrote barrier, p50 / p90 / max",
