@@ -109,4 +109,9 @@ def fleet_status(node: FleetNode, name: str, status: Dict[str, Any]) -> Dict[str
     if local is not None and local.percent is not None:
         status["canary_percent"] = local.percent
     status.pop("time_left_in_step", None)
+    status["hosts"] = [{"host": host, "state": row["status"], "canary_percent": row["percent"] or None,
+                        "seq": row["seq"], "reported_at": row["at"], "detail": row["detail"],
+                        "canary_requests": row["canary_requests"], "last_heartbeat": row["heartbeat"],
+                        "last_verdict": row["verdict"]}
+                       for host, row in sorted((fleet.get("hosts") or {}).items())]
     return status

@@ -179,7 +179,12 @@ def _judge_all(plan: Plan, view: FleetView, hosts: Sequence[str], analysis: Anal
     host_limits = replace(analysis, risk=analysis.risk / (2 * len(hosts)))
     own: Dict[str, Verdict] = {}
     for host in hosts:
-        own_canary, own_stable = pooled(plan, view, [host])
+        figures = view.figures.get(host)
+        if figures is not None and figures.run == plan.run and figures.seq == plan.seq:
+            # The host's own objects (not a merged copy): a caller may keep the verdict of unchanged figures.
+            own_canary, own_stable = figures.canary, figures.stable
+        else:
+            own_canary, own_stable = Stats(), Stats()
         own[host] = judge(own_canary, own_stable, host_limits, now, elapsed, final_look=final_look)
     if verdict.verdict == FAIL:
         return verdict, f"the fleet's pooled traffic ({len(hosts)} hosts)", own

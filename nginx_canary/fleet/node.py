@@ -32,14 +32,21 @@ from nginx_canary.fleet.agent import HostAgent
 from nginx_canary.fleet.decide import Decision, FleetView, decide
 from nginx_canary.fleet.members import differences, digest, member_record, read_member, shared_settings
 from nginx_canary.fleet.plan import (COORDINATOR_KEY, MEMBERS, HostFigures, HostReport, Plan, figures_prefix,
-                                     member_key, plan_key, reports_prefix, verdict_key)
+                                     member_key, plan_key, reports_prefix, told_key, verdict_key)
 from nginx_canary.fleet.store import FleetStore, Held, Lease, LeaseLost
+from nginx_canary.logs.window import Stats
 from nginx_canary.rollout.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
 #: Compare-and-swap attempts of one command before it gives up on a busy plan.
 COMMAND_ATTEMPTS = 5
+#: Each member's rollouts: ``{host: {rollout: {"digest": ..., "settings": {...}}}}``.
+Members = Dict[str, Dict[str, Dict[str, Any]]]
+
+#: The plan as the fleet's events last told it: run, seq, state, step.
+Told = Tuple[str, int, str, int]
+
 #: ``on_event(rollout, event, now, plan, detail)``.
 EventSink = Callable[[str, str, float, Optional[Plan], Dict[str, Any]], None]
 
@@ -83,8 +90,12 @@ class FleetNode:
         self.events: List[str] = []
         self.on_event = on_event
         #: The plan the coordinator last saw of each rollout (its transitions are the fleet's events).
-        self.seen_plans: Dict[str, Optional[Plan]] = {}
+        self.seen_plans: Dict[str, Optional[Told]] = {}
         self._said: Dict[str, Tuple[str, int, str]] = {}
+        #: Parsed reports and figures by key, with the bytes they came from (unchanged bytes: the same object).
+        self._parsed: Dict[str, Tuple[bytes, Any]] = {}
+        #: Verdicts of this tick's and the last tick's judge calls (see _judge_once).
+        self._judged: Dict[Tuple[int, int, float, bool], Tuple[Stats, Stats, Verdict, float]] = {}
 
     # -- the loop's call -------------------------------------------------------------------------------
 
@@ -241,15 +252,36 @@ class FleetNode:
             if agent.local is not None:
                 agent.local.reported = False  # the old lease took our reports with it
 
-    def _read(self) -> Tuple[Dict[str, Dict[str, Dict[str, Any]]], Dict[str, bytes]]:
-        members = {e.key[len(MEMBERS):]: read_member(e.value, e.key) for e in self.store.get_prefix(MEMBERS).entries}
-        keys = {e.key: e.value for e in self.store.get_prefix("rollouts/").entries}
+    def _read(self) -> Tuple[Optional[Members], Dict[str, bytes]]:
+        """What this tick needs from etcd: the coordinator reads every member and every rollout key; another
+        host only its rollouts' plans (what every host reads grows with the fleet, not with its square)."""
+        keys: Dict[str, bytes] = {}
+        members: Optional[Members] = None
+        if self.coordinator:
+            members = self._members()
+            keys = {e.key: e.value for e in self.store.get_prefix("rollouts/").entries}
+        else:
+            for name in self.agents:
+                entry = self.store.get(plan_key(name))
+                if entry is not None:
+                    keys[entry.key] = entry.value
         coordinator = self.store.get(COORDINATOR_KEY)
         keys[COORDINATOR_KEY] = b"" if coordinator is None else str(coordinator.lease).encode()
         return members, keys
 
-    def _follow(self, name: str, agent: HostAgent, keys: Mapping[str, bytes],
-                members: Mapping[str, Mapping[str, Dict[str, Any]]], now: float) -> None:
+    def _members(self) -> Members:
+        """Every member's record; one that cannot be read is left out (that host does not take part) and logged."""
+        found: Members = {}
+        for entry in self.store.get_prefix(MEMBERS).entries:
+            try:
+                found[entry.key[len(MEMBERS):]] = read_member(entry.value, entry.key)
+            except FleetError as exc:
+                for name in self.agents:
+                    self._problem(name, str(exc))
+        return found
+
+    def _follow(self, name: str, agent: HostAgent, keys: Mapping[str, bytes], members: Optional[Members],
+                now: float) -> None:
         plan = _read_plan(name, keys)
         held = agent.unsettled()
         if held is not None and (plan is None or plan.run != held.run):
@@ -260,6 +292,7 @@ class FleetNode:
                                 f"'nginx-canary abort {name}' restores every host of that run")
             return
         if plan is not None and plan.digest and plan.digest != self.digests[name]:
+            members = self._members() if members is None else members
             theirs = next((m[name]["settings"] for m in members.values()
                            if name in m and m[name]["digest"] == plan.digest), None)
             why = "; ".join(differences(self.shared[name], theirs)) if theirs else "digest differs"
@@ -297,24 +330,34 @@ class FleetNode:
         except Exception:  # noqa: BLE001 - an observer must never stop the fleet's round
             log.exception("fleet: rollout %s: recording %r failed", name, event)
 
-    def _transitions(self, name: str, plan: Plan, now: float) -> None:
-        """The coordinator's record of what changed in the plan since it last looked (once per fleet event)."""
-        looked = name in self.seen_plans
-        before = self.seen_plans.get(name)
-        self.seen_plans[name] = plan
-        if not looked or (before is not None and (before.run, before.seq, before.state, before.step_index) ==
-                          (plan.run, plan.seq, plan.state, plan.step_index)):
-            return  # a new coordinator's first look: what came before is another's to have told
-        detail: Dict[str, Any] = {"reason": plan.reason, "hosts": list(plan.hosts), "fleet": True}
-        if before is None or before.run != plan.run:
-            self._tell(name, "start", now, plan, dict(detail, steps=[str(s) for s in plan.steps]))
+    def _transitions(self, name: str, plan: Plan, now: float, keys: Mapping[str, bytes]) -> None:
+        """The coordinator tells what changed in the plan since the fleet's events were last told.
+
+        What was last told is kept in etcd (``rollouts/NAME/told``), so a new coordinator goes on where the
+        last one stopped: each fleet event is told once (twice at worst, when a coordinator dies between
+        telling and writing it down).
+        """
+        now_key = (plan.run, plan.seq, plan.state.value, plan.step_index)
+        if name in self.seen_plans:
+            told = self.seen_plans[name]
+        else:
+            told = _read_told(keys.get(told_key(name)))
+        self.seen_plans[name] = now_key
+        if told == now_key:
             return
-        if plan.state != before.state:
-            event = {State.PAUSED: "pause", State.PROMOTED: "promoted", State.ROLLED_BACK: "rollback",
-                     State.ABORTED: "abort"}.get(plan.state, "resume")
-            self._tell(name, event, now, plan, detail)
-        elif plan.step_index != before.step_index:
-            self._tell(name, "step", now, plan, detail)
+        detail: Dict[str, Any] = {"reason": plan.reason, "hosts": list(plan.hosts), "fleet": True}
+        if told is None or told[0] != plan.run:
+            self._tell(name, "start", now, plan, dict(detail, steps=[str(s) for s in plan.steps]))
+            if plan.state != State.PROGRESSING:
+                told = (plan.run, plan.seq, State.PROGRESSING.value, plan.step_index)
+        if told is not None and told[0] == plan.run:
+            if plan.state.value != told[2]:
+                event = {State.PAUSED: "pause", State.PROMOTED: "promoted", State.ROLLED_BACK: "rollback",
+                         State.ABORTED: "abort"}.get(plan.state, "resume")
+                self._tell(name, event, now, plan, detail)
+            elif plan.step_index != told[3]:
+                self._tell(name, "step", now, plan, detail)
+        self.store.put(told_key(name), json.dumps(list(now_key)))
 
     def _campaign(self, keys: Mapping[str, bytes]) -> None:
         assert self.lease is not None
@@ -331,25 +374,28 @@ class FleetNode:
             self.events.append(f"{self.host} coordinates")
         self.coordinator = won
 
-    def _coordinate(self, name: str, keys: Mapping[str, bytes], members: Mapping[str, Mapping[str, Dict[str, Any]]],
+    def _coordinate(self, name: str, keys: Mapping[str, bytes], members: Optional[Members],
                     now: float) -> Optional[Decision]:
         assert self.lease is not None
+        if members is None:
+            return None  # coordinating since this tick: the next one reads what a coordinator needs
         entry_key = plan_key(name)
         problems: List[str] = []
         plan = _read_plan(name, keys)
         _, reports, figures = _parse_rollout(name, {k: v for k, v in keys.items() if k != entry_key},
-                                             problems=problems)
+                                             problems=problems, cache=self._parsed)
+        self._parsed = {k: v for k, v in self._parsed.items() if k in keys}
         if problems:
             self._problem(name, "; ".join(problems))
         if plan is None:
-            self.seen_plans[name] = None
             return None
         if plan.digest and plan.digest != self.digests[name]:
             return None
-        self._transitions(name, plan, now)
+        self._transitions(name, plan, now, keys)
         present = {h for h, m in members.items() if name in m and m[name]["digest"] == plan.digest}
         view = FleetView(tuple(sorted(present | self._missing_briefly(plan, present, now))), reports, figures)
-        decision = decide(plan, view, self.agents[name].settings, now, self.judge, self.on_host_lost)
+        decision = decide(plan, view, self.agents[name].settings, now, self._judge_once, self.on_host_lost)
+        self._judged = {k: v for k, v in self._judged.items() if v[3] == now}  # this tick's only
         if decision.verdict is not None:
             self._publish_verdicts(name, decision, now)
         if decision.plan is None:
@@ -362,8 +408,21 @@ class FleetNode:
             for event in decision.events:
                 log.info("fleet: rollout %s: %s", name, event)
                 self.events.append(f"{name}: {event}")
-            self._transitions(name, decision.plan, now)
+            self._transitions(name, decision.plan, now, keys)
         return decision
+
+    def _judge_once(self, canary: Stats, stable: Stats, limits: Any, at: float, elapsed: float, *,
+                    final_look: bool = False) -> Verdict:
+        """The judge, asked once per host's figures: a host whose published figures did not change since the
+        last tick (the same parsed objects, see _parse_rollout's cache) keeps its verdict; the pool is new."""
+        key = (id(canary), id(stable), limits.risk, final_look)
+        held = self._judged.get(key)
+        if held is not None and held[0] is canary and held[1] is stable:
+            self._judged[key] = (canary, stable, held[2], at)
+            return held[2]
+        verdict = self.judge(canary, stable, limits, at, elapsed, final_look=final_look)
+        self._judged[key] = (canary, stable, verdict, at)
+        return verdict
 
     def _missing_briefly(self, plan: Plan, present: Set[str], now: float) -> Set[str]:
         """Hosts of the plan absent for less than a lease TTL: still counted (not yet lost).
@@ -405,6 +464,14 @@ class FleetNode:
             agent.judge_alone(now)
 
 
+def _read_told(raw: Optional[bytes]) -> Optional[Told]:
+    try:
+        run, seq, state, step = json.loads(raw.decode("utf-8")) if raw else (None, 0, "", 0)
+    except (UnicodeDecodeError, ValueError, TypeError):
+        return None
+    return (run, seq, state, step) if isinstance(run, str) else None
+
+
 def _read_verdicts(raw: Optional[bytes]) -> Dict[str, Any]:
     try:
         data = json.loads(raw.decode("utf-8")) if raw else {}
@@ -425,7 +492,8 @@ def _read_plan(name: str, keys: Mapping[str, bytes]) -> Optional[Plan]:
         raise PlanUnreadable(str(exc)) from None
 
 
-def _parse_rollout(name: str, keys: Mapping[str, bytes], mine_only: bool = False, problems: Optional[List[str]] = None
+def _parse_rollout(name: str, keys: Mapping[str, bytes], mine_only: bool = False, problems: Optional[List[str]] = None,
+                   cache: Optional[Dict[str, Tuple[bytes, Any]]] = None
                    ) -> Tuple[Optional[Plan], Dict[str, HostReport], Dict[str, HostFigures]]:
     """The rollout's plan (FleetError when unreadable), and the hosts' reports and figures that are readable.
 
@@ -443,12 +511,18 @@ def _parse_rollout(name: str, keys: Mapping[str, bytes], mine_only: bool = False
                                     (figures_prefix(name), HostFigures, figures)):
             if not key.startswith(prefix):
                 continue
-            try:
-                record = kind.from_json(value, key)  # type: ignore[attr-defined]
-            except FleetError as exc:
-                if problems is not None:
-                    problems.append(str(exc))
-                continue
+            held = cache.get(key) if cache is not None else None
+            if held is not None and held[0] == value:
+                record = held[1]
+            else:
+                try:
+                    record = kind.from_json(value, key)  # type: ignore[attr-defined]
+                except FleetError as exc:
+                    if problems is not None:
+                        problems.append(str(exc))
+                    continue
+                if cache is not None:
+                    cache[key] = (value, record)
             if record.host != key[len(prefix):]:
                 if problems is not None:
                     problems.append(f"etcd key {key}: written for host {record.host!r}: left out")

@@ -15,6 +15,7 @@ Keys, relative to the fleet's prefix (``/nginx-canary/FLEET/``):
 ``rollouts/NAME/reports/HOST``       :class:`HostReport`
 ``rollouts/NAME/figures/HOST``       :class:`HostFigures`
 ``rollouts/NAME/verdict``            the coordinator's last verdicts, pooled and per host (for status only)
+``rollouts/NAME/told``               the plan as the fleet's events last told it (each event told once)
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def figures_prefix(rollout: str) -> str:
 
 def verdict_key(rollout: str) -> str:
     return f"rollouts/{rollout}/verdict"
+
+
+def told_key(rollout: str) -> str:
+    return f"rollouts/{rollout}/told"
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,8 @@ def test_start_on_one_host_promotes_a_healthy_canary_on_every_host(make_daemons)
                "every host to settle")
     status = fleet.status("lb-1")
     assert sorted(status["fleet"]["hosts"]) == ["lb-1", "lb-2"]
+    assert [(h["host"], h["state"], h["canary_percent"]) for h in status["hosts"]] == \
+        [("lb-1", "promoted", "100"), ("lb-2", "promoted", "100")]
     shown = fleet.cli("lb-1", "status", "app")
     assert "fleet: this host lb-1, coordinator" in shown.stdout and "lb-2: promoted 100 %" in shown.stdout, shown.stdout
     for site in fleet.sites:
