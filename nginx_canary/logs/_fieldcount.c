@@ -20,6 +20,11 @@
  * layout never has one), so every separator lies in the body of a line that
  * passes step 3.
  *
+ * WalkCounter (see "The walk" below) counts the same tuples for the formats
+ * nginx_canary/logs/walk_strategy.py compiles into steps, literal to literal,
+ * and hands the lines it cannot read to the regex; tests/logs/test_fast_path.py
+ * holds it to the regex on every format of tests/data/real-world/log-formats.
+ *
  * Not thread-safe: the GIL is held throughout and the object has one owner.
  */
 
@@ -69,6 +74,13 @@ typedef struct {
     Py_ssize_t *slots;    /* open addressing: entry index + 1, 0 = free */
     Py_ssize_t slots_cap; /* a power of two, at least twice used */
     uint64_t seed;
+    /* WalkCounter only (see "The walk" below); NULL / 0 in a FieldCounter */
+    struct Step *steps;
+    Py_ssize_t nsteps;
+    PyObject *literals;   /* list of the steps' literal bytes, kept alive */
+    PyObject *fallback;   /* callable(line) -> tuple of bytes or None */
+    Py_ssize_t *vstart;   /* scratch: where each step's value starts and ends */
+    Py_ssize_t *vend;
 } FieldCounter;
 
 static uint64_t hash_seed;
@@ -616,6 +628,11 @@ FieldCounter_dealloc(FieldCounter *self)
     PyMem_Free(self->sizes);
     Py_XDECREF(self->prefix);
     Py_XDECREF(self->suffix);
+    PyMem_Free(self->steps);
+    PyMem_Free(self->vstart);
+    PyMem_Free(self->vend);
+    Py_XDECREF(self->literals);
+    Py_XDECREF(self->fallback);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -646,6 +663,593 @@ static PyObject *
 checked_clear(FieldCounter *self, PyObject *ignored)
 {
     return ready(self) ? FieldCounter_clear(self, ignored) : NULL;
+}
+
+/*
+ * The walk: WalkCounter counts the same key tuples for any format that
+ * nginx_canary/logs/walk_strategy.py compiles into steps (literal, variable,
+ * literal, ...), without the regex. Each step reads one variable's value the
+ * way the first try of that format's regex (regex_strategy.py) does, and the
+ * literal after it:
+ *
+ *   STOP      the longest run of atoms, then the literal (its first byte is
+ *             never in the value, so no other end is possible);
+ *   FINAL     the longest run of atoms given back until the last literal and a
+ *             line end ("", "\n", "\r\n") follow;
+ *   END       the longest run (END_LAZY: the shortest) up to a line end;
+ *   STRUCT    $upstream_* lists: as many whole entries and separators as fit,
+ *             then the literal;
+ *   SHORTEST  an address list ended by the first literal that follows an
+ *             address byte (": " after an address);
+ *   LAZY      up to the literal's first occurrence after a run of atoms;
+ *   RIGHT     bounded from the right (anchors.py): the step's anchor literal
+ *             is found by its last occurrence, then each value between starts
+ *             after the last occurrence of the preceding literal's last byte.
+ *
+ * A line the steps read is one the regex's first try matches with the same
+ * values (tests/logs/test_fast_path.py holds the two to it). A line they do
+ * not read goes to the fallback (the regex itself), so misfits, hostile lines
+ * and the regex's backtracking retry are decided there, once per such line.
+ */
+
+enum { W_STOP = 1, W_FINAL, W_END, W_END_LAZY, W_STRUCT, W_SHORTEST, W_LAZY, W_RIGHT };
+enum { E_NONE = 0, E_ADDR, E_STATUS, E_TIME, E_INT };
+
+typedef struct Step {
+    int kind;
+    int json;                /* a backslash and the byte after it are one atom */
+    int entry;               /* E_*: STRUCT and SHORTEST */
+    int optional;            /* escape=json: an empty list is a value */
+    Py_ssize_t anchor;       /* RIGHT: the step whose literal is the anchor */
+    const char *lit;         /* the literal after the value (in self->literals) */
+    Py_ssize_t lit_len;
+    unsigned char atom[256]; /* bytes that are an atom on their own */
+} Step;
+
+static inline int
+tail_ok(const char *l, Py_ssize_t p, Py_ssize_t n)
+{
+    Py_ssize_t r = n - p;
+    return r == 0 || (r == 1 && l[p] == '\n') || (r == 2 && l[p] == '\r' && l[p + 1] == '\n');
+}
+
+static inline int
+lit_at(const char *l, Py_ssize_t p, Py_ssize_t n, const char *lit, Py_ssize_t len)
+{
+    return p >= 0 && n - p >= len && memcmp(l + p, lit, (size_t)len) == 0;
+}
+
+/* The end of the longest run of atoms from p, stopping at limit. */
+static inline Py_ssize_t
+atom_run(const Step *st, const char *l, Py_ssize_t p, Py_ssize_t limit)
+{
+    const unsigned char *u = (const unsigned char *)l;
+    if (!st->json) {
+        while (p < limit && st->atom[u[p]])
+            p++;
+        return p;
+    }
+    while (p < limit) {
+        if (st->atom[u[p]])
+            p++;
+        else if (u[p] == '\\' && p + 1 < limit)
+            p += 2;
+        else
+            break;
+    }
+    return p;
+}
+
+/* Whether [p, j) is a run of whole atoms. */
+static inline int
+atoms_to(const Step *st, const char *l, Py_ssize_t p, Py_ssize_t j)
+{
+    return p <= j && atom_run(st, l, p, j) == j;
+}
+
+static inline int
+is_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static inline int
+is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* The end of one list entry at p (greedy, as the regex's first try), or -1. */
+static Py_ssize_t
+entry_end(int entry, const char *l, Py_ssize_t p, Py_ssize_t n)
+{
+    const unsigned char *u = (const unsigned char *)l;
+    Py_ssize_t q = p;
+    switch (entry) {
+    case E_ADDR:
+        while (q < n && !is_space(u[q]) && u[q] != ',' && u[q] != '"')
+            q++;
+        return q > p ? q : -1;
+    case E_STATUS:
+        if (n - p >= 3 && is_digit(u[p]) && is_digit(u[p + 1]) && is_digit(u[p + 2]))
+            return p + 3;
+        break;
+    case E_TIME:
+    case E_INT:
+        while (q < n && is_digit(u[q]))
+            q++;
+        if (q == p)
+            break;
+        if (entry == E_TIME && q + 1 < n && u[q] == '.' && is_digit(u[q + 1])) {
+            q++;
+            while (q < n && is_digit(u[q]))
+                q++;
+        }
+        return q;
+    default:
+        return -1;
+    }
+    return p < n && u[p] == '-' ? p + 1 : -1;
+}
+
+/* The length of an entry separator (", " or " : ") at p, or 0. */
+static inline Py_ssize_t
+separator_at(const char *l, Py_ssize_t p, Py_ssize_t n)
+{
+    if (n - p >= 2 && l[p] == ',' && l[p + 1] == ' ')
+        return 2;
+    if (n - p >= 3 && l[p] == ' ' && l[p + 1] == ':' && l[p + 2] == ' ')
+        return 3;
+    return 0;
+}
+
+/* STRUCT: the end of as many entries and separators as fit from p, or -1. */
+static Py_ssize_t
+list_end(const Step *st, const char *l, Py_ssize_t p, Py_ssize_t n)
+{
+    Py_ssize_t q = entry_end(st->entry, l, p, n);
+    if (q < 0)
+        return st->optional ? p : -1;
+    for (;;) {
+        Py_ssize_t s = separator_at(l, q, n), r;
+        if (s == 0 || (r = entry_end(st->entry, l, q + s, n)) < 0)
+            return q;
+        q = r;
+    }
+}
+
+static inline int
+addr_byte(unsigned char c)
+{
+    return !is_space(c) && c != ',' && c != '"';
+}
+
+/* SHORTEST: where the literal first follows an address byte of a list from p, or -1. */
+static Py_ssize_t
+shortest_list_end(const Step *st, const char *l, Py_ssize_t p, Py_ssize_t n)
+{
+    const unsigned char *u = (const unsigned char *)l;
+    Py_ssize_t q = p;
+    if (st->optional && lit_at(l, p, n, st->lit, st->lit_len))
+        return p;
+    if (q >= n || !addr_byte(u[q]))
+        return -1;
+    q++;
+    while (q <= n) {
+        Py_ssize_t s;
+        if (lit_at(l, q, n, st->lit, st->lit_len))
+            return q;
+        if (q == n)
+            return -1;
+        if ((s = separator_at(l, q, n)) > 0 && q + s < n && addr_byte(u[q + s]))
+            q += s + 1;
+        else if (addr_byte(u[q]))
+            q++;
+        else
+            return -1;
+    }
+    return -1;
+}
+
+/* The first occurrence of lit in [p, n), or -1. */
+static Py_ssize_t
+find_first(const char *l, Py_ssize_t p, Py_ssize_t n, const char *lit, Py_ssize_t len)
+{
+    while (n - p >= len) {
+        const char *hit = memchr(l + p, lit[0], (size_t)(n - p - len + 1));
+        if (hit == NULL)
+            return -1;
+        p = hit - l;
+        if (memcmp(hit, lit, (size_t)len) == 0)
+            return p;
+        p++;
+    }
+    return -1;
+}
+
+/* The last occurrence of lit in [p, n), or -1. */
+static Py_ssize_t
+find_last(const char *l, Py_ssize_t p, Py_ssize_t n, const char *lit, Py_ssize_t len)
+{
+    for (Py_ssize_t q = n - len; q >= p; q--) {
+        if (l[q] == lit[0] && memcmp(l + q, lit, (size_t)len) == 0)
+            return q;
+    }
+    return -1;
+}
+
+/* LAZY: the first atom boundary from p where the literal follows, or -1. */
+static Py_ssize_t
+lazy_end(const Step *st, const char *l, Py_ssize_t p, Py_ssize_t n)
+{
+    const unsigned char *u = (const unsigned char *)l;
+    if (!st->json) {
+        Py_ssize_t hit = find_first(l, p, n, st->lit, st->lit_len);
+        return hit >= 0 && atom_run(st, l, p, hit) == hit ? hit : -1;
+    }
+    while (p <= n) {
+        if (lit_at(l, p, n, st->lit, st->lit_len))
+            return p;
+        if (p < n && st->atom[u[p]])
+            p++;
+        else if (p + 1 < n && u[p] == '\\')
+            p += 2;
+        else
+            return -1;
+    }
+    return -1;
+}
+
+/* RIGHT: where the value of step k ends, read from its anchor leftwards, or -1. */
+static Py_ssize_t
+right_end(FieldCounter *self, Py_ssize_t k, const char *l, Py_ssize_t p, Py_ssize_t n)
+{
+    const Step *steps = self->steps;
+    const Step *a = &steps[steps[k].anchor];
+    Py_ssize_t end = find_last(l, p, n, a->lit, a->lit_len);
+    if (end < 0)
+        return -1;
+    /* end: where the literal after step s starts; step s starts after step s-1's literal */
+    for (Py_ssize_t s = steps[k].anchor; s > k; s--) {
+        const Step *before = &steps[s - 1];
+        char last = before->lit[before->lit_len - 1];
+        Py_ssize_t q = end - 1;
+        while (q >= p && l[q] != last)
+            q--;
+        end = q + 1 - before->lit_len;
+        if (q < p || end < p || !lit_at(l, end, n, before->lit, before->lit_len))
+            return -1;
+    }
+    return atoms_to(&steps[k], l, p, end) ? end : -1;
+}
+
+/* FINAL: the largest atom boundary where the last literal and a line end follow, or -1. */
+static Py_ssize_t
+final_end(const Step *st, const char *l, Py_ssize_t p, Py_ssize_t n)
+{
+    Py_ssize_t longest = atom_run(st, l, p, n);
+    for (Py_ssize_t t = 0; t <= 2; t++) {
+        Py_ssize_t j = n - t - st->lit_len;
+        if (j < p || j > longest || !tail_ok(l, j + st->lit_len, n) || !lit_at(l, j, n, st->lit, st->lit_len))
+            continue;
+        if (atoms_to(st, l, p, j))
+            return j;
+    }
+    return -1;
+}
+
+/* Read one line (without or with its line end). 1 read into vstart/vend, 0 not read. */
+static int
+walk_line(FieldCounter *self, const char *l, Py_ssize_t n)
+{
+    Py_ssize_t plen = PyBytes_GET_SIZE(self->prefix);
+    Py_ssize_t p = plen;
+
+    if (!lit_at(l, 0, n, PyBytes_AS_STRING(self->prefix), plen))
+        return 0;
+    for (Py_ssize_t k = 0; k < self->nsteps; k++) {
+        const Step *st = &self->steps[k];
+        Py_ssize_t end;
+        switch (st->kind) {
+        case W_STOP:
+            end = atom_run(st, l, p, n);
+            break;
+        case W_FINAL:
+            end = final_end(st, l, p, n);
+            break;
+        case W_END:
+            end = atom_run(st, l, p, n);
+            if (!tail_ok(l, end, n))
+                return 0;
+            break;
+        case W_END_LAZY:
+            end = n - (n - p >= 1 && l[n - 1] == '\n') - (n - p >= 2 && l[n - 1] == '\n' && l[n - 2] == '\r');
+            if (!atoms_to(st, l, p, end))
+                return 0;
+            break;
+        case W_STRUCT:
+            end = list_end(st, l, p, n);
+            break;
+        case W_SHORTEST:
+            end = shortest_list_end(st, l, p, n);
+            break;
+        case W_LAZY:
+            end = lazy_end(st, l, p, n);
+            break;
+        case W_RIGHT:
+            end = right_end(self, k, l, p, n);
+            break;
+        default:
+            return 0;
+        }
+        if (end < 0 || !lit_at(l, end, n, st->lit, st->lit_len))
+            return 0;
+        self->vstart[k] = p;
+        self->vend[k] = end;
+        p = end + st->lit_len;
+    }
+    return tail_ok(l, p, n);
+}
+
+/* Count one line: walked, or handed to the fallback. 1 counted, 0 misfit, -1 error. */
+static int
+walk_take(FieldCounter *self, const char *l, Py_ssize_t n)
+{
+    PyObject *line, *row;
+    int r;
+
+    if (walk_line(self, l, n)) {
+        for (Py_ssize_t k = 0; k < self->nwanted; k++) {
+            Py_ssize_t s = self->wanted[k];
+            self->starts[k] = self->vstart[s];
+            self->sizes[k] = self->vend[s] - self->vstart[s];
+        }
+        return count_key(self, l, self->starts, self->sizes) < 0 ? -1 : 1;
+    }
+    line = PyBytes_FromStringAndSize(l, n);
+    if (line == NULL)
+        return -1;
+    row = PyObject_CallOneArg(self->fallback, line);
+    Py_DECREF(line);
+    if (row == NULL)
+        return -1;
+    if (row == Py_None) {
+        Py_DECREF(row);
+        return 0;
+    }
+    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != self->nwanted) {
+        Py_DECREF(row);
+        PyErr_SetString(PyExc_TypeError, "the fallback must return None or a tuple of one bytes per wanted field");
+        return -1;
+    }
+    {
+        /* count_key reads the parts as offsets into one buffer: the row's values back to back. */
+        Py_ssize_t size = 0;
+        char *joined;
+        for (Py_ssize_t k = 0; k < self->nwanted; k++) {
+            PyObject *part = PyTuple_GET_ITEM(row, k);
+            if (!PyBytes_Check(part)) {
+                Py_DECREF(row);
+                PyErr_SetString(PyExc_TypeError, "the fallback must return bytes values");
+                return -1;
+            }
+            self->starts[k] = size;
+            self->sizes[k] = PyBytes_GET_SIZE(part);
+            size += PyBytes_GET_SIZE(part);
+        }
+        joined = PyMem_Malloc((size_t)(size > 0 ? size : 1));
+        if (joined == NULL) {
+            Py_DECREF(row);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < self->nwanted; k++)
+            memcpy(joined + self->starts[k], PyBytes_AS_STRING(PyTuple_GET_ITEM(row, k)), (size_t)self->sizes[k]);
+        Py_DECREF(row);
+        r = count_key(self, joined, self->starts, self->sizes);
+        PyMem_Free(joined);
+    }
+    return r < 0 ? -1 : 1;
+}
+
+static PyObject *
+WalkCounter_feed_block(FieldCounter *self, PyObject *block)
+{
+    Py_ssize_t lines = 0, misfits = 0, start = 0, n;
+    const char *buf;
+
+    if (!ready(self))
+        return NULL;
+    if (!PyBytes_Check(block)) {
+        PyErr_Format(PyExc_TypeError, "feed_block() needs bytes, not %.100s", Py_TYPE(block)->tp_name);
+        return NULL;
+    }
+    /* The fallback may run Python code: hold the block while its lines are read. */
+    Py_INCREF(block);
+    buf = PyBytes_AS_STRING(block);
+    n = PyBytes_GET_SIZE(block);
+    for (;;) {
+        const char *nl = memchr(buf + start, '\n', (size_t)(n - start));
+        int r;
+        if (nl == NULL)
+            break;
+        r = walk_take(self, buf + start, nl - buf - start);
+        if (r < 0) {
+            Py_DECREF(block);
+            return NULL;
+        }
+        lines++;
+        misfits += r == 0;
+        start = nl - buf + 1;
+    }
+    Py_DECREF(block);
+    return Py_BuildValue("(nn)", lines, misfits);
+}
+
+static PyObject *
+WalkCounter_feed_lines(FieldCounter *self, PyObject *lines)
+{
+    PyObject *seq;
+    Py_ssize_t n, misfits = 0;
+
+    if (!ready(self))
+        return NULL;
+    seq = PySequence_Fast(lines, "feed_lines() needs a sequence of bytes");
+    if (seq == NULL)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "feed_lines() needs bytes items, not %.100s", Py_TYPE(item)->tp_name);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        int r;
+        Py_INCREF(item);
+        r = walk_take(self, PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item));
+        Py_DECREF(item);
+        if (r < 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        misfits += r == 0;
+    }
+    Py_DECREF(seq);
+    return PyLong_FromSsize_t(misfits);
+}
+
+/* One step from its tuple (kind, json, entry, optional, anchor, literal, atoms). 0, or -1 with an error set. */
+static int
+read_step(FieldCounter *self, Py_ssize_t k, PyObject *item)
+{
+    Step *st = &self->steps[k];
+    int kind, json, entry, optional;
+    Py_ssize_t anchor;
+    PyObject *lit;
+    Py_buffer atoms;
+
+    if (!PyArg_ParseTuple(item, "iiiinSy*:step", &kind, &json, &entry, &optional, &anchor, &lit, &atoms))
+        return -1;
+    if (atoms.len != 256) {
+        PyBuffer_Release(&atoms);
+        PyErr_SetString(PyExc_ValueError, "a step's atoms must be 256 bytes (1: the byte is an atom)");
+        return -1;
+    }
+    memcpy(st->atom, atoms.buf, 256);
+    PyBuffer_Release(&atoms);
+    if (kind < W_STOP || kind > W_RIGHT || entry < E_NONE || entry > E_INT) {
+        PyErr_Format(PyExc_ValueError, "step %zd: unknown kind %d or entry %d", k, kind, entry);
+        return -1;
+    }
+    if (((kind == W_STRUCT || kind == W_SHORTEST) && entry == E_NONE) || (kind == W_SHORTEST && entry != E_ADDR)) {
+        PyErr_Format(PyExc_ValueError, "step %zd: a list step needs its entry kind (SHORTEST: addresses)", k);
+        return -1;
+    }
+    if ((PyBytes_GET_SIZE(lit) == 0) != (kind == W_END || kind == W_END_LAZY)) {
+        PyErr_Format(PyExc_ValueError, "step %zd: only a last value has no literal after it", k);
+        return -1;
+    }
+    if ((kind == W_END || kind == W_END_LAZY) && k != self->nsteps - 1) {
+        PyErr_Format(PyExc_ValueError, "step %zd: a line end before the last step", k);
+        return -1;
+    }
+    if (kind == W_RIGHT && (anchor < k || anchor >= self->nsteps)) {
+        PyErr_Format(PyExc_ValueError, "step %zd: its anchor must be a later step or itself", k);
+        return -1;
+    }
+    if (PyList_Append(self->literals, lit) < 0)
+        return -1;
+    st->kind = kind;
+    st->json = json != 0;
+    st->entry = entry;
+    st->optional = optional != 0;
+    st->anchor = anchor;
+    st->lit = PyBytes_AS_STRING(lit);
+    st->lit_len = PyBytes_GET_SIZE(lit);
+    return 0;
+}
+
+static int
+WalkCounter_init(FieldCounter *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"prefix", "steps", "wanted", "fallback", NULL};
+    PyObject *prefix, *steps, *wanted, *fallback, *seq;
+    Py_ssize_t nsteps, nwanted;
+
+    if (self->steps != NULL || self->entries != NULL) {
+        PyErr_SetString(PyExc_TypeError, "WalkCounter is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SOOO:WalkCounter", kwlist, &prefix, &steps, &wanted, &fallback))
+        return -1;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+        return -1;
+    }
+    seq = PySequence_Fast(steps, "steps must be a sequence of tuples");
+    if (seq == NULL)
+        return -1;
+    nsteps = PySequence_Fast_GET_SIZE(seq);
+    if (nsteps < 1 || nsteps > (1 << 16)) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "steps must hold between 1 and 2**16 steps");
+        return -1;
+    }
+    self->nsteps = nsteps;
+    self->steps = PyMem_Calloc((size_t)nsteps, sizeof(Step));
+    self->vstart = PyMem_Malloc((size_t)nsteps * sizeof(Py_ssize_t));
+    self->vend = PyMem_Malloc((size_t)nsteps * sizeof(Py_ssize_t));
+    self->literals = PyList_New(0);
+    if (self->steps == NULL || self->vstart == NULL || self->vend == NULL || self->literals == NULL) {
+        Py_DECREF(seq);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < nsteps; k++) {
+        if (read_step(self, k, PySequence_Fast_GET_ITEM(seq, k)) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    seq = PySequence_Fast(wanted, "wanted must be a sequence of step indexes");
+    if (seq == NULL)
+        return -1;
+    nwanted = PySequence_Fast_GET_SIZE(seq);
+    self->wanted = PyMem_Malloc((size_t)(nwanted > 0 ? nwanted : 1) * sizeof(Py_ssize_t));
+    self->starts = PyMem_Malloc((size_t)(nwanted > 0 ? nwanted : 1) * sizeof(Py_ssize_t));
+    self->sizes = PyMem_Malloc((size_t)(nwanted > 0 ? nwanted : 1) * sizeof(Py_ssize_t));
+    if (self->wanted == NULL || self->starts == NULL || self->sizes == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < nwanted; k++) {
+        Py_ssize_t s = PyNumber_AsSsize_t(PySequence_Fast_GET_ITEM(seq, k), PyExc_OverflowError);
+        if (s == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (s < 0 || s >= nsteps) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "wanted step %zd is not between 0 and %zd", s, nsteps - 1);
+            return -1;
+        }
+        self->wanted[k] = s;
+    }
+    Py_DECREF(seq);
+    self->nwanted = nwanted;
+    Py_INCREF(prefix);
+    self->prefix = prefix;
+    Py_INCREF(fallback);
+    self->fallback = fallback;
+    self->seed = hash_seed;
+    return allocate_tables(self);
 }
 
 static PyMethodDef FieldCounter_methods[] = {
@@ -686,10 +1290,40 @@ static PyTypeObject FieldCounterType = {
     .tp_new = PyType_GenericNew,
 };
 
+static PyMethodDef WalkCounter_methods[] = {
+    {"feed_block", (PyCFunction)WalkCounter_feed_block, METH_O, feed_block_doc},
+    {"feed_lines", (PyCFunction)WalkCounter_feed_lines, METH_O, feed_lines_doc},
+    {"items", (PyCFunction)FieldCounter_items, METH_NOARGS, items_doc},
+    {"clear", (PyCFunction)checked_clear, METH_NOARGS, clear_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(WalkCounter_doc,
+"WalkCounter(prefix: bytes, steps: Sequence[tuple], wanted: Sequence[int], fallback: Callable)\n\n"
+"Counts identical tuples of the values of the wanted steps of lines read by\n"
+"walking the steps (see nginx_canary/logs/walk_strategy.py); a line the walk\n"
+"does not read is passed to fallback(line), which returns the tuple or None\n"
+"(a misfit). Raises ValueError for a malformed step, TypeError for a fallback\n"
+"that is not callable.");
+
+static PyTypeObject WalkCounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "nginx_canary.logs._fieldcount.WalkCounter",
+    .tp_basicsize = sizeof(FieldCounter),
+    .tp_dealloc = (destructor)FieldCounter_dealloc,
+    .tp_as_sequence = &FieldCounter_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = WalkCounter_doc,
+    .tp_methods = WalkCounter_methods,
+    .tp_getset = FieldCounter_getset,
+    .tp_init = (initproc)WalkCounter_init,
+    .tp_new = PyType_GenericNew,
+};
+
 static struct PyModuleDef fieldcount_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "nginx_canary.logs._fieldcount",
-    .m_doc = "C accelerator for nginx_canary.logs.counting: counts raw field tuples of split-layout log lines.",
+    .m_doc = "C accelerator for nginx_canary.logs.counting: counts raw field tuples of log lines (split layout, or a walk).",
     .m_size = -1,
 };
 
@@ -710,12 +1344,12 @@ PyInit__fieldcount(void)
         return NULL;
     hash_seed = fmix64((uint64_t)h);
 
-    if (PyType_Ready(&FieldCounterType) < 0)
+    if (PyType_Ready(&FieldCounterType) < 0 || PyType_Ready(&WalkCounterType) < 0)
         return NULL;
     m = PyModule_Create(&fieldcount_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddType(m, &FieldCounterType) < 0) {
+    if (PyModule_AddType(m, &FieldCounterType) < 0 || PyModule_AddType(m, &WalkCounterType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -5,11 +5,14 @@ Two implementations give the same entries, counts and order (first appearance):
 - ``PyFieldCounter``: :meth:`CompiledFormat.extract` plus ``collections.Counter``;
   any format. It builds a few Python objects per line, which caps it near
   0.5 M lines/s.
-- the C accelerator ``nginx_canary.logs._fieldcount.FieldCounter``, for formats
-  of the "split" strategy (the shipped ``canary`` format): it scans whole blocks
-  and keeps the distinct tuples in its own table, so no Python object is made
-  per line. It is built by ``pip install`` when a C compiler and the Python
-  headers are there; without it everything runs on ``PyFieldCounter``.
+- the C accelerator ``nginx_canary.logs._fieldcount``: ``FieldCounter`` for
+  formats of the "split" strategy (the shipped ``canary`` format),
+  ``WalkCounter`` for the others that have a walk (literal to literal, see
+  :mod:`nginx_canary.logs.walk_strategy`; a line the walk cannot read goes to
+  the regex). Both scan whole blocks and keep the distinct tuples in their own
+  table, so no Python object is made per line. It is built by ``pip install``
+  when a C compiler and the Python headers are there; without it everything
+  runs on ``PyFieldCounter``.
 
 ``NGINX_CANARY_PURE_PYTHON=1`` in the environment forces ``PyFieldCounter``
 (to compare, or to rule the accelerator out).
@@ -21,7 +24,7 @@ import collections
 import importlib
 import os
 from types import ModuleType
-from typing import Counter, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Counter, List, Optional, Protocol, Sequence, Tuple
 
 from nginx_canary.logs.format import CompiledFormat
 
@@ -101,22 +104,40 @@ def field_counter(compiled: CompiledFormat, names: Sequence[str], *, accelerated
     """A counter of the raw values of ``names`` in lines of ``compiled``.
 
     ``accelerated``: None picks the C counter when it is built, the format is
-    of the "split" strategy and ``NGINX_CANARY_PURE_PYTHON`` is not ``1``;
-    False always gives :class:`PyFieldCounter`; True insists on the C counter.
+    of the "split" strategy or has a walk, and ``NGINX_CANARY_PURE_PYTHON`` is
+    not ``1``; False always gives :class:`PyFieldCounter`; True insists on the
+    C counter.
 
     Raises:
         LogFormatError: a name is not a variable of ``compiled``.
         RuntimeError: ``accelerated=True`` and the C counter cannot serve (not
-            built, or a "regex" format).
+            built, or a format with neither a split layout nor a walk).
     """
     layout = compiled.split_layout(names)
+    walk = compiled.walk_layout(names) if layout is None else None
     if accelerated is None:
-        accelerated = layout is not None and _fieldcount is not None and os.environ.get(PURE_PYTHON_ENV) != "1"
+        accelerated = (layout is not None or walk is not None) and _fieldcount is not None and \
+            os.environ.get(PURE_PYTHON_ENV) != "1"
     if not accelerated:
         return PyFieldCounter(compiled, names)
     if _fieldcount is None:
         raise RuntimeError(f"the C accelerator is not built ({ACCELERATOR_ERROR})")
-    if layout is None:
-        raise RuntimeError(f"the C accelerator reads split-strategy formats only, not {compiled!r}")
-    counter: FieldCounter = _fieldcount.FieldCounter(layout.sep, layout.fields, layout.wanted, layout.prefix, layout.suffix)
+    counter: FieldCounter
+    if layout is not None:
+        counter = _fieldcount.FieldCounter(layout.sep, layout.fields, layout.wanted, layout.prefix, layout.suffix)
+    elif walk is not None:
+        counter = _fieldcount.WalkCounter(walk.prefix, walk.steps, walk.wanted, regex_row(compiled, names))
+    else:
+        raise RuntimeError(f"the C accelerator has no split layout or walk for {compiled!r}")
     return counter
+
+
+def regex_row(compiled: CompiledFormat, names: Sequence[str]) -> Callable[[bytes], Optional[Row]]:
+    """``row(line)``: the raw values of ``names`` as the regex reads ``line``, or None when it does not fit."""
+    names = tuple(names)
+
+    def row(line: bytes) -> Optional[Row]:
+        rows, _ = compiled.extract([line], names)
+        return rows[0] if rows else None
+
+    return row

@@ -7,7 +7,9 @@ value can contain (the shipped ``canary`` format: tabs under escape=default),
 a line is parsed by splitting it: the "split" strategy
 (:mod:`nginx_canary.logs.split_strategy`). Anything else gets a full-line
 ``re`` pattern that never backtracks more than linearly: the "regex" strategy
-(:mod:`nginx_canary.logs.regex_strategy`).
+(:mod:`nginx_canary.logs.regex_strategy`), which the C accelerator also
+reads literal to literal when it can, with the same answers (the "walk":
+:mod:`nginx_canary.logs.walk_strategy`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from nginx_canary.errors import LogFormatError
 from nginx_canary.logs.regex_strategy import RegexStrategy
 from nginx_canary.logs.split_strategy import SplitLayout, SplitStrategy, split_strategy
 from nginx_canary.logs.syntax import DECODERS, ESCAPE_MODES, Segment, pattern_segments
+from nginx_canary.logs.walk_strategy import WalkLayout, WalkProgram, walk_program
 
 COMBINED = '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"'
 
@@ -128,6 +131,8 @@ class CompiledFormat:
             split if split is not None else RegexStrategy(segments, spec.escape)
         )
         self.strategy = "split" if split is not None else "regex"
+        # A "regex" format the C accelerator can also read, literal to literal (walk_strategy.py).
+        self._walk: Optional[WalkProgram] = walk_program(segments, spec.escape) if split is None else None
 
     def __repr__(self) -> str:
         return f"CompiledFormat({self.spec!r}, strategy={self.strategy!r})"
@@ -161,6 +166,15 @@ class CompiledFormat:
         if not isinstance(self._strategy, SplitStrategy):
             return None
         return self._strategy.layout(names)
+
+    def walk_layout(self, names: Sequence[str]) -> Optional[WalkLayout]:
+        """The walk that reads ``names`` in C; None for a "split" format or one the regex must read alone.
+
+        Raises:
+            LogFormatError: a name is not a variable of this format.
+        """
+        self._check_names(names)
+        return self._walk.layout(names) if self._walk is not None else None
 
     def extract(self, lines: Sequence[bytes], names: Sequence[str]) -> Tuple[List[Tuple[bytes, ...]], int]:
         """The raw (still escaped) values of ``names`` for each line that fits, and how many did not.

@@ -208,12 +208,14 @@ def test_the_canary_format_runs_on_the_accelerator_by_default(accelerator: Any, 
     assert isinstance(analyzer._pending, accelerator.FieldCounter)
 
 
-def test_accelerated_needs_a_split_format() -> None:
-    need_accelerator()
+def test_accelerated_needs_a_split_format_or_a_walk(accelerator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PURE_PYTHON_ENV, raising=False)
     combined = compile_format(FormatSpec("c", COMBINED + ' "$upstream_addr" $upstream_status $upstream_response_time'))
+    assert isinstance(Analyzer(combined, BOOK, WindowedStats())._pending, accelerator.WalkCounter)
+    no_walk = compile_format(FormatSpec("n", "$remote_addr$upstream_addr $upstream_status $upstream_response_time"))
     with pytest.raises(RuntimeError):
-        Analyzer(combined, BOOK, WindowedStats(), accelerated=True)
-    assert isinstance(Analyzer(combined, BOOK, WindowedStats())._pending, PyFieldCounter)
+        Analyzer(no_walk, BOOK, WindowedStats(), accelerated=True)
+    assert isinstance(Analyzer(no_walk, BOOK, WindowedStats())._pending, PyFieldCounter)
 
 
 @pytest.mark.parametrize("accelerated", [True, False])

@@ -64,15 +64,18 @@ def test_accelerator_is_built() -> None:
     assert module.FieldCounter.__module__ == "nginx_canary.logs._fieldcount"
 
 
-def test_split_formats_get_the_accelerator_and_regex_formats_python(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_split_and_walk_formats_get_the_accelerator_others_python(monkeypatch: pytest.MonkeyPatch) -> None:
     module = need_accelerator()
     monkeypatch.delenv(PURE_PYTHON_ENV, raising=False)
     assert isinstance(field_counter(fmt(CANARY_FORMAT), NAMES), module.FieldCounter)
     combined = fmt(COMBINED + ' "$upstream_addr" $upstream_status $upstream_response_time')
-    assert isinstance(field_counter(combined, NAMES), PyFieldCounter)
+    assert isinstance(field_counter(combined, NAMES), module.WalkCounter)
+    assert isinstance(field_counter(combined, NAMES, accelerated=False), PyFieldCounter)
+    no_walk = fmt("$remote_addr$upstream_addr $upstream_status $upstream_response_time")  # two values side by side
+    assert isinstance(field_counter(no_walk, NAMES), PyFieldCounter)
     assert isinstance(field_counter(fmt(CANARY_FORMAT), NAMES, accelerated=False), PyFieldCounter)
-    with pytest.raises(RuntimeError, match="split-strategy"):
-        field_counter(combined, NAMES, accelerated=True)
+    with pytest.raises(RuntimeError, match="no split layout or walk"):
+        field_counter(no_walk, NAMES, accelerated=True)
     monkeypatch.setenv(PURE_PYTHON_ENV, "1")
     assert isinstance(field_counter(fmt(CANARY_FORMAT), NAMES), PyFieldCounter)
 
