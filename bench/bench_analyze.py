@@ -7,7 +7,7 @@ escape=default would write them:
 
   (a) the shipped ``canary`` format (tab-separated: the "split" parser),
   (b) ``combined`` plus `` "$upstream_addr" $upstream_status $upstream_response_time``
-      (given as --log-format: the "regex" parser),
+      (given as --log-format: the "regex" strategy, read in C by the walk),
   (c) plain ``combined``, for GoAccess.
 
 Then measures, one at a time, each on one core (``taskset -c CPU`` for child
@@ -21,8 +21,8 @@ processes, sched_setaffinity for this one), 3 runs each (1 with --quick):
     --log-format ... --json``, process start to exit). (a) is measured twice:
     on the C accelerator (``nginx_canary.logs._fieldcount``, what users get)
     and on the pure-Python fallback (``accelerated=False`` in-process,
-    ``NGINX_CANARY_PURE_PYTHON=1`` for the CLI); (b) is a "regex" format, which
-    is always pure Python;
+    ``NGINX_CANARY_PURE_PYTHON=1`` for the CLI); (b) runs on the C walk
+    (``WalkCounter``) where the accelerator is built;
   * GoAccess over (c): ``-o report.json`` (its report checked: every line a
     valid request) and, once (a run takes minutes), ``--process-and-exit``;
   * peak RSS (GNU time's %M: the command's own) of the end-to-end CLI for files
@@ -47,7 +47,21 @@ It prints figures only; nothing is asserted about timing. Targets, for
 context: (a) >= 1,000,000 lines/s on one core; (b) >= 10 x GoAccess's lines/s;
 peak RSS flat (<= 60 MB) whatever the file size.
 
-Usage: .venv/bin/python bench/bench_analyze.py [--lines N] [--quick] [--profile] [--keep-going]
+Usage: .venv/bin/python bench/bench_analyze.py [--lines N] [--quick] [--profile] [--keep-going] [--formats]
+
+--formats measures instead one row per real-world format: every
+``log_format`` of tests/data/real-world/log-formats and the shipped
+``canary`` one, the same N requests written in each (as nginx writes them:
+escape=json writes a variable it did not find as an empty string), each
+report checked against the generator as above (a format without
+``$upstream_status`` counts a 499 as a 4xx, as its ``$status`` says); ours end
+to end (CLI, --runs runs, best kept) and in-process, and GoAccess once on the
+same file with a --log-format translated literal for literal (its count of
+valid lines is printed: it reads a value up to the first byte of the literal
+after it, so a list of several attempts can break a line for it; a format it
+cannot read at all is said so). For escape=json formats, orjson.loads plus the
+same counting is measured in-process too when orjson is importable (it is not a
+dependency), to compare a JSON library with the walk.
 
 --quick: one run per measurement and, unless --lines is given, N = 500,000.
 --profile: also cProfile the in-process path over (a) and (b) (after the
@@ -250,10 +264,19 @@ class Expected:
     final_4xx: int = 0
     # per server: [attempts, attempts with a 5xx upstream status, with a 4xx one]
     servers: Dict[str, List[int]] = field(default_factory=lambda: {s: [0, 0, 0] for s in SERVERS})
+    # per server: attempts the client gave up on (499: nginx logs no upstream status for them)
+    closed: Dict[str, int] = field(default_factory=lambda: {s: 0 for s in SERVERS})
 
     def copy(self) -> "Expected":
         return Expected(self.lines, self.self_answered, self.retried, self.final_5xx, self.final_4xx,
-                        {k: list(v) for k, v in self.servers.items()})
+                        {k: list(v) for k, v in self.servers.items()}, dict(self.closed))
+
+    def by_final_status(self) -> "Expected":
+        """The figures of a format that logs $status but no $upstream_status: a 499 counts as a 4xx."""
+        out = self.copy()
+        for address, n in self.closed.items():
+            out.servers[address][2] += n
+        return out
 
     def as_dict(self) -> Dict[str, Any]:
         return {"lines": self.lines, "self_answered": self.self_answered, "retried": self.retried,
@@ -285,8 +308,12 @@ class Traffic:
             self._time_local = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
         return self._time_local
 
-    def chunk(self, n: int, want_b: bool, want_c: bool) -> Tuple[str, str, str]:
-        """The next ``n`` requests as (canary lines, combined+upstream lines, combined lines)."""
+    def chunk(self, n: int, want_b: bool, want_c: bool,
+              records: Optional[List[Dict[str, Any]]] = None) -> Tuple[str, str, str]:
+        """The next ``n`` requests as (canary lines, combined+upstream lines, combined lines).
+
+        ``records``: also append each request's values there (see :func:`request_record`).
+        """
         rng = self.rng
         rand, lognorm, expo = rng.random, rng.lognormvariate, rng.expovariate
         getrandbits = rng.getrandbits
@@ -359,6 +386,7 @@ class Traffic:
                     counts[0] += 1
                     if final == 499:          # client went away: nginx logs no upstream status
                         tries.append((server, "-", f"{seconds:.3f}", connect))
+                        exp.closed[SERVERS[server]] += 1
                     else:
                         tries.append((server, str(final), f"{seconds:.3f}", connect))
                         if final >= 500:
@@ -388,8 +416,12 @@ class Traffic:
             elif status >= 400:
                 exp.final_4xx += 1
             ip = ips[i]
+            request_id = f"{getrandbits(128):032x}"
             out_a.append(f"{now:.3f}\t{u_addr}\t{status}\t{u_status}\t{request_time}\t{u_time}\t{ip}\t{method}\t"
-                         f"{host}\t{uri}\t{u_connect}\t{getrandbits(128):032x}\tbackend\n")
+                         f"{host}\t{uri}\t{u_connect}\t{request_id}\tbackend\n")
+            if records is not None:
+                records.append(request_record(self, now, ip, method, target, uri, host, status, sent, refs[i], uas[i],
+                                              u_addr, u_status, u_time, u_connect, request_time, request_id))
             if want_b or want_c:
                 c = (f'{ip} - - [{self.time_local(int(now))}] "{method} {target} HTTP/1.1" {status} {sent} '
                      f'"{refs[i]}" "{uas[i]}"')
@@ -832,6 +864,269 @@ def profile(spec: FormatSpec, path: str, top: int = 14) -> str:
     return "\n".join(keep)
 
 
+# -- every real-world format (--formats) ---------------------------------------
+
+FORMATS_DIR = os.path.join(REPO, "tests", "data", "real-world", "log-formats")
+SHIPPED_FORMAT = os.path.join(REPO, "conf.d", "nginx-canary-log-format.conf")
+# Variables nginx does not find in the generated traffic: "-" under escape=default, "" under escape=json.
+NOT_FOUND = ("remote_user", "http_x_forwarded_for", "upstream_cache_status")
+UPSTREAM_VALUES = ("upstream_addr", "upstream_status", "upstream_response_time", "upstream_connect_time",
+                   "upstream_header_time", "upstream_response_length")
+
+
+def request_record(traffic: "Traffic", now: float, ip: str, method: str, target: str, uri: str, host: str,
+                   status: int, sent: int, referer: str, agent: str, u_addr: str, u_status: str, u_time: str,
+                   u_connect: str, request_time: str, request_id: str) -> Dict[str, Any]:
+    """The value of every variable the real-world formats log, for one request (escape=default)."""
+    second = int(now)
+    tries = u_addr.count(", ") + 1
+    return {
+        "remote_addr": ip, "remote_user": "-", "time_local": traffic.time_local(second),
+        "time_iso8601": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(second)), "msec": f"{now:.3f}",
+        "request": f"{method} {target} HTTP/1.1", "request_method": method, "request_uri": target, "uri": uri,
+        "status": str(status), "body_bytes_sent": str(sent), "http_referer": referer, "http_user_agent": agent,
+        "http_x_forwarded_for": "-", "host": host, "server_name": "_", "server_protocol": "HTTP/1.1",
+        "scheme": "http", "request_time": request_time, "request_length": "77", "connection": "1", "pipe": ".",
+        "request_id": request_id, "req_id": request_id, "proxy_host": "backend", "upstream_cache_status": "-",
+        "proxy_upstream_name": "default-backend-80", "proxy_alternative_upstream_name": "",
+        "upstream_addr": u_addr, "upstream_status": u_status, "upstream_response_time": u_time,
+        "upstream_connect_time": u_connect, "upstream_header_time": u_time,
+        "upstream_response_length": "-" if u_addr == "-" else ", ".join(["0"] * (tries - 1) + [str(sent)]),
+    }
+
+
+def real_world_specs() -> List[FormatSpec]:
+    """Every log_format of tests/data/real-world/log-formats, then the shipped ``canary`` one."""
+    from nginx_canary.logs.format import parse_log_format_args
+    from nginx_canary.nginx.lexer import statements
+
+    specs = []
+    paths = sorted(os.path.join(FORMATS_DIR, f) for f in os.listdir(FORMATS_DIR) if f.endswith(".conf"))
+    for path in paths + [SHIPPED_FORMAT]:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        for stmt in statements(text, path):
+            if stmt.name.value == "log_format":
+                specs.append(parse_log_format_args([t.value for t in stmt.args]))
+    return specs
+
+
+def line_template(spec: FormatSpec) -> str:
+    """A ``str.format_map`` template writing a line of ``spec`` from a request's values."""
+    out = []
+    for seg in compile_format(spec).segments:
+        out.append(seg.decode().replace("{", "{{").replace("}", "}}") if isinstance(seg, bytes) else "{" + seg + "}")
+    return "".join(out) + "\n"
+
+
+def as_json_escape(values: Dict[str, Any]) -> Dict[str, Any]:
+    """The values as escape=json writes them: a variable nginx did not find is empty, not "-"."""
+    out = dict(values)
+    for name in NOT_FOUND:
+        out[name] = ""
+    if values["upstream_addr"] == "-":   # nginx answered itself: no upstream variable is found
+        for name in UPSTREAM_VALUES:
+            out[name] = ""
+    return out
+
+
+# GoAccess specifiers for the variables it understands; every other value is skipped (%^).
+GOACCESS_SPECIFIERS = {"remote_addr": "%h", "status": "%s", "body_bytes_sent": "%b", "http_referer": "%R",
+                       "http_user_agent": "%u", "request_time": "%T", "host": "%v", "remote_user": "%e",
+                       "request_method": "%m", "request_uri": "%U", "uri": "%U", "server_protocol": "%H"}
+# The one time variable GoAccess reads (the first present, in this order): specifier and date/time options.
+GOACCESS_TIMES = (
+    ("time_local", "%d:%t %^", ["--date-format=%d/%b/%Y", "--time-format=%T"]),
+    ("time_iso8601", "%x", ["--datetime-format=%Y-%m-%dT%H:%M:%S%z"]),
+    ("msec", "%x.%^", ["--datetime-format=%s"]),
+)
+
+
+def goaccess_args(spec: FormatSpec) -> List[str]:
+    """GoAccess's --log-format (and date/time options) for ``spec``, literal for literal.
+
+    GoAccess reads a value up to the first byte of the literal after it, so an
+    unquoted ``$request`` is read as ``%m %U %H`` and an address followed by
+    ``:`` as ``%^:%^``; a list of several attempts still breaks its reading
+    (the table says how many lines it found valid).
+    """
+    segments = compile_format(spec).segments
+    names = {s for s in segments if isinstance(s, str)}
+    time_name, time_spec, dates = next(t for t in GOACCESS_TIMES if t[0] in names)
+    parts = []
+    for i, seg in enumerate(segments):
+        nxt = segments[i + 1] if i + 1 < len(segments) else b""
+        if isinstance(seg, bytes):
+            parts.append(seg.decode().replace("%", "%%").replace("\t", "\\t"))
+        elif seg == time_name:
+            parts.append(time_spec)
+        elif seg == "request":
+            quoted = i > 0 and segments[i - 1].endswith(b'"')  # type: ignore[union-attr]
+            parts.append("%r" if quoted else "%m %U %H")
+        elif seg == "upstream_addr" and isinstance(nxt, bytes) and nxt.startswith(b":"):
+            parts.append("%^:%^")
+        else:
+            parts.append(GOACCESS_SPECIFIERS.get(seg, "%^"))
+    return [f"--log-format={''.join(parts)}", *dates, "--no-global-config", "--no-progress", "--no-parsing-spinner"]
+
+
+def goaccess_counts(path: str) -> Optional[Dict[str, Any]]:
+    """GoAccess's own totals from its JSON report, or None when it wrote none."""
+    try:
+        with open(path) as fh:
+            general = json.load(fh)["general"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return {k: general.get(k) for k in ("total_requests", "valid_requests", "failed_requests")}
+
+
+def orjson_rate(path: str, keys: Sequence[str]) -> Optional[float]:
+    """lines/s of orjson.loads + the same tuples counted (a JSON library in place of the walk); None without orjson."""
+    try:
+        import orjson  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    from collections import Counter
+    from operator import itemgetter
+
+    counts: Counter = Counter()
+    get = itemgetter(*keys)
+    lines = 0
+    t0 = time.perf_counter()
+    for block, _overlong in block_batches(path):
+        rows = block.split(b"\n")
+        rows.pop()
+        lines += len(rows)
+        counts.update(map(get, map(orjson.loads, rows)))
+    return lines / (time.perf_counter() - t0)
+
+
+def json_keys(spec: FormatSpec) -> Optional[List[str]]:
+    """The JSON keys holding $upstream_addr, $upstream_status and $upstream_response_time, for orjson_rate."""
+    segments = compile_format(spec).segments
+    keys = {}
+    for i, seg in enumerate(segments):
+        if isinstance(seg, str) and i and isinstance(segments[i - 1], bytes):
+            m = re.search(rb'"([^"]+)":"?$', segments[i - 1])
+            if m:
+                keys.setdefault(seg, m.group(1).decode())
+    wanted = ("upstream_addr", "upstream_status", "upstream_response_time")
+    return [keys[n] for n in wanted] if all(n in keys for n in wanted) else None
+
+
+def generate_formats(tmp: str, lines: int, seed: int, specs: Sequence[FormatSpec]) -> Tuple[Dict[str, str], Expected]:
+    """The same ``lines`` requests written in every format of ``specs``: (path by format name, figures)."""
+    traffic = Traffic(seed)
+    templates = {spec.name: (line_template(spec), spec.escape == "json") for spec in specs}
+    paths = {spec.name: os.path.join(tmp, f"format-{spec.name}.log") for spec in specs}
+    handles = {name: open(path, "w", encoding="ascii", newline="") for name, path in paths.items()}
+    try:
+        done = 0
+        while done < lines:
+            n = min(CHUNK, lines - done)
+            records: List[Dict[str, Any]] = []
+            traffic.chunk(n, want_b=False, want_c=False, records=records)
+            json_records = [as_json_escape(r) for r in records] if any(j for _, j in templates.values()) else []
+            for name, (template, is_json) in templates.items():
+                render = template.format_map
+                handles[name].write("".join(map(render, json_records if is_json else records)))
+            done += n
+            if done % 500_000 < n:
+                print(f"  generated {done:,} / {lines:,} requests in {len(specs)} formats", file=sys.stderr, flush=True)
+    finally:
+        for h in handles.values():
+            h.close()
+    # The generator writes nothing escaping would change ($uri comes as escape=default writes it, and only the
+    # escape=default canary format logs it).
+    for record in records[:50]:
+        for name, value in record.items():
+            if name != "uri" and re.search(r'["\\\x00-\x1f\x7f-\U0010ffff]', value):
+                raise BenchError(f"generated value {value!r} would be escaped by nginx")
+    return paths, traffic.expected.copy()
+
+
+def _bench_formats(args: argparse.Namespace, lines: int, runs: int, tmp: str) -> int:
+    """One row per real-world format: ours end to end (and in-process) against GoAccess, on the same requests."""
+    facts = machine_facts()
+    load_start = loadavg()
+    goaccess = shutil.which("goaccess")
+    ga_version = goaccess_version(goaccess) if goaccess else None
+    canary = find_canary()
+    accel = accelerator_facts(canary)
+    specs = real_world_specs()
+    print(f"nginx-canary analyze, every real-world format: {lines:,} requests, {runs} run(s) each, seed {args.seed}")
+    print(f"machine: nproc {facts['nproc']}, {facts['cpu_model']}, Python {facts['python']}, "
+          f"load average {' '.join(map(str, load_start))}")
+    print(f"C accelerator: {accel['here']} (in-process), {accel['cli']} (CLI); "
+          f"GoAccess {ga_version or 'NOT INSTALLED (make goaccess)'}", flush=True)
+    paths, expected = generate_formats(tmp, lines, args.seed, specs)
+    allowed = sorted(os.sched_getaffinity(0))
+    cpu = args.cpu if args.cpu is not None else allowed[0]
+    os.sched_setaffinity(0, {cpu})
+    launcher = Launcher(cpu, tmp)
+    rows: List[Dict[str, Any]] = []
+    for spec in specs:
+        path = paths[spec.name]
+        compiled = compile_format(spec)
+        path_kind = "split" if compiled.strategy == "split" else "walk" if compiled.walk_layout(()) else "regex"
+        expect = expected if "upstream_status" in compiled.variables else expected.by_final_status()
+        with open(path, "rb") as fh:   # page cache
+            while fh.read(16 << 20):
+                pass
+        cli = Measure(f"cli-{spec.name}", "CLI", lines, rss=True)
+        inproc = Measure(f"in-{spec.name}", "in-process", lines)
+        argv = canary_argv(canary, tmp, path, spec.pattern) + ["--escape", spec.escape]
+        for _ in range(runs):
+            run = _ok(launcher.run(argv, env=child_env(False)), f"nginx-canary analyze ({spec.name})")
+            check_report(f"{spec.name} CLI", json.loads(run.stdout), expect, with_upstream=False)
+            cli.runs.append(run)
+            inproc.runs.append(_checked_in_process(f"{spec.name} in-process", spec, path, expect))
+        row: Dict[str, Any] = {"format": spec.name, "escape": spec.escape, "path": path_kind, "cli": cli.rate,
+                               "cli_median": cli.median_rate, "in_process": inproc.rate,
+                               "peak_rss_mb": cli.peak_rss_mb, "bytes_per_line": os.path.getsize(path) / lines}
+        if spec.escape == "json":
+            keys = json_keys(spec)
+            row["orjson"] = orjson_rate(path, keys) if keys else None
+        if goaccess:
+            report = os.path.join(tmp, "goaccess.json")
+            if os.path.exists(report):
+                os.unlink(report)
+            run = launcher.run([goaccess, path, *goaccess_args(spec), "-o", report])
+            counts = goaccess_counts(report) if run.returncode == 0 else None
+            row["goaccess"] = lines / run.seconds if counts and counts.get("valid_requests") else None
+            row["goaccess_valid"] = counts.get("valid_requests") if counts else 0
+            row["goaccess_error"] = None if counts else (run.stderr.strip().splitlines() or ["no report"])[-1][:120]
+        rows.append(row)
+        print(f"  {spec.name}: CLI {fmt_rate(cli.rate)} lines/s, in-process {fmt_rate(inproc.rate)}, "
+              f"GoAccess {fmt_rate(row.get('goaccess'))}", flush=True)
+    load_end = loadavg()
+    print()
+    print(f"| format | escape | parser | ours, CLI end to end (lines/s) | ours, in-process | GoAccess {ga_version} "
+          f"(lines/s, valid lines) | ours / GoAccess |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for row in rows:
+        ga = row.get("goaccess")
+        if ga is None:
+            ga_cell = f"cannot read it ({row.get('goaccess_error') or 'no valid line'})" if goaccess else "not installed"
+            ratio = "-"
+        else:
+            ga_cell = f"{ga:,.0f} ({row['goaccess_valid']:,} of {lines:,})"
+            ratio = f"{row['cli'] / ga:.1f} x"
+        print(f"| {row['format']} | {row['escape']} | {row['path']} | {row['cli']:,.0f} | {row['in_process']:,.0f} | "
+              f"{ga_cell} | {ratio} |")
+    with_orjson = [r for r in rows if r.get("orjson")]
+    for row in with_orjson:
+        print(f"orjson.loads + Counter on {row['format']}: {row['orjson']:,.0f} lines/s in-process "
+              f"(the walk: {row['in_process']:,.0f})")
+    if any(r["escape"] == "json" for r in rows) and not with_orjson:
+        print("orjson: not installed (pip install orjson to compare a JSON library with the walk)")
+    print(f"load average before {' '.join(map(str, load_start))}, after {' '.join(map(str, load_end))}; "
+          f"targets: >= {TARGET_A:,} lines/s and >= {TARGET_B_RATIO:g} x GoAccess per format (CLI)")
+    print("JSON: " + json.dumps({"lines": lines, "runs": runs, "load_start": load_start, "load_end": load_end,
+                                 "machine": facts, "goaccess": ga_version, "rows": rows}, sort_keys=True))
+    return 3 if MISMATCHES else 0
+
+
 # -- main ----------------------------------------------------------------------
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -844,6 +1139,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--no-rss-sizes", action="store_true", help="skip the peak-RSS runs at lines/4 and 2 x lines")
     ap.add_argument("--profile", action="store_true", help="also cProfile the in-process path over (a) and (b)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (its path is printed)")
+    ap.add_argument("--formats", action="store_true",
+                    help="instead: one row per real-world format (tests/data/real-world/log-formats and the shipped "
+                         "canary one), ours end to end against GoAccess on the same requests")
     ap.add_argument("--keep-going", action="store_true",
                     help="on a report that does not match the generated counts, warn and flag the row instead of aborting")
     args = ap.parse_args(argv)
@@ -862,7 +1160,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     tmp = tempfile.mkdtemp(prefix="nginx-canary-bench-")
     try:
-        return _bench(args, lines, runs, tmp)
+        return _bench_formats(args, lines, runs, tmp) if args.formats else _bench(args, lines, runs, tmp)
     except BenchError as exc:
         print(f"bench_analyze: error: {exc}", file=sys.stderr)
         return 1
