@@ -684,7 +684,12 @@ checked_clear(FieldCounter *self, PyObject *ignored)
  *   LAZY      up to the literal's first occurrence after a run of atoms;
  *   RIGHT     bounded from the right (anchors.py): the step's anchor literal
  *             is found by its last occurrence, then each value between starts
- *             after the last occurrence of the preceding literal's last byte.
+ *             after the last occurrence of the preceding literal's last byte
+ *             (tried after the first occurrence, which is the same end
+ *             whenever the rest of the line reads: see walk_steps).
+ *
+ * Values of the two common classes (what escape=default or escape=json
+ * writes raw) are scanned 16 bytes at a time where SSE2 is there.
  *
  * A line the steps read is one the regex's first try matches with the same
  * values (tests/logs/test_fast_path.py holds the two to it). A line they do
@@ -701,6 +706,7 @@ typedef struct Step {
     int entry;               /* E_*: STRUCT and SHORTEST */
     int optional;            /* escape=json: an empty list is a value */
     Py_ssize_t anchor;       /* RIGHT: the step whose literal is the anchor */
+    int wide;                /* the atoms are a class atom_run scans 16 bytes at a time (WIDE_*) */
     const char *lit;         /* the literal after the value (in self->literals) */
     Py_ssize_t lit_len;
     unsigned char atom[256]; /* bytes that are an atom on their own */
@@ -713,31 +719,86 @@ tail_ok(const char *l, Py_ssize_t p, Py_ssize_t n)
     return r == 0 || (r == 1 && l[p] == '\n') || (r == 2 && l[p] == '\r' && l[p + 1] == '\n');
 }
 
+/* Whether a and b hold the same n bytes: most literals are short, and a call to memcmp costs more than a loop. */
+static inline int
+same_bytes(const char *a, const char *b, Py_ssize_t n)
+{
+    if (n > 8)
+        return a[0] == b[0] && memcmp(a, b, (size_t)n) == 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (a[i] != b[i])
+            return 0;
+    }
+    return 1;
+}
+
 static inline int
 lit_at(const char *l, Py_ssize_t p, Py_ssize_t n, const char *lit, Py_ssize_t len)
 {
-    return p >= 0 && n - p >= len && memcmp(l + p, lit, (size_t)len) == 0;
+    return p >= 0 && n - p >= len && same_bytes(l + p, lit, len);
 }
+
+/* The two classes most values have: what escape=default writes raw (0x20 to
+   0x7e but '"'), and what escape=json does (0x20 and up but '"' and '\\'). */
+enum { WIDE_NONE = 0, WIDE_DEFAULT, WIDE_JSON };
+
+static int
+wide_class(const unsigned char *atom)
+{
+    int is_default = 1, is_json = 1;
+    for (int b = 0; b < 256; b++) {
+        int in_default = b >= 0x20 && b <= 0x7e && b != '"';
+        int in_json = b >= 0x20 && b != '"' && b != '\\';
+        is_default &= (atom[b] != 0) == in_default;
+        is_json &= (atom[b] != 0) == in_json;
+    }
+    return is_default ? WIDE_DEFAULT : is_json ? WIDE_JSON : WIDE_NONE;
+}
+
+#ifdef HAVE_SSE2_SCAN
+/* Skip whole 16-byte runs of atoms of a wide class: where the first block with a byte outside it starts
+   its non-atoms, or where fewer than 16 bytes are left. */
+static inline Py_ssize_t
+wide_run(int wide, const unsigned char *u, Py_ssize_t p, Py_ssize_t limit)
+{
+    const __m128i quote = _mm_set1_epi8('"');
+    for (; limit - p >= 16; p += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(u + p));
+        __m128i out;
+        unsigned mask;
+        if (wide == WIDE_DEFAULT)
+            /* signed: below 0x20 are the control bytes and 0x80 to 0xff */
+            out = _mm_or_si128(_mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                                            _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))),
+                               _mm_cmpeq_epi8(v, quote));
+        else
+            out = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f)),
+                                            _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                               _mm_cmpeq_epi8(v, quote));
+        mask = (unsigned)_mm_movemask_epi8(out);
+        if (mask != 0)
+            return p + __builtin_ctz(mask);
+    }
+    return p;
+}
+#endif
 
 /* The end of the longest run of atoms from p, stopping at limit. */
 static inline Py_ssize_t
 atom_run(const Step *st, const char *l, Py_ssize_t p, Py_ssize_t limit)
 {
     const unsigned char *u = (const unsigned char *)l;
-    if (!st->json) {
+    for (;;) {
+#ifdef HAVE_SSE2_SCAN
+        if (st->wide != WIDE_NONE)
+            p = wide_run(st->wide, u, p, limit);
+#endif
         while (p < limit && st->atom[u[p]])
             p++;
-        return p;
+        if (!st->json || p + 1 >= limit || u[p] != '\\')
+            return p;
+        p += 2;
     }
-    while (p < limit) {
-        if (st->atom[u[p]])
-            p++;
-        else if (u[p] == '\\' && p + 1 < limit)
-            p += 2;
-        else
-            break;
-    }
-    return p;
 }
 
 /* Whether [p, j) is a run of whole atoms. */
@@ -860,7 +921,7 @@ find_first(const char *l, Py_ssize_t p, Py_ssize_t n, const char *lit, Py_ssize_
         if (hit == NULL)
             return -1;
         p = hit - l;
-        if (memcmp(hit, lit, (size_t)len) == 0)
+        if (same_bytes(hit, lit, len))
             return p;
         p++;
     }
@@ -872,7 +933,7 @@ static Py_ssize_t
 find_last(const char *l, Py_ssize_t p, Py_ssize_t n, const char *lit, Py_ssize_t len)
 {
     for (Py_ssize_t q = n - len; q >= p; q--) {
-        if (l[q] == lit[0] && memcmp(l + q, lit, (size_t)len) == 0)
+        if (l[q] == lit[0] && same_bytes(l + q, lit, len))
             return q;
     }
     return -1;
@@ -938,16 +999,18 @@ final_end(const Step *st, const char *l, Py_ssize_t p, Py_ssize_t n)
     return -1;
 }
 
-/* Read one line (without or with its line end). 1 read into vstart/vend, 0 not read. */
+/* Run the steps from step k at offset p. With forward set, the first RIGHT
+   step takes the first occurrence of its literal (as LAZY would) and records
+   where it began in *right_k and *right_p: anchors.py's reasoning makes the
+   end of such a value the same in every reading of the whole line, so a first
+   occurrence that lets the rest of the line be read is the right one, found
+   without the scan from the right (which walk_line runs when it is not).
+   1 read into vstart/vend, 0 not read. */
 static int
-walk_line(FieldCounter *self, const char *l, Py_ssize_t n)
+walk_steps(FieldCounter *self, const char *l, Py_ssize_t n, Py_ssize_t k, Py_ssize_t p, int forward,
+           Py_ssize_t *right_k, Py_ssize_t *right_p)
 {
-    Py_ssize_t plen = PyBytes_GET_SIZE(self->prefix);
-    Py_ssize_t p = plen;
-
-    if (!lit_at(l, 0, n, PyBytes_AS_STRING(self->prefix), plen))
-        return 0;
-    for (Py_ssize_t k = 0; k < self->nsteps; k++) {
+    for (; k < self->nsteps; k++) {
         const Step *st = &self->steps[k];
         Py_ssize_t end;
         switch (st->kind) {
@@ -977,7 +1040,13 @@ walk_line(FieldCounter *self, const char *l, Py_ssize_t n)
             end = lazy_end(st, l, p, n);
             break;
         case W_RIGHT:
-            end = right_end(self, k, l, p, n);
+            if (forward && *right_k < 0) {
+                *right_k = k;
+                *right_p = p;
+                end = lazy_end(st, l, p, n);
+            } else {
+                end = right_end(self, k, l, p, n);
+            }
             break;
         default:
             return 0;
@@ -989,6 +1058,20 @@ walk_line(FieldCounter *self, const char *l, Py_ssize_t n)
         p = end + st->lit_len;
     }
     return tail_ok(l, p, n);
+}
+
+/* Read one line (without or with its line end). 1 read into vstart/vend, 0 not read. */
+static int
+walk_line(FieldCounter *self, const char *l, Py_ssize_t n)
+{
+    Py_ssize_t plen = PyBytes_GET_SIZE(self->prefix);
+    Py_ssize_t right_k = -1, right_p = 0;
+
+    if (!lit_at(l, 0, n, PyBytes_AS_STRING(self->prefix), plen))
+        return 0;
+    if (walk_steps(self, l, n, 0, plen, 1, &right_k, &right_p))
+        return 1;
+    return right_k >= 0 && walk_steps(self, l, n, right_k, right_p, 0, &right_k, &right_p);
 }
 
 /* Count one line: walked, or handed to the fallback. 1 counted, 0 misfit, -1 error. */
@@ -1141,6 +1224,7 @@ read_step(FieldCounter *self, Py_ssize_t k, PyObject *item)
     }
     memcpy(st->atom, atoms.buf, 256);
     PyBuffer_Release(&atoms);
+    st->wide = wide_class(st->atom);
     if (kind < W_STOP || kind > W_RIGHT || entry < E_NONE || entry > E_INT) {
         PyErr_Format(PyExc_ValueError, "step %zd: unknown kind %d or entry %d", k, kind, entry);
         return -1;

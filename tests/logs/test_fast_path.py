@@ -258,3 +258,24 @@ def test_the_fallback_is_checked() -> None:
         module.WalkCounter(b"", [(STOP, 0, 0, 0, -1, b" ", b"\x01")], [0], print)
     with pytest.raises(ValueError, match="wanted step"):
         module.WalkCounter(layout.prefix, layout.steps, [99], print)
+
+
+def test_a_value_bounded_from_the_right_is_read_by_the_walk_when_it_holds_its_literal() -> None:
+    """The walk tries the first occurrence of the literal after such a value, then the reading from the right."""
+    module = need_accelerator()
+    fmt = FORMATS["combined_upstream"]
+    names = analysis_names(fmt) + ["remote_user"]
+    users = [b"-", b"a [b", b"a [03/Dec/2026:14:00:00 +0000] [", b' [x] "GET / HTTP/1.1" 500 0 "-" "-" "127.0.0.1:1" 500 1']
+    lines = [b"".join(s if isinstance(s, bytes) else nginx_escape(user if s == "remote_user" else ordinary(s)[0],
+                                                                    "default") for s in fmt.segments)
+             for user in users]
+    handed_back: List[bytes] = []
+    regex = regex_row(fmt, names)
+    layout = fmt.walk_layout(names)
+    assert layout is not None
+    walk = module.WalkCounter(layout.prefix, layout.steps, layout.wanted,
+                              lambda line: handed_back.append(line) or regex(line))
+    reference = PyFieldCounter(fmt, names)
+    assert walk.feed_lines(lines) == reference.feed_lines(lines) == 0
+    assert walk.items() == reference.items() and handed_back == []
+    assert [row[-1] for row, _ in walk.items()] == [nginx_escape(u, "default") for u in users]
