@@ -23,8 +23,8 @@ from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_f
 from nginx_canary.logs.window import Stats
 from nginx_canary.nginx import operations
 from nginx_canary.nginx.model import NginxConfig
-from nginx_canary.nginx.sticky import require_consistent_hash
 from nginx_canary.nginx.paths import main_conf_path
+from nginx_canary.nginx.sticky import require_consistent_hash
 from nginx_canary.report.series import SeriesRecorder
 from nginx_canary.rollout.machine import Rollout
 from nginx_canary.rollout.store import GATES
