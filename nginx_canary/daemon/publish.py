@@ -8,6 +8,7 @@ from typing import Mapping, Optional
 from nginx_canary.daemon.runtime import RolloutRuntime
 from nginx_canary.daemon.sd_notify import Notifier
 from nginx_canary.domain import ACTIVE_STATES
+from nginx_canary.fleet.node import FleetNode
 from nginx_canary.integrations.metrics import DaemonMetrics
 from nginx_canary.logs.analyze import GROUP
 
@@ -31,6 +32,8 @@ class Publisher:
     """Feeds systemd (when run under it) and the metrics (when served), each at its own pace; never blocks."""
 
     def __init__(self, notifier: Notifier, metrics: Optional[DaemonMetrics]) -> None:
+        """``fleet`` (set once the daemon joined one) replaces each rollout's idle machine in the metrics."""
+        self.fleet: Optional[FleetNode] = None
         self.notifier = notifier
         self.metrics = metrics
         #: When systemd's watchdog must next hear from the loop (monotonic seconds).
@@ -47,7 +50,7 @@ class Publisher:
         self._notify(mono, runtimes)
         if self.metrics is not None and mono >= self._next_metrics:
             self._next_metrics = mono + METRICS_EVERY
-            self._publish_metrics(self.metrics, runtimes)
+            self._publish_metrics(self.metrics, runtimes, self.fleet)
 
     def _notify(self, mono: float, runtimes: Mapping[str, RolloutRuntime]) -> None:
         if not self.notifier.enabled:
@@ -61,12 +64,24 @@ class Publisher:
             self.notifier.status(text)
 
     @staticmethod
-    def _publish_metrics(metrics: DaemonMetrics, runtimes: Mapping[str, RolloutRuntime]) -> None:
-        """Hand copies of every rollout's cumulative figures to the metrics (read by the scrape thread)."""
+    def _publish_metrics(metrics: DaemonMetrics, runtimes: Mapping[str, RolloutRuntime],
+                         fleet: Optional[FleetNode] = None) -> None:
+        """Hand copies of every rollout's cumulative figures to the metrics (read by the scrape thread).
+
+        In a fleet, a rollout's state is the fleet's plan and its share what this host applied.
+        """
+        if fleet is not None:
+            metrics.set_fleet(fleet.store.prefix.rstrip("/").rsplit("/", 1)[-1], fleet.host,
+                              coordinating=fleet.coordinator, reachable=fleet.cut_off_since is None)
         for name, runtime in runtimes.items():
             traffic = runtime.traffic.traffic
             st = runtime.rollout.state
-            metrics.update_rollout(name, state=st.state, canary_percent=float(Fraction(st.canary_percent)),
+            state, percent = st.state, Fraction(st.canary_percent)
+            if fleet is not None and name in fleet.agents:
+                plan, local = fleet.plans.get(name), fleet.agents[name].local
+                state = plan.state if plan is not None else state
+                percent = Fraction(local.percent) if local is not None and local.percent else Fraction(0)
+            metrics.update_rollout(name, state=state, canary_percent=float(percent),
                                    canary=traffic.windows.cumulative(GROUP + "canary"),
                                    stable=traffic.windows.cumulative(GROUP + "stable"))
             analyzer = traffic.analyzer

@@ -143,6 +143,7 @@ class Daemon:
             runtime.rollout.recover(now)  # what it did is logged (and in the history) by the rollout
         if self.settings.fleet is not None:
             self.fleet = open_fleet(self.settings.fleet, self.runtimes, self.ops.state_dir)
+            self.publisher.fleet = self.fleet
             log.info("daemon: fleet %s as host %s (etcd %s)", self.settings.fleet.name, self.settings.fleet.host,
                      ", ".join(self.settings.fleet.etcd))
         self._server = ControlServer(self.settings.control_socket, self._submit,
@@ -191,7 +192,7 @@ class Daemon:
         self.changes.close()
         if self.fleet is not None:
             self.fleet.close(leave=True)  # its reports and coordinator role go now, not when the lease expires
-            self.fleet = None
+            self.fleet = self.publisher.fleet = None
         for name, runtime in self.runtimes.items():
             runtime.flush_series()
             runtime.close()

@@ -77,6 +77,8 @@ class FleetNode:
         self.last_error: Optional[str] = None
         self.published_at: Dict[str, float] = {}
         self.refusals: Dict[str, str] = {}
+        #: Each rollout's plan as this host last read it (None: the fleet never ran it).
+        self.plans: Dict[str, Optional[Plan]] = {}
         #: When the coordinator first missed each host of a plan (see _missing_briefly).
         self.absent_since: Dict[str, float] = {}
         #: What is wrong with each rollout's records or files now (status shows it); absent when all is well.
@@ -283,6 +285,7 @@ class FleetNode:
     def _follow(self, name: str, agent: HostAgent, keys: Mapping[str, bytes], members: Optional[Members],
                 now: float) -> None:
         plan = _read_plan(name, keys)
+        self.plans[name] = plan
         held = agent.unsettled()
         if held is not None and (plan is None or plan.run != held.run):
             # etcd lost the plan (its data wiped?), or a new run began without this host seeing its own end:

@@ -140,6 +140,7 @@ class DaemonMetrics:
         self._reload = _Histogram(_check_bounds(reload_buckets, "reload_buckets"))
         self._check_names = tuple(dict.fromkeys(list(CHECK_NAMES) + list(check_names)))
         self._start_time = clock()
+        self._fleet: Optional[Tuple[str, str, bool, bool]] = None
         self._rollouts: Dict[str, _RolloutFigures] = {}
         self._rollbacks: Dict[str, int] = {}
         self._check_failures: Dict[Tuple[str, str], int] = {}
@@ -208,6 +209,11 @@ class DaemonMetrics:
         with self._lock:
             self._reload.observe(value)
 
+    def set_fleet(self, fleet: str, host: str, *, coordinating: bool, reachable: bool) -> None:
+        """This daemon's place in its fleet (see ``nginx_canary_fleet_*`` in docs/CONFIG.md)."""
+        with self._lock:
+            self._fleet = (fleet, host, coordinating, reachable)
+
     def set_log_lines(self, parsed: int, unparsed: int, *, source: str = "") -> None:
         """Absolute totals of access-log lines (parsed, unparsed) read by ``source`` since it started.
 
@@ -246,7 +252,7 @@ class DaemonMetrics:
                 reload_buckets=self._reload.buckets(), reload_sum=self._reload.sum,
                 parsed_lines=sum(e[0] + e[2] for e in self._log_lines.values()),
                 unparsed_lines=sum(e[1] + e[3] for e in self._log_lines.values()),
-                start_time=self._start_time)
+                start_time=self._start_time, fleet=self._fleet)
         # families() works on objects no other thread changes (see _GroupTraffic).
         return families(snapshot, self._latency_buckets)
 

@@ -43,7 +43,7 @@ scrape job. Alert rules: ``conf.d/prometheus/nginx-canary-rules.yml``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Mapping, Protocol, Sequence, Tuple
+from typing import List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
@@ -85,6 +85,8 @@ class Snapshot:
     parsed_lines: int
     unparsed_lines: int
     start_time: float
+    #: In a fleet: (fleet, host, coordinating, etcd reachable); None for a lone host.
+    fleet: Optional[Tuple[str, str, bool, bool]] = None
 
 
 def families(snapshot: Snapshot, latency_buckets: Sequence[float]) -> List[Metric]:
@@ -134,4 +136,16 @@ def families(snapshot: Snapshot, latency_buckets: Sequence[float]) -> List[Metri
     lines.add_metric(("unparsed",), snapshot.unparsed_lines)
     start = GaugeMetricFamily("nginx_canary_start_time_seconds",
                               "When the daemon started, in seconds since the epoch.", value=snapshot.start_time)
-    return [requests, latency, weight, state_gauge, rollback_counter, failure_counter, reload, lines, start]
+    found = [requests, latency, weight, state_gauge, rollback_counter, failure_counter, reload, lines, start]
+    if snapshot.fleet is not None:
+        fleet, host, coordinating, reachable = snapshot.fleet
+        # The host label joins this daemon's series (scraped per host) with the fleet's: which host
+        # coordinates, which ones cannot reach etcd.
+        for metric, text, value in (
+                ("nginx_canary_fleet_coordinator", "1 when this host's daemon coordinates the fleet.", coordinating),
+                ("nginx_canary_fleet_etcd_reachable", "1 when this host's daemon reached etcd at its last round.",
+                 reachable)):
+            gauge = GaugeMetricFamily(metric, text, labels=("fleet", "host"))
+            gauge.add_metric((fleet, host), 1.0 if value else 0.0)
+            found.append(gauge)
+    return found

@@ -86,3 +86,17 @@ def test_the_exposition_text_names_helps_labels_and_order_are_pinned():
     metrics.observe_reload(0.25)
     metrics.set_log_lines(10, 2, source="app")
     assert metrics.render().decode() == EXPOSITION
+
+
+def test_in_a_fleet_the_host_label_says_who_coordinates_and_who_reaches_etcd():
+    metrics = DaemonMetrics()
+    lone = metrics.render().decode()
+    assert "nginx_canary_fleet_" not in lone  # a lone host has no fleet series
+    metrics.set_fleet("shop", "lb-2", coordinating=True, reachable=True)
+    text = metrics.render().decode()
+    assert 'nginx_canary_fleet_coordinator{fleet="shop",host="lb-2"} 1.0' in text
+    assert 'nginx_canary_fleet_etcd_reachable{fleet="shop",host="lb-2"} 1.0' in text
+    metrics.set_fleet("shop", "lb-2", coordinating=False, reachable=False)
+    text = metrics.render().decode()
+    assert 'nginx_canary_fleet_coordinator{fleet="shop",host="lb-2"} 0.0' in text
+    assert 'nginx_canary_fleet_etcd_reachable{fleet="shop",host="lb-2"} 0.0' in text
