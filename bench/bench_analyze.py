@@ -1187,7 +1187,9 @@ def _bench(args: argparse.Namespace, lines: int, runs: int, tmp: str) -> int:
     canary = find_canary()
     spec_a = FormatSpec("canary", CANARY_FORMAT)
     spec_b = FormatSpec("combined+upstream", COMBINED_UPSTREAM)
-    strategies = {"a": compile_format(spec_a).strategy, "b": compile_format(spec_b).strategy}
+    compiled_b = compile_format(spec_b)
+    strategies = {"a": compile_format(spec_a).strategy,
+                  "b": "regex, C walk" if compiled_b.walk_layout(()) is not None and counting.accelerator_available() else compiled_b.strategy}
 
     accel = accelerator_facts(canary)
     print(f"nginx-canary analyze benchmark: {lines:,} requests, {runs} run(s) each, seed {args.seed}")
