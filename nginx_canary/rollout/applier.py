@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from nginx_canary.errors import BusyError, ConfigError, StateError
 from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.nginx.edit import ServerChange, current_weight, edit_servers, server_statements
-from nginx_canary.nginx.origin import from_snapshots
+from nginx_canary.nginx.origin import Originals, from_snapshots
 from nginx_canary.nginx.operations import ENCODING, Settings, plan_split, read_config, read_config_file
 from nginx_canary.nginx.snapshots import read_copy, sha256, write_snapshot
 from nginx_canary.nginx.transaction import FileChange, Transaction
@@ -71,6 +71,42 @@ class NginxSplitApplier:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"rollout snapshot {snapshot_id!r} cannot be read: {exc}", file=path) from exc
 
+    def _run_originals(self) -> Originals:
+        """Each file as the run found it: the newest rollout snapshot of this upstream (taken by :meth:`begin`).
+
+        A run's steps are planned against the files at its start (a server ``down`` then stays down; the
+        operator's spelling comes back when the split allows), whatever the change snapshots hold after
+        crashes and restores. Without a rollout snapshot: the change snapshots' walk (nginx/origin.py).
+        """
+        newest: Optional[Tuple[int, str]] = None
+        try:
+            names = os.listdir(self.paths.rollout_snapshots)
+        except OSError:
+            names = []
+        for name in names:
+            if _SNAPSHOT_ID.fullmatch(name) is None:
+                continue
+            stamp = int(name.rsplit("-", 1)[1])
+            if newest is not None and stamp <= newest[0]:
+                continue
+            try:
+                with open(os.path.join(self.paths.rollout_snapshot(name), MANIFEST), "rb") as fh:
+                    manifest = json.load(fh)
+            except (OSError, ValueError):
+                continue
+            if isinstance(manifest, dict) and manifest.get("upstream") == self.upstream \
+                    and manifest.get("context", "http") == (self.context or "http"):
+                newest = (stamp, name)
+        if newest is None:
+            return from_snapshots(self.settings.state_dir)
+        found: Dict[str, bytes] = {}
+        for entry in self._manifest(newest[1]):
+            try:
+                found[os.path.realpath(entry["path"])] = _read_copy(entry)
+            except (OSError, KeyError, TypeError):
+                continue
+        return lambda path, now: found.get(os.path.realpath(path), now)
+
     def _transaction(self, changes: Sequence[FileChange], config: NginxConfig, detail: str) -> None:
         deadline = self.clock() + self.lock_timeout
         while True:
@@ -115,7 +151,7 @@ class NginxSplitApplier:
         config = read_config(self.settings, logs=False)
         hashes = self._hashes(self._paths(config))
         for change in plan_split(config, self.upstream, self.canary, percent, self.context,
-                                   originals=from_snapshots(self.settings.state_dir)).changes:
+                                 originals=self._run_originals()).changes:
             hashes[change.path] = sha256(change.new)
         return hashes
 
@@ -123,7 +159,7 @@ class NginxSplitApplier:
         """Write, test, reload and verify the split (files restored on failure); return the hashes now."""
         config = read_config(self.settings, logs=False)
         plan = plan_split(config, self.upstream, self.canary, percent, self.context,
-                                   originals=from_snapshots(self.settings.state_dir))
+                          originals=self._run_originals())
         self._transaction(plan.changes, config, f"step: canary {percent_text(percent)} %")
         return self._hashes(self._paths(config))
 

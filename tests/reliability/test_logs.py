@@ -15,7 +15,8 @@ what the files on disk hold, exactly: parsed lines = the complete lines nginx
 wrote that stand on their own, unparsed = the junk lines (over-long ones
 included), canary and stable attempts per group = those in the nginx lines;
 and the load generator's answers = nginx's lines plus the ones glued to junk.
-The daemon's RSS must stay within a few MiB of its level before the junk.
+The daemon's RSS must stay within a few MiB of its level before the junk. The rollout goes on, or
+pauses because most of the lines it just read do not fit the format (the junk burst), saying so.
 """
 
 from __future__ import annotations
@@ -183,4 +184,9 @@ def test_rotation_deletion_huge_lines_and_junk_under_load(rel_harness, capsys):
     assert peak - baseline < 8 << 20, (baseline, peak)
     assert h.daemon.poll() is None
     st = h.status()
-    assert st["state"] == "progressing", st["message"]
+    # 300 junk lines in a row are most of the lines the daemon had just read: a rollout pauses on a log that
+    # mostly fails to parse (issue #16), with the reason; otherwise it goes on.
+    if st["state"] == "paused":
+        assert "do not fit log format 'canary'" in st["message"], st["message"]
+    else:
+        assert st["state"] == "progressing", st["message"]
