@@ -59,11 +59,6 @@ def applied(plan: Plan, view: FleetView) -> List[str]:
     return [h for h in view.members if _report(plan, view, h, APPLIED)]
 
 
-def restored(plan: Plan, view: FleetView) -> List[str]:
-    """The live hosts that have restored their snapshot for the plan's current ``seq``."""
-    return [h for h in view.members if _report(plan, view, h, RESTORED)]
-
-
 def pooled(plan: Plan, view: FleetView, hosts: Sequence[str]) -> Tuple[Stats, Stats]:
     """``(canary, stable)``: the figures ``hosts`` published for the plan's current step, merged."""
     canary, stable = Stats(), Stats()
