@@ -113,6 +113,8 @@ class CommandHandlers:
             return self._status_of(runtime, now)
         try:
             runtime.rollout.start(now, steps=parsed, step_interval=interval)
+            # Only this run's lines count (a first step waiting at a gate has not begun one yet).
+            runtime.traffic.restart_unparsed()
         finally:
             runtime.next_check = self.host.monotonic() + runtime.rollout.settings.analysis.interval
             if runtime.rollout.state.started_at == now:
@@ -125,7 +127,14 @@ class CommandHandlers:
             now, reason if isinstance(reason, str) and reason else None))
 
     def resume(self, args: Dict[str, Any]) -> Dict[str, Any]:
-        return self._act("resume", args, lambda rollout, now: rollout.resume(now))
+        _, runtime = self._runtime(args)
+
+        def act(rollout: Rollout, now: float) -> None:
+            rollout.resume(now)
+            # The lines read while paused (the misfits that paused it, until the format was fixed) must not pause
+            # the resumed rollout again.
+            runtime.traffic.restart_unparsed()
+        return self._act("resume", args, act)
 
     def promote(self, args: Dict[str, Any]) -> Dict[str, Any]:
         return self._act("promote", args, lambda rollout, now: rollout.promote(now, full=bool(args.get("full"))))

@@ -121,6 +121,10 @@ class RunTraffic:
         """Why the step cannot be judged when the access log mostly fails to parse (see :meth:`LogTraffic.unparsed_reason`)."""
         return self.traffic.unparsed_reason()
 
+    def restart_unparsed(self) -> None:
+        """Judge whether the log mostly fails to parse on the lines read from now on only (a resume, a start)."""
+        self.traffic.unparsed.reset()
+
 
 @dataclass
 class RolloutRuntime:

@@ -8,9 +8,10 @@ at least :data:`MIN_UNPARSED` of them did not. A few bad lines among good
 ones (a line cut at a rotation, a stray write) never reach it.
 
 ``analyze`` applies it to every line of the files it read. A rollout applies
-it to the most recent lines read since its step began (:class:`UnparsedWatch`,
-at least :data:`RECENT_LINES` of them when there are that many), so that a log
-fixed mid-step recovers once that many good lines follow.
+it to the most recent lines read since its step began, or since it was
+started or resumed (:class:`UnparsedWatch`, at least :data:`RECENT_LINES` of
+them when there are that many), so that a log fixed mid-step recovers once
+that many good lines follow, and one fixed while paused at once.
 """
 
 from __future__ import annotations

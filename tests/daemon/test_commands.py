@@ -10,6 +10,7 @@ import pytest
 from nginx_canary.daemon.commands import CommandHandlers, for_rollout
 from nginx_canary.daemon.runtime import RolloutRuntime, RunTraffic
 from nginx_canary.errors import BadInputError, NginxRejectedError, UnknownRolloutError
+from nginx_canary.logs.health import UnparsedWatch
 from nginx_canary.logs.sketch import LatencySketch
 from nginx_canary.report.series import SeriesRecorder
 from nginx_canary.rollout.machine import Rollout
@@ -22,6 +23,7 @@ class FakeLog:
 
     def __init__(self, traffic: FakeTraffic) -> None:
         self.fake = traffic
+        self.unparsed = UnparsedWatch()
 
     def begin_step(self, at: float) -> None:
         self.fake.begin_step(at)
