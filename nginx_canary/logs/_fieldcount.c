@@ -410,23 +410,41 @@ scan_block(FieldCounter *self, const char *buf, Py_ssize_t n, Py_ssize_t *lines,
     return 0;
 }
 
+/* The contiguous bytes of a block (bytes, bytearray, memoryview): the reader
+ * hands out views of one reused buffer so that no block is copied. Holding the
+ * buffer also keeps its owner alive and unresizable while Python code (the
+ * walk's regex fallback) runs. */
+static int
+get_block(PyObject *block, Py_buffer *view)
+{
+    if (!PyObject_CheckBuffer(block) || PyUnicode_Check(block)) {
+        PyErr_Format(PyExc_TypeError, "feed_block() needs bytes, not %.100s", Py_TYPE(block)->tp_name);
+        return -1;
+    }
+    return PyObject_GetBuffer(block, view, PyBUF_SIMPLE);
+}
+
 PyDoc_STRVAR(feed_block_doc,
-"feed_block(block: bytes) -> (lines, misfits)\n\n"
+"feed_block(block: bytes-like) -> (lines, misfits)\n\n"
 "Count every line of block that ends with b'\\n' (bytes after the last one are\n"
 "ignored, as block.split(b'\\n')[:-1] would). Returns how many lines there were\n"
-"and how many did not fit the layout. Raises TypeError for anything but bytes,\n"
+"and how many did not fit the layout. Raises TypeError for anything but a\n"
+"contiguous bytes-like object (bytes, bytearray, memoryview), BufferError when it\n"
+"cannot be read as one,\n"
 "MemoryError when the tables cannot grow (lines before the failure stay counted).");
 
 static PyObject *
 FieldCounter_feed_block(FieldCounter *self, PyObject *block)
 {
     Py_ssize_t lines = 0, misfits = 0;
+    Py_buffer view;
+    int failed;
 
-    if (!PyBytes_Check(block)) {
-        PyErr_Format(PyExc_TypeError, "feed_block() needs bytes, not %.100s", Py_TYPE(block)->tp_name);
+    if (get_block(block, &view) < 0)
         return NULL;
-    }
-    if (scan_block(self, PyBytes_AS_STRING(block), PyBytes_GET_SIZE(block), &lines, &misfits) < 0)
+    failed = scan_block(self, view.buf, view.len, &lines, &misfits) < 0;
+    PyBuffer_Release(&view);
+    if (failed)
         return NULL;
     return Py_BuildValue("(nn)", lines, misfits);
 }
@@ -1140,17 +1158,14 @@ WalkCounter_feed_block(FieldCounter *self, PyObject *block)
 {
     Py_ssize_t lines = 0, misfits = 0, start = 0, n;
     const char *buf;
+    Py_buffer view;
 
     if (!ready(self))
         return NULL;
-    if (!PyBytes_Check(block)) {
-        PyErr_Format(PyExc_TypeError, "feed_block() needs bytes, not %.100s", Py_TYPE(block)->tp_name);
+    if (get_block(block, &view) < 0)
         return NULL;
-    }
-    /* The fallback may run Python code: hold the block while its lines are read. */
-    Py_INCREF(block);
-    buf = PyBytes_AS_STRING(block);
-    n = PyBytes_GET_SIZE(block);
+    buf = view.buf;
+    n = view.len;
     for (;;) {
         const char *nl = memchr(buf + start, '\n', (size_t)(n - start));
         int r;
@@ -1158,14 +1173,14 @@ WalkCounter_feed_block(FieldCounter *self, PyObject *block)
             break;
         r = walk_take(self, buf + start, nl - buf - start);
         if (r < 0) {
-            Py_DECREF(block);
+            PyBuffer_Release(&view);
             return NULL;
         }
         lines++;
         misfits += r == 0;
         start = nl - buf + 1;
     }
-    Py_DECREF(block);
+    PyBuffer_Release(&view);
     return Py_BuildValue("(nn)", lines, misfits);
 }
 

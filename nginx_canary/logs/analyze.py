@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from nginx_canary.logs.attribution import Attributor, Keys
-from nginx_canary.logs.counting import FieldCounter, Row, field_counter
+from nginx_canary.logs.counting import Buffer, FieldCounter, Row, field_counter
 from nginx_canary.logs.forgery import check_format
 from nginx_canary.logs.format import CompiledFormat, upstream_fields
 from nginx_canary.logs.window import Stats, WindowedStats
@@ -151,10 +151,10 @@ class Analyzer:
         """
         self._count(lambda counter: (len(lines), counter.feed_lines(lines)), at)
 
-    def feed_block(self, block: bytes, at: Optional[float] = None) -> None:
+    def feed_block(self, block: Buffer, at: Optional[float] = None) -> None:
         """Like :meth:`feed` for a block of whole lines, each ending with ``\\n``.
 
-        Bytes after the last ``\\n`` are ignored. Raises TypeError unless ``block`` is bytes.
+        Bytes after the last ``\\n`` are ignored. Raises TypeError unless ``block`` is bytes, bytearray or a memoryview.
         """
         self._count(lambda counter: counter.feed_block(block), at)
 
@@ -283,8 +283,8 @@ def request_end(msec: bytes, read_at: float) -> float:
     return ended
 
 
-def feed_blocks(analyzer: Analyzer, blocks: Iterable[Tuple[bytes, int]]) -> None:
-    """Feed ``(block, overlong)`` pairs as :func:`nginx_canary.logs.reader.block_batches` yields them."""
+def feed_blocks(analyzer: Analyzer, blocks: Iterable[Tuple[Buffer, int]]) -> None:
+    """Feed ``(block, overlong)`` pairs as :func:`nginx_canary.logs.reader.block_views` yields them."""
     for block, overlong in blocks:
         if overlong:
             analyzer.count_unparsed(overlong)

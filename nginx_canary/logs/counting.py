@@ -24,13 +24,14 @@ import collections
 import importlib
 import os
 from types import ModuleType
-from typing import Callable, Counter, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Counter, List, Optional, Protocol, Sequence, Tuple, Union
 
 from nginx_canary.logs.format import CompiledFormat
 
 PURE_PYTHON_ENV = "NGINX_CANARY_PURE_PYTHON"
 
 Row = Tuple[bytes, ...]
+Buffer = Union[bytes, bytearray, memoryview]
 
 _fieldcount: Optional[ModuleType]
 ACCELERATOR_ERROR: Optional[str]
@@ -45,8 +46,8 @@ else:
 class FieldCounter(Protocol):
     """What the analyzer needs from a counter of raw field tuples."""
 
-    def feed_block(self, block: bytes) -> Tuple[int, int]:
-        """Count the lines of ``block`` that end with ``\\n``: ``(lines, misfits)``."""
+    def feed_block(self, block: Buffer) -> Tuple[int, int]:
+        """Count the lines of ``block`` (bytes, bytearray or memoryview) that end with ``\\n``: ``(lines, misfits)``."""
 
     def feed_lines(self, lines: Sequence[bytes]) -> int:
         """Count each item as one line (it may end with ``\\n``); return the misfits."""
@@ -71,8 +72,10 @@ class PyFieldCounter:
         self._names = tuple(names)
         self._counts: Counter[Row] = collections.Counter()
 
-    def feed_block(self, block: bytes) -> Tuple[int, int]:
-        """Raises TypeError unless ``block`` is bytes."""
+    def feed_block(self, block: Buffer) -> Tuple[int, int]:
+        """Raises TypeError unless ``block`` is bytes, bytearray or a memoryview."""
+        if isinstance(block, (bytearray, memoryview)):
+            block = bytes(block)
         if not isinstance(block, bytes):
             raise TypeError(f"feed_block() needs bytes, not {type(block).__name__}")
         lines = block.split(b"\n")

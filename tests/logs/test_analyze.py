@@ -219,11 +219,37 @@ def test_accelerated_needs_a_split_format_or_a_walk(accelerator: Any, monkeypatc
 
 
 @pytest.mark.parametrize("accelerated", [True, False])
-def test_feed_block_refuses_anything_but_bytes(accelerated: bool) -> None:
+def test_feed_block_refuses_anything_but_bytes_like(accelerated: bool) -> None:
     analyzer = make(compile_format(FormatSpec("canary", CANARY_FORMAT)), accelerated, Clock())
-    with pytest.raises(TypeError):
-        analyzer.feed_block(bytearray(b"a\n"))  # type: ignore[arg-type]
+    for wrong in ("a\n", [b"a\n"], 7):
+        with pytest.raises(TypeError):
+            analyzer.feed_block(wrong)  # type: ignore[arg-type]
     assert (analyzer.lines, analyzer.unparsed) == (0, 0)
+
+
+WALKED_FORMAT = COMBINED + ' "$upstream_addr" $upstream_status $upstream_response_time'
+
+
+def walked_line(addr: str, status: str) -> bytes:
+    return (f'192.0.2.1 - - [28/Nov/2024:03:20:00 +0000] "GET / HTTP/1.1" {status} 5 "-" "curl/8" '
+            f'"{addr}" {status} 0.010').encode()
+
+
+@pytest.mark.parametrize("accelerated", [True, False])
+@pytest.mark.parametrize("walked", [False, True])
+@pytest.mark.parametrize("wrap", [bytes, bytearray, lambda b: memoryview(b"xx" + b + b"yy")[2:-2]])
+def test_feed_block_reads_any_bytes_like_the_same(accelerated: bool, walked: bool, wrap: Any) -> None:
+    """The reader hands out views of one reused buffer: a view counts as the same bytes would."""
+    compiled = compile_format(FormatSpec("w", WALKED_FORMAT) if walked else FormatSpec("canary", CANARY_FORMAT))
+    line = walked_line if walked else (lambda addr, status: stamped_line("1732764000.000", addr, status))
+    lines = (line(STABLE[0], "200"), line(CANARY[0], "500"), b"junk", line(STABLE[1], "200"))
+    block = b"".join(one + b"\n" for one in lines) + b"tail"
+    reference = make(compiled, accelerated, Clock())
+    reference.feed_block(block)
+    analyzer = make(compiled, accelerated, Clock())
+    analyzer.feed_block(wrap(block))
+    assert (analyzer.lines, analyzer.unparsed) == (reference.lines, reference.unparsed) == (4, 1)
+    assert analyzer.report() == reference.report()
 
 
 # --- stamps for the evidence ($msec) ---
