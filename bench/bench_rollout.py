@@ -49,7 +49,17 @@ overhead  Same two nginx instances, wrk for ``--overhead-duration`` s (default
           CPU seconds: live workers' times plus the master's reaped-children
           times (workers that exit on reload count); daemon RSS sampled every
           0.25 s (start, middle, end, max); access-log lines written per
-          second; whole-machine CPU busy.
+          second; whole-machine CPU busy. Runs once per ``--log-format``
+          (default ``canary``; or the stem of a file of
+          tests/data/real-world/log-formats, e.g. json_elk, json_loki), each
+          with its own nginx and daemon: nginx writes its access log in that
+          format (the file's log_format directive, escape= included) and the
+          daemon's config names it (``log_format``). The daemon serves metrics
+          (``metrics_listen``), read after each run, outside the measured
+          window: the run fails unless the daemon parsed >= 99 % of the
+          run's lines and counted as many upstream attempts, and (stepping)
+          counted canary attempts and took at least 2 steps: a daemon that
+          parsed nothing would show a fake-low overhead.
 broken-start  Issue #12: a canary broken from the start. Load from run_load at 200
           req/s; v2 answers 500 to every request from the first; rollout ``app``
           with steps [10, 100], analysis at its defaults but interval 250ms.
@@ -86,6 +96,7 @@ Usage (a non-editable install gives figures as users see them)::
     python3 -m venv /tmp/vbr && /tmp/vbr/bin/pip install .
     PATH=/usr/sbin:$PATH /tmp/vbr/bin/python bench/bench_rollout.py \\
         [--runs 5] [--only rollback,broken-start,stepping,overhead,healthy] [--healthy-runs 20] [--json FILE]
+        [--log-format canary,json_elk,json_loki]
 
 Needs nginx and wrk (``make bench`` installs both on Debian as root) and
 psutil. Every load is bounded in requests and time, loopback only; every
@@ -114,10 +125,13 @@ import psutil
 from nginx_canary.demo.load import run_load
 from nginx_canary.demo.site import DemoSite
 
+from nginx_canary.demo.nginx_harness import free_port
+
 from rollout_harness import (LIVE_TIMEOUT, AppProcess, Backend, BackgroundLoad, BenchError, Daemon, cli_start,
-                             describe_machine, last_5xx_logged, listen_inodes, log_statuses, ms, nginx_cpu, new_site,
-                             p50, read_log_from, run_wrk, start_daemon, start_nginx, wait_generation_settled,
-                             wait_live, watch_restore, worker_pids, write_site)
+                             count_lines, daemon_counts, describe_machine, last_5xx_logged, listen_inodes,
+                             log_format_names, log_statuses, ms, nginx_cpu, new_site, p50, read_log_from, run_wrk,
+                             start_daemon, start_nginx, use_log_format, wait_generation_settled, wait_live,
+                             watch_restore, worker_pids, write_site)
 
 ROLLBACK_ANALYSIS = {"interval": "250ms", "window": "10s", "min_requests": 20, "failure_threshold": 2}
 FULL_STEPS = [1, 2, 5, 10, 20, 50, 100]
@@ -328,9 +342,13 @@ def _one_rollback(args: argparse.Namespace, site: DemoSite, daemon: Daemon, v2: 
 # -- 2. errors caused by stepping ---------------------------------------------------------------
 
 def _proxy_site(stack: contextlib.ExitStack, args: argparse.Namespace, nginx_bin: str, tag: str,
-                steps: Sequence[int], step_interval: str) -> Tuple[DemoSite, int]:
+                steps: Sequence[int], step_interval: str, log_format: Optional[str] = None,
+                metrics_port: int = 0) -> Tuple[DemoSite, int]:
+    """The proxy nginx (and its backend nginx) of stepping and overhead; ``log_format``: see use_log_format."""
     site = new_site(stack, nginx_bin, args.workers, tag)
     site.write(steps=steps, step_interval=step_interval, analysis=dict(ROLLBACK_ANALYSIS))
+    if log_format is not None:
+        use_log_format(site, log_format, metrics_port)
     backend = Backend(site.root, nginx_bin, site.ports)
     stack.callback(backend.stop)
     backend.start()
@@ -474,18 +492,54 @@ def _vm_hwm(pid: int) -> Optional[int]:
 
 
 def bench_overhead(args: argparse.Namespace, python: str, nginx_bin: str) -> Dict[str, Any]:
+    """One overhead measurement per ``--log-format``, each with its own nginx and daemon; results by format."""
+    out: Dict[str, Any] = {name: _overhead_one(args, python, nginx_bin, name) for name in args.log_formats}
+    log("   by log format (ratio = daemon / nginx workers CPU; target <= 0.05):")
+    for name, r in out.items():
+        log(f"   {name:12s} idle {r['baseline']['ratio']:.4f} ({_us(r['baseline'])} us/line), stepping "
+            f"{r['rollout']['ratio']:.4f} (with children {r['rollout']['ratio_with_children']:.4f}; "
+            f"{_us(r['rollout'])} us/line): {'met' if r['target_met'] else 'NOT met'}")
+    return out
+
+
+def _us(result: Dict[str, Any]) -> str:
+    return "-" if result["daemon_us_per_line"] is None else f"{result['daemon_us_per_line']:.1f}"
+
+
+def _daemon_read(metrics_port: int, site: DemoSite, lines_before: int, timeout: float = 10.0) -> Dict[str, int]:
+    """The daemon's counts once it has read every line of the log written since it started (BenchError if not)."""
+    expected = count_lines(site.access_log) - lines_before
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = daemon_counts(metrics_port)
+        if counts["parsed"] + counts["unparsed"] >= expected:
+            return counts
+        if time.monotonic() > deadline:
+            raise BenchError(f"the daemon read {counts['parsed'] + counts['unparsed']} of the {expected} access-log "
+                             f"lines nginx wrote since it started, {timeout:g} s after the load ended")
+        time.sleep(0.2)
+
+
+def _overhead_one(args: argparse.Namespace, python: str, nginx_bin: str, log_format: str) -> Dict[str, Any]:
     duration = args.overhead_duration
     interval_ms = max(1000, int(duration * 1000 / 8))
-    log(f"== 3. overhead: wrk -t{args.wrk_threads} -c{args.wrk_connections} -d{duration}s through nginx "
-        f"({args.workers} worker(s)), rollout {FULL_STEPS} with step_interval {interval_ms}ms vs rollout idle")
+    log(f"== 3. overhead [{log_format}]: wrk -t{args.wrk_threads} -c{args.wrk_connections} -d{duration}s through "
+        f"nginx ({args.workers} worker(s)) writing its access log in format {log_format!r}, the daemon reading "
+        f"it; rollout {FULL_STEPS} with step_interval {interval_ms}ms vs rollout idle")
     with contextlib.ExitStack() as stack:
-        site, master = _proxy_site(stack, args, nginx_bin, "overhead", FULL_STEPS, f"{interval_ms}ms")
+        metrics_port = free_port()
+        site, master = _proxy_site(stack, args, nginx_bin, "overhead", FULL_STEPS, f"{interval_ms}ms",
+                                   log_format=log_format, metrics_port=metrics_port)
+        lines_before = count_lines(site.access_log)
         daemon = start_daemon(stack, site, python)
         time.sleep(1.0)
         rss_idle = daemon.ps.memory_info().rss
-        out: Dict[str, Any] = {"settings": {"duration": duration, "step_interval_ms": interval_ms,
+        seen = _daemon_read(metrics_port, site, lines_before)
+        out: Dict[str, Any] = {"log_format": log_format,
+                               "settings": {"duration": duration, "step_interval_ms": interval_ms,
                                             "wrk_threads": args.wrk_threads, "wrk_connections": args.wrk_connections,
-                                            "workers": args.workers},
+                                            "workers": args.workers, "log_format": log_format,
+                                            "metrics_listen": True},
                                "daemon_rss_idle_before": rss_idle}
         for kind in ("baseline", "rollout"):
             wait_generation_settled(master, site.workers)
@@ -514,6 +568,11 @@ def bench_overhead(args: argparse.Namespace, python: str, nginx_bin: str) -> Dic
                 th1 = thread_cpu(daemon.ps)
                 sys1 = psutil.cpu_times()
             sampler.join(2)
+            # Outside the measured window: what the daemon made of the lines (a daemon that parsed
+            # nothing would show a fake-low overhead).
+            now_seen = _daemon_read(metrics_port, site, lines_before)
+            read = {k: now_seen[k] - seen[k] for k in seen}
+            seen = now_seen
             workers_cpu = (c1 - c0) + sum(w1.values()) - sum(w0.values())
             daemon_self = (d1.user + d1.system) - (d0.user + d0.system)
             daemon_children = (d1.children_user + d1.children_system) - (d0.children_user + d0.children_system)
@@ -522,6 +581,7 @@ def bench_overhead(args: argparse.Namespace, python: str, nginx_bin: str) -> Dic
             lines, _ = read_log_from(site.access_log, offset)
             rss = [s for _, s in sampler.samples]
             result = {
+                "log_format": log_format,
                 "elapsed": elapsed,
                 "wrk": wrk,
                 "daemon_cpu_s": daemon_self,
@@ -532,6 +592,11 @@ def bench_overhead(args: argparse.Namespace, python: str, nginx_bin: str) -> Dic
                 "ratio_with_children": (daemon_self + daemon_children) / workers_cpu if workers_cpu > 0 else None,
                 "log_lines": len(lines),
                 "log_lines_per_s": len(lines) / elapsed,
+                "log_bytes_per_line": (site.access_log.stat().st_size - offset) / len(lines) if lines else None,
+                "daemon_lines_parsed": read["parsed"],
+                "daemon_lines_unparsed": read["unparsed"],
+                "daemon_attempts_canary": read["canary"],
+                "daemon_attempts_stable": read["stable"],
                 "daemon_us_per_line": daemon_self / len(lines) * 1e6 if lines else None,
                 "machine_busy_pct": 100.0 * busy / total if total > 0 else None,
                 "workers_exited_during": len((sampler.workers_seen | set(w0)) - set(w1)),
@@ -554,14 +619,16 @@ def bench_overhead(args: argparse.Namespace, python: str, nginx_bin: str) -> Dic
                 result["steps_taken"] = sum(1 for r in history if r["event"] == "step")
                 result["state_at_end"] = st_end["state"]
                 result["canary_percent_at_end"] = st_end["canary_percent"]
-            us_line = "-" if result["daemon_us_per_line"] is None else f"{result['daemon_us_per_line']:.1f}"
             mib = lambda b: "-" if b is None else f"{b / 2**20:.1f}"  # noqa: E731
-            log(f"   {kind:8s}: {elapsed:.1f}s, wrk {wrk['rps']:.0f} req/s, access log {result['log_lines_per_s']:.0f} "
-                f"lines/s; daemon CPU {daemon_self:.2f}s (+{daemon_children:.2f}s nginx -t children), nginx workers "
-                f"{workers_cpu:.2f}s (master {result['nginx_master_cpu_s']:.2f}s, {result['workers_exited_during']} "
-                f"workers exited); ratio {result['ratio']:.4f} (with children {result['ratio_with_children']:.4f}); "
-                f"{us_line} "
-                f"daemon us/line; machine busy {result['machine_busy_pct']:.0f}%")
+            log(f"   {log_format} {kind:8s}: {elapsed:.1f}s, wrk {wrk['rps']:.0f} req/s, access log "
+                f"{result['log_lines_per_s']:.0f} lines/s; daemon CPU {daemon_self:.2f}s (+{daemon_children:.2f}s "
+                f"nginx -t children), nginx workers {workers_cpu:.2f}s (master {result['nginx_master_cpu_s']:.2f}s, "
+                f"{result['workers_exited_during']} workers exited); ratio {result['ratio']:.4f} (with children "
+                f"{result['ratio_with_children']:.4f}); {_us(result)} daemon us/line; machine busy "
+                f"{result['machine_busy_pct']:.0f}%; load average {result['loadavg_end']}")
+            log(f"             the daemon read {len(lines)} lines of {result['log_bytes_per_line'] or 0:.0f} bytes: "
+                f"{read['parsed']} parsed, {read['unparsed']} unparsed; upstream attempts stable {read['stable']}, "
+                f"canary {read['canary']} (its metrics)")
             log(f"             daemon CPU by thread: main (tail, analysis, checks) "
                 f"{result['daemon_main_thread_cpu_s']:.2f}s, the {result['daemon_threads'] - 1} other threads "
                 f"(step-change worker, watchdog observers, control socket, metrics) {result['daemon_other_threads_cpu_s']:.2f}s")
@@ -570,15 +637,35 @@ def bench_overhead(args: argparse.Namespace, python: str, nginx_bin: str) -> Dic
                 + (f"rollout: {result['steps_taken']} steps, {result['state_at_end']} at "
                    f"{result['canary_percent_at_end']} %" if kind == "rollout" else "rollout idle"))
             out[kind] = result
+            _check_judged(log_format, kind, result)
         r = out["rollout"]
         growth = (r["rss_end"] - r["rss_start"]) if r["rss_start"] else None
         out["rss_growth_during_rollout"] = growth
-        out["target_met"] = r["ratio"] is not None and r["ratio"] <= 0.05
-        log(f"   target daemon / nginx workers CPU <= 0.05: {'met' if out['target_met'] else 'NOT met'} "
-            f"({r['ratio']:.4f}); RSS {rss_idle / 2**20:.1f} MiB idle before, "
-            f"{(growth or 0) / 2**20:+.1f} MiB start -> end of the rollout run")
+        out["target_met"] = r["ratio"] is not None and r["ratio"] <= 0.05 and out["baseline"]["ratio"] <= 0.05
+        log(f"   [{log_format}] target daemon / nginx workers CPU <= 0.05: {'met' if out['target_met'] else 'NOT met'} "
+            f"(idle {out['baseline']['ratio']:.4f}, stepping {r['ratio']:.4f}); RSS {rss_idle / 2**20:.1f} MiB idle "
+            f"before, {(growth or 0) / 2**20:+.1f} MiB start -> end of the rollout run")
         out["daemon_exit"] = daemon.stop()
         return out
+
+
+def _check_judged(log_format: str, kind: str, result: Dict[str, Any]) -> None:
+    """Raise BenchError unless the daemon parsed the run's lines (and, stepping, judged the canary from them)."""
+    lines = result["log_lines"]
+    parsed, unparsed = result["daemon_lines_parsed"], result["daemon_lines_unparsed"]
+    attempts = result["daemon_attempts_canary"] + result["daemon_attempts_stable"]
+    problems = []
+    if lines == 0:
+        problems.append("nginx logged no line")
+    if parsed < 0.99 * lines or unparsed > 0.01 * lines:
+        problems.append(f"the daemon parsed {parsed} and failed to parse {unparsed} of the {lines} lines")
+    if attempts < 0.99 * lines:
+        problems.append(f"the daemon counted {attempts} upstream attempts for {lines} lines")
+    if kind == "rollout" and (result["daemon_attempts_canary"] == 0 or result["steps_taken"] < 2):
+        problems.append(f"the rollout judged nothing: {result['daemon_attempts_canary']} canary attempts, "
+                        f"{result['steps_taken']} steps")
+    if problems:
+        raise BenchError(f"overhead [{log_format}] {kind}: the figures are meaningless: " + "; ".join(problems))
 
 
 # -- 4. a canary broken from the start ---------------------------------------------------------
@@ -833,6 +920,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--wrk-duration", type=int, default=20, help="stepping: wrk seconds (default: %(default)s)")
     p.add_argument("--step-interval", default="1s", help="stepping: step_interval (default: %(default)s)")
     p.add_argument("--overhead-duration", type=int, default=20, help="overhead: wrk seconds (default: %(default)s)")
+    p.add_argument("--log-format", action="append", metavar="NAME[,NAME...]",
+                   help="overhead: the access-log format(s) the proxy nginx writes and the daemon reads, one "
+                   "measurement each: canary or the stem of a tests/data/real-world/log-formats/*.conf file "
+                   "(repeatable; default: canary)")
     p.add_argument("--wrk-threads", type=int, default=1)
     p.add_argument("--wrk-connections", type=int, default=8)
     p.add_argument("--healthy-runs", type=int, default=20, help="healthy: rollouts (default: %(default)s)")
@@ -862,6 +953,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error("wrk durations must be from 1 to 300 s")
     if not 1 <= args.wrk_connections <= 64 or not 1 <= args.wrk_threads <= 8:
         p.error("--wrk-connections 1..64, --wrk-threads 1..8")
+    try:
+        args.log_formats = log_format_names(args.log_format or ["canary"])
+    except ValueError as exc:
+        p.error(str(exc))
     if args.json == "-":
         OUT = sys.stderr
     nginx_bin = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)

@@ -27,9 +27,14 @@ from nginx_canary.daemon import control_socket
 from nginx_canary.demo.load import LoadResult, run_load
 from nginx_canary.demo.nginx_harness import NginxHarnessError, PrivateNginx
 from nginx_canary.demo.site import DemoSite
+from nginx_canary.errors import ConfigError
+from nginx_canary.nginx.lexer import statements
 
 HERE = Path(__file__).resolve().parent
 WRK_LUA = HERE / "wrk_report.lua"
+#: Real-world log formats a benchmark's proxy nginx can write instead of the shipped ``canary`` one.
+FORMATS_DIR = HERE.parent / "tests" / "data" / "real-world" / "log-formats"
+SHIPPED_LOG_FORMAT = "canary"
 
 POLL = 0.002                # seconds between two looks at the file and the workers
 LIVE_TIMEOUT = 30.0         # T0 -> restored config live, at most
@@ -413,6 +418,95 @@ def log_statuses(lines: List[bytes]) -> Dict[str, int]:
         if any(s.strip()[:1] == b"5" for s in re.split(rb"[,:]", f[3])):
             failed_attempts += 1
     return {"statuses": counts, "requests_retried_upstream": retried, "lines_with_5xx_attempt": failed_attempts}
+
+
+# -- access-log formats and the daemon's view of the log ---------------------------------
+
+def log_format_names(values: Sequence[str]) -> List[str]:
+    """The names of ``--log-format`` values (each a name or a comma list), in order, once each.
+
+    A name is ``canary`` or the stem of a file in FORMATS_DIR. Raises ValueError naming an unknown one.
+    """
+    known = sorted(p.stem for p in FORMATS_DIR.glob("*.conf"))
+    names: List[str] = []
+    for value in values:
+        for name in (x.strip() for x in value.split(",")):
+            if not name:
+                continue
+            if name != SHIPPED_LOG_FORMAT and name not in known:
+                raise ValueError(f"unknown log format {name!r}: {SHIPPED_LOG_FORMAT} or one of {', '.join(known)} "
+                                 f"(files in {FORMATS_DIR})")
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise ValueError("no log format named")
+    return names
+
+
+def log_format_directive(name: str) -> str:
+    """The ``log_format`` directive of FORMATS_DIR/NAME.conf, as written there (escape= included, comments dropped).
+
+    Raises BenchError unless the file holds exactly one directive, ``log_format NAME ...``.
+    """
+    path = FORMATS_DIR / f"{name}.conf"
+    text = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+                   if not line.lstrip().startswith("#"))
+    try:
+        found = [(st.name.value, [a.value for a in st.args]) for st in statements(text, str(path))]
+    except ConfigError as exc:
+        raise BenchError(f"{path}: {exc}") from None
+    if len(found) != 1 or found[0][0] != "log_format" or not found[0][1] or found[0][1][0] != name:
+        raise BenchError(f"{path}: expected exactly one `log_format {name} ...` directive, found {found}")
+    return text.strip()
+
+
+def use_log_format(site: DemoSite, name: str, metrics_port: int) -> None:
+    """Make the written ``site`` log in format ``name``, its daemon read that format and serve metrics.
+
+    nginx.conf gets the format's directive and its access_log names it; the daemon config names the
+    format (``log_format``) explicitly and listens for metrics on 127.0.0.1:``metrics_port`` (how the
+    benchmark sees the lines the daemon parsed). Raises BenchError when the files are not as DemoSite writes them.
+    """
+    conf = site.conf.read_text()
+    access = "    access_log logs/access.log canary;\n"
+    if conf.count(access) != 1:
+        raise BenchError(f"no `access_log ... canary;` line in {site.conf}")
+    if name != SHIPPED_LOG_FORMAT:
+        directive = "\n".join("    " + line for line in log_format_directive(name).splitlines())
+        conf = conf.replace(access, f"{directive}\n    access_log logs/access.log {name};\n")
+    site.conf.write_text(conf)
+    daemon = site.daemon_config.read_text()
+    upstream = "    upstream: backend\n"
+    if daemon.count(upstream) != 1 or not daemon.startswith("nginx:\n"):
+        raise BenchError(f"{site.daemon_config} is not as DemoSite writes it")
+    daemon = daemon.replace(upstream, f"{upstream}    log_format: {name}\n")
+    site.daemon_config.write_text(f"metrics_listen: 127.0.0.1:{metrics_port}\n" + daemon)
+
+
+_SAMPLE = re.compile(r'^(nginx_canary_log_lines_total|nginx_canary_upstream_requests_total)\{([^}]*)\} (\S+)$', re.M)
+
+
+def daemon_counts(metrics_port: int) -> Dict[str, int]:
+    """What the daemon read so far, from its metrics: lines ``parsed`` / ``unparsed``, ``canary`` / ``stable``
+    upstream attempts. Raises BenchError when the endpoint does not answer."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError as exc:
+        raise BenchError(f"daemon metrics on 127.0.0.1:{metrics_port}: {exc}") from None
+    counts = {"parsed": 0, "unparsed": 0, "canary": 0, "stable": 0}
+    for metric, labels, value in _SAMPLE.findall(text):
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        key = fields.get("result") if metric == "nginx_canary_log_lines_total" else fields.get("group")
+        if key in counts:
+            counts[key] += int(float(value))
+    return counts
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 # -- statistics -------------------------------------------------------------------------
