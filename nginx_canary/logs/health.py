@@ -7,7 +7,8 @@ the lines are *mostly unparsed* when more than half of them did not fit and
 at least :data:`MIN_UNPARSED` of them did not. A few bad lines among good
 ones (a line cut at a rotation, a stray write) never reach it.
 
-``analyze`` applies it to every line of the files it read. A rollout applies
+``analyze`` applies it to every line of the files it read; ``analyze --follow``
+to the most recent lines read, as a rollout does. A rollout applies
 it to the most recent lines read since its step began, or since it was
 started or resumed (:class:`UnparsedWatch`, at least :data:`RECENT_LINES` of
 them when there are that many), so that a log fixed mid-step recovers once
@@ -84,6 +85,18 @@ class UnparsedWatch:
             old_lines, old_unparsed = self._batches.popleft()
             self._lines -= old_lines
             self._unparsed -= old_unparsed
+
+    def read(self, lines: int, unparsed: int, compiled: CompiledFormat, batch: Sequence[bytes]) -> None:
+        """:meth:`add` one read's counts; keep a line of ``batch`` that does not fit as the sample if none is kept."""
+        self.add(lines, unparsed)
+        if unparsed > 0 and self.sample is None and batch:
+            self.sample = find_sample(compiled, batch)
+
+    def reason(self, format_name: str, where: str) -> Optional[str]:
+        """The one-line reason (:func:`describe`) when the recent reads mostly failed to parse, else None."""
+        if not self.mostly_unparsed():
+            return None
+        return describe(self._unparsed, self._lines, format_name, where, self.sample)
 
     def counts(self) -> Tuple[int, int]:
         """``(lines, unparsed)`` of the recent reads."""

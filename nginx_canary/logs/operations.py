@@ -10,7 +10,7 @@ from nginx_canary.errors import BadInputError, ConfigError, LogFormatError
 from nginx_canary.inputs import check_word
 from nginx_canary.logs.analyze import AddressBook, Analyzer, feed_blocks, unmarked_forcing
 from nginx_canary.logs.format import FormatSpec, compile_format
-from nginx_canary.logs.health import describe, find_sample, mostly_unparsed
+from nginx_canary.logs.health import UnparsedWatch, describe, find_sample, mostly_unparsed
 from nginx_canary.logs.reader import block_batches
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
 from nginx_canary.logs.tail import LogTailer
@@ -141,6 +141,8 @@ def follow_log(settings: Settings, logfile: Optional[str], query: LogQuery, *, i
 
     Raises:
         BadInputError: see :func:`prepare`, or no log to follow.
+        LogFormatError: the most recent lines read mostly do not fit the format
+            (the rule a rollout applies, :class:`nginx_canary.logs.health.UnparsedWatch`).
     """
     if not interval > 0:
         raise BadInputError("--interval must be a positive number of seconds")
@@ -150,15 +152,21 @@ def follow_log(settings: Settings, logfile: Optional[str], query: LogQuery, *, i
     analyzer = prepared.analyzer
     with LogTailer(logfile, from_end=True) as tailer:
         overlong = 0
+        watch = UnparsedWatch()
         next_emit = clock() + interval
         while not should_stop():
             tailer.wait(max(0.0, min(0.25, next_emit - clock())))
+            seen, unparsed = analyzer.lines, analyzer.unparsed
             lines = tailer.read_lines()
             if tailer.overlong != overlong:
                 analyzer.count_unparsed(tailer.overlong - overlong)
                 overlong = tailer.overlong
             if lines:
                 analyzer.feed(lines, at=wall_clock())
+            watch.read(analyzer.lines - seen, analyzer.unparsed - unparsed, analyzer.compiled, lines)
+            reason = watch.reason(prepared.spec.name, logfile)
+            if reason is not None:
+                raise LogFormatError(reason)
             if clock() >= next_emit:
                 emit(analyzer.report())
                 next_emit += interval

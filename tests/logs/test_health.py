@@ -37,6 +37,17 @@ def test_the_watch_judges_recent_reads_only() -> None:
     assert watch.counts() == (0, 0) and watch.sample is None
 
 
+def test_the_watch_keeps_a_sample_and_gives_the_reason() -> None:
+    fmt = compile_format(FormatSpec("flood", FLOOD_FORMAT, "default"))
+    watch = UnparsedWatch()
+    watch.read(3, 0, fmt, [flood_line(1), flood_line(2), flood_line(3)])
+    assert watch.sample is None and watch.reason("flood", "f") is None
+    watch.read(MIN_UNPARSED, MIN_UNPARSED, fmt, [b"junk 1\n"] * MIN_UNPARSED)
+    watch.read(MIN_UNPARSED, MIN_UNPARSED, fmt, [b"junk 2\n"] * MIN_UNPARSED)
+    assert watch.sample == b"junk 1\n"
+    assert watch.reason("flood", "f") == describe(2 * MIN_UNPARSED, 3 + 2 * MIN_UNPARSED, "flood", "f", b"junk 1\n")
+
+
 def test_the_reason_shows_one_line_printably() -> None:
     fmt = compile_format(FormatSpec("flood", FLOOD_FORMAT, "default"))
     sample = find_sample(fmt, [flood_line(1), b"GET /\x1b[31m\tx\n", flood_line(2)])
