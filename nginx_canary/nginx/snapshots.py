@@ -8,6 +8,11 @@ header says what made it (``command``: ``set-weight``, ``rollout``,
 ``snapshots restore``; ``upstream``, ``context``, ``detail``) and when
 (``created``, Unix seconds); snapshots written before those keys existed are
 listed with the manifest's mtime and "-" for the rest.
+
+A change's snapshot id is its UTC time to the millisecond and the process
+id (``20261203T141812.042-4242``, :class:`ChangeIds`); ids of older
+versions, to the second (``20261203T141812-4242``), are still listed, found
+and restored, and sort before the new ones of the same second ('-' < '.').
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import hashlib
 import json
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -23,10 +30,40 @@ from nginx_canary.errors import BadInputError, StateError
 from nginx_canary.fsutil import atomic_write
 from nginx_canary.statedir import DIR_MODE, FILE_MODE, MANIFEST, StateDir
 
-#: A snapshot id as both kinds are named (``20261203T141812-4242``, ``app-1764771492000``): one path component.
+#: A snapshot id as both kinds are named (``20261203T141812.042-4242``, ``20261203T141812-4242`` before, and
+#: ``app-1764771492000``): one path component.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 #: The two kinds: per-change snapshots (kept: the last few) and rollout start snapshots.
 KINDS = ("change", "rollout")
+
+
+class ChangeIds:
+    """Ids for change snapshots: ``20261203T141812.042-4242``, UTC time to the millisecond then the process id.
+
+    Unique and increasing within the process (across its threads): an id whose
+    time would not be after the last one given gets that time plus a
+    millisecond (two changes within one, a clock set back), so the snapshots
+    kept, the last by name, are the newest. The process id tells processes apart.
+    """
+
+    def __init__(self, pid: Callable[[], int] = os.getpid) -> None:
+        self._pid = pid
+        self._last: Optional[int] = None
+        self._lock = threading.Lock()
+
+    def new(self, now: float) -> str:
+        """The id of a snapshot taken at ``now`` (Unix seconds)."""
+        millis = int(now * 1000)
+        with self._lock:
+            if self._last is not None and millis <= self._last:
+                millis = self._last + 1
+            self._last = millis
+        seconds, fraction = divmod(millis, 1000)
+        return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(seconds))}.{fraction:03d}-{self._pid()}"
+
+
+#: The ids of this process's change snapshots (every transaction shares it).
+CHANGE_IDS = ChangeIds()
 
 
 def sha256(data: bytes) -> str:

@@ -23,7 +23,7 @@ from nginx_canary.fsutil import atomic_write
 from nginx_canary.nginx.conf import load_config
 from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.nginx.control import Nginx, ReloadResult
-from nginx_canary.nginx.snapshots import read_copy, sha256, write_snapshot
+from nginx_canary.nginx.snapshots import CHANGE_IDS, ChangeIds, read_copy, sha256, write_snapshot
 from nginx_canary.statedir import StateDir
 
 KEEP_SNAPSHOTS = 20
@@ -49,17 +49,19 @@ class Outcome:
 class Transaction:
     """Applies :class:`FileChange` s to a config served by ``nginx``; call inside :meth:`StateDir.writer_lock`."""
 
-    def __init__(self, state_dir: str, nginx: Nginx, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state_dir: str, nginx: Nginx, clock: Callable[[], float] = time.time,
+                 ids: ChangeIds = CHANGE_IDS) -> None:
         self.paths = StateDir(state_dir)
         self.nginx = nginx
         self.clock = clock
+        self.ids = ids
         self.journal_path = self.paths.journal
 
     # -- snapshot and journal -------------------------------------------------
 
     def _snapshot(self, changes: Sequence[FileChange], about: Optional[Dict[str, Any]] = None) -> Tuple[str, List[dict]]:
         now = self.clock()
-        snap_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"-{os.getpid()}"
+        snap_id = self.ids.new(now)
 
         def entry(n: int, copy: str) -> dict:
             change = changes[n]
