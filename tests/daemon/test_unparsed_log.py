@@ -8,6 +8,7 @@ at its first step, seeing no request, while the canary failed.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from tests.daemon.conftest import non_check_events, records
@@ -39,3 +40,28 @@ def test_a_log_in_another_format_pauses_the_rollout(make_harness):
     assert record["detail"]["reason"] == reason and record["state"] == "paused"
     # It stays paused (checks go on, no step is taken) until someone looks.
     h.wait_status(lambda s: s["state"] == "paused" and s["step"] == 0, "still paused")
+
+
+def test_after_the_format_is_fixed_a_resume_goes_on_at_once(make_harness):
+    """nginx is made to write the format the rollout names, then resume: the lines read while paused do not count."""
+    h = make_harness(steps=(10, 50, 100), step_interval="1s", daemon=False)
+    conf = h.site.conf.read_text()
+    wrong = "    access_log logs/access.log canary;"
+    h.site.conf.write_text(conf.replace(wrong, f"    include {UPSTREAMLOG};\n{wrong}"))
+    h.site.nginx.reload()
+    daemon_config = h.site.daemon_config.read_text()
+    h.site.daemon_config.write_text(daemon_config.replace("    upstream: backend\n",
+                                                          "    upstream: backend\n    log_format: upstreamlog\n"))
+    h.start_daemon()
+    load = h.load(rate=100, duration=40)
+    h.start_rollout()
+    h.wait_state("paused")
+    time.sleep(3)  # hundreds more misfits read while paused
+    h.site.conf.write_text(h.site.conf.read_text().replace(wrong, "    access_log logs/access.log upstreamlog;"))
+    h.site.nginx.reload()  # returns once the workers writing the old format have left
+    h.call("resume", name="app")
+
+    status = h.wait_state("promoted", "paused", "rolled_back", "failed")
+    load.finish()
+    assert status["state"] == "promoted", status["message"]
+    assert len(records(h, "log_unparsed")) == 1
