@@ -444,18 +444,20 @@ def log_format_names(values: Sequence[str]) -> List[str]:
 
 
 def log_format_directive(name: str) -> str:
-    """The ``log_format`` directive of FORMATS_DIR/NAME.conf, as written there (escape= included, comments dropped).
+    """The http-level text of FORMATS_DIR/NAME.conf, comments dropped: its ``log_format NAME`` directive as
+    written there (escape= included) and what the format needs beside it (the ``map`` blocks of a variable
+    set elsewhere in real life).
 
-    Raises BenchError unless the file holds exactly one directive, ``log_format NAME ...``.
+    Raises BenchError unless the file holds exactly one ``log_format``, named NAME.
     """
     path = FORMATS_DIR / f"{name}.conf"
     text = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
                    if not line.lstrip().startswith("#"))
     try:
-        found = [(st.name.value, [a.value for a in st.args]) for st in statements(text, str(path))]
+        found = [[a.value for a in st.args] for st in statements(text, str(path)) if st.name.value == "log_format"]
     except ConfigError as exc:
         raise BenchError(f"{path}: {exc}") from None
-    if len(found) != 1 or found[0][0] != "log_format" or not found[0][1] or found[0][1][0] != name:
+    if len(found) != 1 or not found[0] or found[0][0] != name:
         raise BenchError(f"{path}: expected exactly one `log_format {name} ...` directive, found {found}")
     return text.strip()
 
