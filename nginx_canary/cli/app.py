@@ -8,20 +8,33 @@ import os
 import sys
 import time
 from fractions import Fraction
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import click
 
 from nginx_canary import __version__
 
-from nginx_canary.nginx import operations
 from nginx_canary.cli.context import DEFAULT_CONFIG_PATH, CliContext
+from nginx_canary.cli.lazy_group import LazyGroup
 from nginx_canary.domain import percent_text
 from nginx_canary.errors import CanaryError, ExitCode
 from nginx_canary.inputs import parse_percent
 from nginx_canary.nginx.model import UPSTREAM_CONTEXTS, NginxConfig, Upstream
+from nginx_canary.nginx.reading import Settings
 from nginx_canary.statedir import StateDir
 from nginx_canary.text import printable, printable_lines
+
+if TYPE_CHECKING:
+    from nginx_canary.nginx.operations import Plan
+
+# The commands of other modules, loaded when named (or for --help): a command
+# pays only for the modules it uses at start-up (analyze on a big log: 0.1 s).
+LAZY_COMMANDS = {
+    **{name: f"nginx_canary.cli.rollout:{name}" for name in
+       ("daemon", "start", "status", "pause", "resume", "promote", "abort", "history", "report", "demo")},
+    "replay": "nginx_canary.cli.replay:replay",
+    "snapshots": "nginx_canary.cli.snapshots:snapshots",
+}
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -33,7 +46,8 @@ Exit codes:
 """
 
 
-@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy_commands=LAZY_COMMANDS, epilog=EXIT_CODES_HELP,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_file", envvar="NGINX_CANARY_CONFIG", default=None, type=click.Path(dir_okay=False),
               help=f"The daemon's YAML config [default: {DEFAULT_CONFIG_PATH}]; the options below default to its "
                    "values when it exists. [env NGINX_CANARY_CONFIG]")
@@ -60,7 +74,7 @@ def cli(ctx: click.Context, config_file: Optional[str], socket_path: Optional[st
 
 
 def pass_settings(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Like ``click.pass_obj``, handing the command the resolved :class:`operations.Settings`."""
+    """Like ``click.pass_obj``, handing the command the resolved :class:`~nginx_canary.nginx.reading.Settings`."""
     def run(*args: Any, **kwargs: Any) -> Any:
         return command(click.get_current_context().obj.settings, *args, **kwargs)
     return functools.update_wrapper(run, command)
@@ -99,8 +113,10 @@ def _print_upstreams(config: NginxConfig) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
-def upstreams(settings: operations.Settings, as_json: bool) -> None:
+def upstreams(settings: Settings, as_json: bool) -> None:
     """List every upstream with file:line, its servers, weights, flags and traffic shares."""
+    from nginx_canary.nginx import operations
+
     config = operations.list_upstreams(settings)
     if as_json:
         click.echo(json.dumps({"conf": config.conf_path, "upstreams": [_upstream_dict(u) for u in config.upstreams]}, indent=2))
@@ -114,7 +130,7 @@ CONTEXT_OPTION = click.option(
          "an upstream only in stream {} is found without it].")
 
 
-def _context_note(plan: operations.Plan) -> str:
+def _context_note(plan: Plan) -> str:
     """`` (stream)`` for an upstream outside http, so that the output says which one changed."""
     return "" if plan.upstream.context == "http" else f" ({plan.upstream.context})"
 
@@ -147,6 +163,8 @@ def set_weight(obj: CliContext, upstream: str, percent: Fraction, canary: Sequen
     An upstream under an active rollout is refused unless --force, which
     pauses the rollout through the daemon first.
     """
+    from nginx_canary.nginx import operations
+
     settings = obj.settings
     guard_notes: List[str] = []
     # Rollouts steer http upstreams only, so a stream upstream of the same name is not theirs.
@@ -212,13 +230,15 @@ def _pids(pids: Sequence[int]) -> str:
 @click.option("--offline", is_flag=True, help="Do not require a running nginx.")
 @CONTEXT_OPTION
 @pass_settings
-def validate(settings: operations.Settings, upstream: Optional[str], percent: Optional[Fraction],
+def validate(settings: Settings, upstream: Optional[str], percent: Optional[Fraction],
              canary: Sequence[str], offline: bool, context: Optional[str]) -> None:
     """Run the checks set-weight runs, changing nothing.
 
     Parses the config and its includes, runs nginx -t and finds the running
     master. Given UPSTREAM PERCENT --canary ADDR, also checks that split.
     """
+    from nginx_canary.nginx import operations
+
     if upstream is not None and percent is None:
         raise click.UsageError("give PERCENT with UPSTREAM")
     result = operations.validate(settings, offline=offline, upstream=upstream, percent=percent, canary=canary,
@@ -276,7 +296,7 @@ def _print_report(report: Dict[str, Any]) -> None:
 @click.option("--interval", type=float, default=5.0, show_default=True, help="Seconds between --follow snapshots.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per line with --follow).")
 @pass_settings
-def analyze(settings: operations.Settings, logfiles: Sequence[str], format_name: Optional[str], log_format: Optional[str],
+def analyze(settings: Settings, logfiles: Sequence[str], format_name: Optional[str], log_format: Optional[str],
             escape: str, upstream: Optional[str], canary: Sequence[str], follow: bool, interval: float, as_json: bool) -> None:
     """Per-server and per-upstream requests, 5xx/4xx and latency percentiles from access logs.
 
@@ -316,17 +336,6 @@ def analyze(settings: operations.Settings, logfiles: Sequence[str], format_name:
     else:
         _print_report(report)
 
-
-def _add_rollout_commands() -> None:
-    from nginx_canary.cli.replay import replay
-    from nginx_canary.cli.rollout import COMMANDS
-    from nginx_canary.cli.snapshots import snapshots
-
-    for command in COMMANDS + (replay, snapshots):
-        cli.add_command(command)
-
-
-_add_rollout_commands()
 
 
 def main(argv: Optional[List[str]] = None) -> None:

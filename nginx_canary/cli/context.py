@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, List, Optional
 
-from nginx_canary.nginx import operations
+from nginx_canary.nginx.reading import Settings
 from nginx_canary.nginx.paths import main_conf_path
 from nginx_canary.permissions import Finding, describe, insecure_state_dir
 
@@ -52,7 +52,7 @@ class CliContext:
     warn: Callable[[str], None] = field(default=lambda text: print(f"nginx-canary: {text}", file=sys.stderr), repr=False)
     _daemon: Optional["DaemonSettings"] = field(default=None, repr=False)
     _daemon_read: bool = field(default=False, repr=False)
-    _settings: Optional[operations.Settings] = field(default=None, repr=False)
+    _settings: Optional[Settings] = field(default=None, repr=False)
 
     @property
     def config_path(self) -> str:
@@ -88,7 +88,7 @@ class CliContext:
         return self._daemon
 
     @property
-    def settings(self) -> operations.Settings:
+    def settings(self) -> Settings:
         """nginx and state directory for the config engine. Raises SettingsError (see :meth:`daemon_settings`)."""
         if self._settings is None:
             needs_config = None in (self.nginx_conf, self.nginx_bin, self.state_dir) or (
@@ -107,7 +107,7 @@ class CliContext:
             else:
                 conf = DEFAULT_NGINX_CONF
             state_dir = self.state_dir or (daemon.state_dir if daemon else DEFAULT_STATE_DIR)
-            settings = operations.Settings(
+            settings = Settings(
                 nginx_conf=conf,
                 nginx_bin=shutil.which(binary) or binary,
                 nginx_prefix=os.path.abspath(prefix) if prefix else None,

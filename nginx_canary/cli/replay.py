@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from nginx_canary.config.model import RolloutSettings
     from nginx_canary.logs.format import FormatSpec
     from nginx_canary.nginx.model import NginxConfig
-    from nginx_canary.nginx.operations import Settings
+    from nginx_canary.nginx.reading import Settings
     from nginx_canary.rollout.replay import ReplayEvent
 
 REPLAY_EXIT_CODES_HELP = """\b
@@ -56,7 +56,7 @@ def replay(obj: CliContext, logfiles: Sequence[str], name: str, speed: Optional[
     # Imported here so that other commands do not pay for the rollout machinery at start-up.
     from nginx_canary.daemon.runtime import check_rollout_against_config
     from nginx_canary.logs.format import FormatSpec
-    from nginx_canary.nginx.operations import read_config
+    from nginx_canary.nginx.reading import read_config
     from nginx_canary.rollout.replay import replay as run_replay
 
     daemon = obj.daemon_settings(required=True)

@@ -77,7 +77,7 @@ def _refuse_under_rollout(obj: CliContext, snapshot_id: str) -> None:
     if not os.path.isdir(StateDir(settings.state_dir).rollouts):
         return
     from nginx_canary.cli.rollout import rollouts_steering
-    from nginx_canary.nginx.operations import read_config
+    from nginx_canary.nginx.reading import read_config
     from nginx_canary.nginx.snapshot_restore import upstreams_in
 
     info = find_snapshot(settings.state_dir, snapshot_id)

@@ -10,7 +10,7 @@ from nginx_canary.config.model import DaemonSettings
 from nginx_canary.daemon.runtime import upstream_files
 from nginx_canary.errors import BadInputError
 from nginx_canary.nginx.model import NginxConfig
-from nginx_canary.nginx.operations import Settings as OperationSettings
+from nginx_canary.nginx.reading import Settings as OperationSettings
 from nginx_canary.permissions import describe, insecure_paths, insecure_state_dir
 from nginx_canary.statedir import StateDir
 

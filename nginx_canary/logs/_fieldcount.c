@@ -564,14 +564,55 @@ FieldCounter_get_key_bytes(FieldCounter *self, void *Py_UNUSED(closure))
     return PyLong_FromSsize_t(self->arena_used);
 }
 
+/* self->wanted (nwanted indexes, each in [0, limit): the fields or steps whose
+ * values make a row), with room for their starts and sizes; *last is raised
+ * to the highest. 0, or -1 with TypeError, ValueError, OverflowError or MemoryError. */
+static int
+read_wanted(FieldCounter *self, PyObject *wanted, Py_ssize_t limit, const char *what, Py_ssize_t *last)
+{
+    PyObject *seq = PySequence_Fast(wanted, "wanted must be a sequence of indexes");
+    Py_ssize_t nwanted, room;
+
+    if (seq == NULL)
+        return -1;
+    nwanted = PySequence_Fast_GET_SIZE(seq);
+    room = nwanted > 0 ? nwanted : 1;
+    self->wanted = PyMem_Malloc((size_t)room * sizeof(Py_ssize_t));
+    self->starts = PyMem_Malloc((size_t)room * sizeof(Py_ssize_t));
+    self->sizes = PyMem_Malloc((size_t)room * sizeof(Py_ssize_t));
+    if (self->wanted == NULL || self->starts == NULL || self->sizes == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < nwanted; k++) {
+        Py_ssize_t i = PyNumber_AsSsize_t(PySequence_Fast_GET_ITEM(seq, k), PyExc_OverflowError);
+        if (i == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (i < 0 || i >= limit) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "wanted %s %zd is not between 0 and %zd", what, i, limit - 1);
+            return -1;
+        }
+        self->wanted[k] = i;
+        if (i > *last)
+            *last = i;
+    }
+    Py_DECREF(seq);
+    self->nwanted = nwanted;
+    return 0;
+}
+
 static int
 FieldCounter_init(FieldCounter *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sep", "fields", "wanted", "prefix", "suffix", NULL};
     Py_buffer sep;
     Py_ssize_t fields;
-    PyObject *wanted, *prefix, *suffix, *seq;
-    Py_ssize_t nwanted, last_wanted = 0;
+    PyObject *wanted, *prefix, *suffix;
+    Py_ssize_t last_wanted = 0;
 
     if (self->wanted != NULL || self->entries != NULL) {
         PyErr_SetString(PyExc_TypeError, "FieldCounter is initialised once");
@@ -596,37 +637,14 @@ FieldCounter_init(FieldCounter *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "the prefix and the suffix must not hold the separator");
         return -1;
     }
-    seq = PySequence_Fast(wanted, "wanted must be a sequence of field indexes");
-    if (seq == NULL)
-        return -1;
-    nwanted = PySequence_Fast_GET_SIZE(seq);
-    self->wanted = PyMem_Malloc((size_t)(nwanted > 0 ? nwanted : 1) * sizeof(Py_ssize_t));
     self->seps = PyMem_Malloc((size_t)fields * sizeof(Py_ssize_t));
-    self->starts = PyMem_Malloc((size_t)(nwanted > 0 ? nwanted : 1) * sizeof(Py_ssize_t));
-    self->sizes = PyMem_Malloc((size_t)(nwanted > 0 ? nwanted : 1) * sizeof(Py_ssize_t));
-    if (self->wanted == NULL || self->seps == NULL || self->starts == NULL || self->sizes == NULL) {
-        Py_DECREF(seq);
+    if (self->seps == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    for (Py_ssize_t k = 0; k < nwanted; k++) {
-        Py_ssize_t f = PyNumber_AsSsize_t(PySequence_Fast_GET_ITEM(seq, k), PyExc_OverflowError);
-        if (f == -1 && PyErr_Occurred()) {
-            Py_DECREF(seq);
-            return -1;
-        }
-        if (f < 0 || f >= fields) {
-            Py_DECREF(seq);
-            PyErr_Format(PyExc_ValueError, "wanted field %zd is not between 0 and %zd", f, fields - 1);
-            return -1;
-        }
-        self->wanted[k] = f;
-        if (f > last_wanted)
-            last_wanted = f;
-    }
-    Py_DECREF(seq);
+    if (read_wanted(self, wanted, fields, "field", &last_wanted) < 0)
+        return -1;
     self->fields = fields;
-    self->nwanted = nwanted;
     self->strip_cr = PyBytes_GET_SIZE(suffix) > 0 || last_wanted == fields - 1;
     Py_INCREF(prefix);
     self->prefix = prefix;
@@ -1277,7 +1295,7 @@ WalkCounter_init(FieldCounter *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"prefix", "steps", "wanted", "fallback", NULL};
     PyObject *prefix, *steps, *wanted, *fallback, *seq;
-    Py_ssize_t nsteps, nwanted;
+    Py_ssize_t nsteps, last_wanted = 0;
 
     if (self->steps != NULL || self->entries != NULL) {
         PyErr_SetString(PyExc_TypeError, "WalkCounter is initialised once");
@@ -1316,33 +1334,8 @@ WalkCounter_init(FieldCounter *self, PyObject *args, PyObject *kwds)
         }
     }
     Py_DECREF(seq);
-    seq = PySequence_Fast(wanted, "wanted must be a sequence of step indexes");
-    if (seq == NULL)
+    if (read_wanted(self, wanted, nsteps, "step", &last_wanted) < 0)
         return -1;
-    nwanted = PySequence_Fast_GET_SIZE(seq);
-    self->wanted = PyMem_Malloc((size_t)(nwanted > 0 ? nwanted : 1) * sizeof(Py_ssize_t));
-    self->starts = PyMem_Malloc((size_t)(nwanted > 0 ? nwanted : 1) * sizeof(Py_ssize_t));
-    self->sizes = PyMem_Malloc((size_t)(nwanted > 0 ? nwanted : 1) * sizeof(Py_ssize_t));
-    if (self->wanted == NULL || self->starts == NULL || self->sizes == NULL) {
-        Py_DECREF(seq);
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t k = 0; k < nwanted; k++) {
-        Py_ssize_t s = PyNumber_AsSsize_t(PySequence_Fast_GET_ITEM(seq, k), PyExc_OverflowError);
-        if (s == -1 && PyErr_Occurred()) {
-            Py_DECREF(seq);
-            return -1;
-        }
-        if (s < 0 || s >= nsteps) {
-            Py_DECREF(seq);
-            PyErr_Format(PyExc_ValueError, "wanted step %zd is not between 0 and %zd", s, nsteps - 1);
-            return -1;
-        }
-        self->wanted[k] = s;
-    }
-    Py_DECREF(seq);
-    self->nwanted = nwanted;
     Py_INCREF(prefix);
     self->prefix = prefix;
     Py_INCREF(fallback);

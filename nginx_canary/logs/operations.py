@@ -11,12 +11,11 @@ from nginx_canary.inputs import check_word
 from nginx_canary.logs.analyze import AddressBook, Analyzer, feed_blocks, unmarked_forcing
 from nginx_canary.logs.format import FormatSpec, compile_format
 from nginx_canary.logs.health import UnparsedWatch, describe, find_sample, mostly_unparsed
-from nginx_canary.logs.reader import block_batches
+from nginx_canary.logs.reader import block_batches, block_views
 from nginx_canary.logs.sources import format_for_file, log_for_upstream, named_format
-from nginx_canary.logs.tail import LogTailer
 from nginx_canary.logs.window import WindowedStats
 from nginx_canary.nginx.model import NginxConfig
-from nginx_canary.nginx.operations import Settings, read_config
+from nginx_canary.nginx.reading import Settings, read_config
 
 ESCAPES = ("default", "json", "none")
 
@@ -112,7 +111,7 @@ def analyze_files(settings: Settings, files: Sequence[str], query: LogQuery) -> 
     prepared = prepare(settings, query, files[0])
     analyzer = prepared.analyzer
     for path in files:
-        feed_blocks(analyzer, block_batches(path))
+        feed_blocks(analyzer, block_views(path))
     analyzer.flush()
     if mostly_unparsed(analyzer.lines, analyzer.unparsed):
         where = files[0] if len(files) == 1 else f"{files[0]} and {len(files) - 1} more file(s)"
@@ -144,6 +143,9 @@ def follow_log(settings: Settings, logfile: Optional[str], query: LogQuery, *, i
         LogFormatError: the most recent lines read mostly do not fit the format
             (the rule a rollout applies, :class:`nginx_canary.logs.health.UnparsedWatch`).
     """
+    # Here, not at the top: reading whole files (the usual analyze) need not load watchdog.
+    from nginx_canary.logs.tail import LogTailer
+
     if not interval > 0:
         raise BadInputError("--interval must be a positive number of seconds")
     if logfile is None:

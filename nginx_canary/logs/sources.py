@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from nginx_canary.errors import BadInputError
 from nginx_canary.logs.format import COMBINED, FormatSpec, compile_format, parse_log_format_args, upstream_fields
 from nginx_canary.nginx.model import AccessLog, NginxConfig
-from nginx_canary.nginx.control import Nginx
+
+if TYPE_CHECKING:
+    from nginx_canary.nginx.control import Nginx
 
 # access.log.1, access.log.2.gz, access.log-20241128(.gz): what logrotate leaves behind.
 _ROTATED_SUFFIX = re.compile(r"(?:\.\d+|-\d{8,10})?(?:\.gz)?\Z")

@@ -3,55 +3,21 @@
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Dict, List, Optional, Sequence
 
 from nginx_canary.domain import percent_text
-from nginx_canary.errors import BadInputError, ConfigError
+from nginx_canary.errors import BadInputError
 from nginx_canary.inputs import check_word
-from nginx_canary.nginx.conf import load_config
 from nginx_canary.nginx.model import NginxConfig, Upstream, UpstreamServer, servers_named
-from nginx_canary.nginx.parse_cache import ParseCache
-from nginx_canary.nginx.control import Nginx
 from nginx_canary.nginx.edit import ServerChange, edit_servers
+from nginx_canary.nginx.reading import ENCODING, Settings, read_config, read_config_file
 from nginx_canary.nginx.origin import Originals, from_snapshots, origins
 from nginx_canary.nginx.split import Split, compute_split, steered_stable
 from nginx_canary.nginx.sticky import STICKY_TOTAL, consistent_hash_key, sticky_split
 from nginx_canary.nginx.transaction import FileChange, Outcome, Transaction
 from nginx_canary.statedir import StateDir
-
-# Config bytes that are not UTF-8 survive an edit unchanged.
-ENCODING = ("utf-8", "surrogateescape")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Where nginx and nginx-canary's own state live."""
-
-    nginx_conf: str
-    nginx_bin: str
-    nginx_prefix: Optional[str]
-    state_dir: str
-
-    def nginx(self) -> Nginx:
-        return Nginx(binary=self.nginx_bin, conf_path=self.nginx_conf, prefix=self.nginx_prefix)
-
-
-def read_config(settings: Settings, *, logs: bool = True, save_cache: bool = True) -> NginxConfig:
-    """Parse the nginx config, reusing cached per-file parses when the state dir exists.
-
-    ``logs=False`` skips access logs and proxy targets, which weight changes do not need.
-    ``save_cache=False`` writes nothing (the daemon, before it has checked who can write the files).
-
-    Raises:
-        ConfigError: the config cannot be read or parsed.
-    """
-    cache = None
-    if os.path.isdir(settings.state_dir) and os.access(settings.state_dir, os.W_OK):
-        cache = ParseCache(StateDir(settings.state_dir).parse_cache)
-    return load_config(settings.nginx_conf, cache, background_save=True, logs=logs, save_cache=save_cache)
 
 
 @dataclass(frozen=True)
@@ -72,15 +38,6 @@ class Plan:
         if self.sticky_key is None:
             return None
         return f"sticky: consistent hash on {self.sticky_key}, weights out of {STICKY_TOTAL}"
-
-
-def read_config_file(path: str) -> bytes:
-    """The bytes of a managed config file, read through its symlinks. Raises ConfigError (cannot read)."""
-    try:
-        with open(os.path.realpath(path), "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
 
 
 def plan_split(config: NginxConfig, upstream_name: str, canary_addresses: Sequence[str], percent: Fraction,

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 
 from nginx_canary.errors import ConfigError
 from nginx_canary.nginx.model import NginxConfig
-from nginx_canary.nginx.operations import ENCODING, Settings, read_config, read_config_file
+from nginx_canary.nginx.reading import ENCODING, Settings, read_config, read_config_file
 from nginx_canary.nginx.snapshots import SnapshotInfo, find_snapshot, read_copy
 from nginx_canary.nginx.transaction import FileChange, Outcome, Transaction
 from nginx_canary.statedir import StateDir

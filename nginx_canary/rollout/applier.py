@@ -13,7 +13,8 @@ from nginx_canary.errors import BusyError, ConfigError, StateError
 from nginx_canary.nginx.model import NginxConfig
 from nginx_canary.nginx.edit import ServerChange, current_weight, edit_servers, server_statements
 from nginx_canary.nginx.origin import Originals, from_snapshots
-from nginx_canary.nginx.operations import ENCODING, Settings, plan_split, read_config, read_config_file
+from nginx_canary.nginx.operations import plan_split
+from nginx_canary.nginx.reading import ENCODING, Settings, read_config, read_config_file
 from nginx_canary.nginx.snapshots import read_copy, sha256, write_snapshot
 from nginx_canary.nginx.transaction import FileChange, Transaction
 from nginx_canary.domain import NAME_PATTERN, percent_text, validate_name
