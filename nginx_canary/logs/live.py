@@ -9,6 +9,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 from nginx_canary.logs.analyze import GROUP, AddressBook, Analyzer, unmarked_forcing
 from nginx_canary.logs.format import FormatSpec, compile_format
 from nginx_canary.logs.health import UnparsedWatch, describe, find_sample
+from nginx_canary.logs.counting import Buffer
+from nginx_canary.logs.logfile import LineCollector
 from nginx_canary.logs.tail import LogTailer
 from nginx_canary.logs.window import Stats, WindowedStats
 from nginx_canary.nginx.model import NginxConfig
@@ -100,15 +102,23 @@ class LogTraffic:
         self._clock_now = now
         analyzer = self.analyzer
         seen, unparsed = analyzer.lines, analyzer.unparsed
-        lines = self.tailer.read_lines()
+        fed = 0
+
+        def count(block: Buffer) -> None:
+            nonlocal fed
+            before, misfits = analyzer.lines, analyzer.unparsed
+            analyzer.feed_block(block, at=now)
+            fed += analyzer.lines - before
+            if analyzer.unparsed > misfits and self.unparsed.sample is None:
+                collected = LineCollector()
+                collected(block)
+                self.unparsed.sample = find_sample(analyzer.compiled, collected.lines)
+
+        self.tailer.read_blocks(count)
         if self.tailer.overlong != self._overlong:
             analyzer.count_unparsed(self.tailer.overlong - self._overlong)
             self._overlong = self.tailer.overlong
-        if lines:
-            analyzer.feed(lines, at=now)
         self.unparsed.add(analyzer.lines - seen, analyzer.unparsed - unparsed)
-        if analyzer.unparsed > unparsed and self.unparsed.sample is None and lines:
-            self.unparsed.sample = find_sample(analyzer.compiled, lines)
         if not self.tailer.more_pending:
             self._behind_since = None
         elif self._behind_since is None:
@@ -119,7 +129,7 @@ class LogTraffic:
             log.warning("access log %s: skipped %.1f MiB of it: the reader fell behind (still %g s after it "
                         "started reading back to back); figures go on from its end", self.path, skipped / 2**20,
                         self.max_behind)
-        return len(lines)
+        return fed
 
     def reading(self) -> Dict[str, int]:
         """How the reading goes, for ``status``: bytes unread now, bytes skipped so far and in how many skips."""

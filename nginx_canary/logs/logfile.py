@@ -12,11 +12,16 @@ import errno
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
+
+from nginx_canary.logs.counting import Buffer
 
 Identity = Tuple[int, int]
 
 NEWLINE = ord("\n")
+
+#: Takes a block of whole lines (bytes, or a view valid only during the call).
+BlockSink = Callable[[Buffer], None]
 
 
 @dataclass
@@ -111,8 +116,12 @@ class LineReader:
         self.bytes_read = 0
         self.peak_buffered = 0
 
-    def read_available(self, log: OpenLog, out: List[bytes], budget: int) -> int:
-        """Append ``log``'s complete new lines to ``out``; return the bytes read (at most about ``budget``).
+    def read_available(self, log: OpenLog, sink: BlockSink, budget: int) -> int:
+        """Hand ``log``'s complete new lines to ``sink`` in blocks (each line ending with ``\\n``);
+        return the bytes read (at most about ``budget``).
+
+        A block may be a view of the reader's buffer, valid only during the
+        call: ``sink`` copies what it keeps.
 
         Raises:
             OSError: the file cannot be stat'ed or read.
@@ -131,12 +140,17 @@ class LineReader:
             log.read_pos += n
             log.last_byte = self._chunk[n - 1]
             got += n
-            self._split(log, n, out)
+            self._cut(log, n, sink)
         self.bytes_read += got
         return got
 
-    def _split(self, log: OpenLog, n: int, out: List[bytes]) -> None:
-        """Cut the first ``n`` bytes of the chunk buffer into lines."""
+    def _cut(self, log: OpenLog, n: int, sink: BlockSink) -> None:
+        """Hand the complete lines in the first ``n`` bytes of the chunk buffer to ``sink``.
+
+        The bulk goes as a view of the buffer, not as one bytes object per
+        line or a copy: the counters walk blocks in C. Only a line begun in
+        the previous chunk is put together as bytes of its own.
+        """
         data = self._chunk
         base = log.read_pos - n
         start = 0
@@ -149,15 +163,12 @@ class LineReader:
             log.line_start = base + start
         last = data.rfind(b"\n", start, n)
         if last >= start:
-            lines = bytes(memoryview(data)[start:last]).split(b"\n")
             if log.partial:
-                lines[0] = bytes(log.partial) + lines[0]
+                first = data.find(b"\n", start, n) + 1
+                self._hand(bytes(log.partial) + memoryview(data)[start:first], 0, sink)
                 log.partial.clear()
-            if max(map(len, lines)) > self._max_line:
-                kept = [line for line in lines if len(line) <= self._max_line]
-                self.overlong += len(lines) - len(kept)
-                lines = kept
-            out.extend(lines)
+                start = first
+            self._hand(data, start, sink, last + 1)
             start = last + 1
             log.line_start = base + start
         if len(log.partial) + n - start > self._max_line:
@@ -168,3 +179,43 @@ class LineReader:
             log.partial += memoryview(data)[start:n]
             self.peak_buffered = max(self.peak_buffered, len(log.partial))
 
+    def _hand(self, data: Union[bytes, bytearray], start: int, sink: BlockSink, end: Optional[int] = None) -> None:
+        """Give ``sink`` the lines of ``data[start:end]`` that are not over-long, counting those that are."""
+        end = len(data) if end is None else end
+        if start >= end:
+            return
+        if fits(data, start, end, self._max_line):
+            sink(memoryview(data)[start:end])
+            return
+        lines = bytes(memoryview(data)[start:end]).split(b"\n")
+        lines.pop()
+        kept = [line for line in lines if len(line) <= self._max_line]
+        self.overlong += len(lines) - len(kept)
+        if kept:
+            sink(b"".join(line + b"\n" for line in kept))
+
+
+def fits(data: Union[bytes, bytearray], start: int, end: int, max_line: int) -> bool:
+    """Whether no line of ``data[start:end]`` (whole lines, each ending with ``\\n``) is longer than ``max_line``.
+
+    Looks for a newline in each stretch of ``max_line + 1`` bytes from a
+    line's start, from the right: one search per ``max_line`` bytes, so a
+    block whose lines all fit costs next to nothing.
+    """
+    at = start
+    while end - at > max_line:
+        newline = data.rfind(b"\n", at, at + max_line + 1)
+        if newline < 0:
+            return False
+        at = newline + 1
+    return True
+
+
+class LineCollector:
+    """A :data:`BlockSink` that keeps the lines it is given, without their ``\\n``."""
+
+    def __init__(self) -> None:
+        self.lines: List[bytes] = []
+
+    def __call__(self, block: Buffer) -> None:
+        self.lines.extend(bytes(block).split(b"\n")[:-1])

@@ -29,7 +29,7 @@ import time
 from typing import Callable, List, Optional
 
 from nginx_canary.errors import LogReadError
-from nginx_canary.logs.logfile import LineReader, OpenLog, open_log
+from nginx_canary.logs.logfile import BlockSink, LineCollector, LineReader, OpenLog, open_log
 from nginx_canary.logs.path_watch import PathWatch
 
 
@@ -163,14 +163,26 @@ class LogTailer(LineReader):
         Raises:
             ValueError: the tailer is closed.
         """
+        collector = LineCollector()
+        self.read_blocks(collector)
+        return collector.lines
+
+    def read_blocks(self, sink: BlockSink) -> None:
+        """Hand :meth:`read_lines`'s lines to ``sink`` in blocks of whole lines, each ending with ``b"\\n"``.
+
+        A block may be a view of the reader's buffer, valid only during the
+        call (see :meth:`LineReader.read_available`); never blocks.
+
+        Raises:
+            ValueError: the tailer is closed.
+        """
         if self._closed:
-            raise ValueError("read_lines() on a closed LogTailer")
+            raise ValueError("read_blocks() on a closed LogTailer")
         self._check_path()
-        out: List[bytes] = []
         budget = self._max_read
         now = self._clock()
         for log in list(self._draining):
-            got = self.read_available(log, out, budget)
+            got = self.read_available(log, sink, budget)
             budget -= got
             if got:
                 log.quiet_since = now
@@ -178,9 +190,8 @@ class LogTailer(LineReader):
                 self._draining.remove(log)
                 self._release(log)
         if self._current is not None and budget > 0:
-            budget -= self.read_available(self._current, out, budget)
+            budget -= self.read_available(self._current, sink, budget)
         self._more_pending = budget <= 0
-        return out
 
     def wait(self, timeout: float) -> None:
         """Block until our path changes (per watchdog) or ``timeout`` seconds pass.
