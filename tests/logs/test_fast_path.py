@@ -179,6 +179,17 @@ def test_formats_without_a_walk_stay_on_the_regex() -> None:
     assert walk_program(compile_format(FormatSpec("t", "$remote_addr$status", "default")).segments, "default") is None
 
 
+def test_a_digit_right_after_a_numeric_upstream_list_is_read_by_the_regex() -> None:
+    """``${upstream_status}1``: where an entry ends is a matter of backtracking, so no walk; the regex reads it right."""
+    fmt = compile_format(FormatSpec("t", "$upstream_addr ${upstream_status}1 ${upstream_response_time}9 $status"))
+    assert walk_program(fmt.segments, "default") is None
+    assert isinstance(field_counter(fmt, ["upstream_addr"]), PyFieldCounter)
+    names = ["upstream_addr", "upstream_status", "upstream_response_time"]
+    lines = [b"10.0.0.1:80 5021 0.0129 200", b"10.0.0.1:80, 10.0.0.2:80 502, 2001 0.005, 0.0109 200"]
+    assert fmt.extract(lines, names) == ([(b"10.0.0.1:80", b"502", b"0.012"),
+                                          (b"10.0.0.1:80, 10.0.0.2:80", b"502, 200", b"0.005, 0.010")], 0)
+
+
 # --- the walk against the regex ---
 
 
