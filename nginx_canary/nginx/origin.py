@@ -22,11 +22,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from nginx_canary.errors import CanaryError
 from nginx_canary.nginx.edit import current_weight, server_statements
 from nginx_canary.nginx.model import UpstreamServer
+from nginx_canary.nginx.reading import ENCODING
 from nginx_canary.nginx.snapshots import read_copy, sha256
 from nginx_canary.statedir import MANIFEST, StateDir
-
-# As nginx_canary.nginx.operations reads config files: bytes that are not UTF-8 survive.
-ENCODING = ("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)

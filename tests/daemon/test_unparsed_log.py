@@ -14,16 +14,21 @@ from pathlib import Path
 from tests.daemon.conftest import non_check_events, records
 
 UPSTREAMLOG = Path(__file__).resolve().parents[1] / "data" / "real-world" / "log-formats" / "upstreamlog.conf"
+CANARY_LOG = "    access_log logs/access.log canary;"
 
 
-def test_a_log_in_another_format_pauses_the_rollout(make_harness):
-    h = make_harness(steps=(10, 50, 100), step_interval="1s", v2={"error_rate": 0.3}, daemon=False)
-    conf = h.site.conf.read_text()
-    h.site.conf.write_text(conf.replace("    include conf.d/*.conf;", f"    include conf.d/*.conf;\n    include {UPSTREAMLOG};"))
+def rollout_names_upstreamlog(h) -> None:
+    """nginx learns the ``upstreamlog`` format but goes on writing ``canary``; the rollout names ``upstreamlog``."""
+    h.site.conf.write_text(h.site.conf.read_text().replace(CANARY_LOG, f"    include {UPSTREAMLOG};\n{CANARY_LOG}"))
     h.site.nginx.reload()
     daemon_config = h.site.daemon_config.read_text()
     h.site.daemon_config.write_text(daemon_config.replace("    upstream: backend\n",
                                                           "    upstream: backend\n    log_format: upstreamlog\n"))
+
+
+def test_a_log_in_another_format_pauses_the_rollout(make_harness):
+    h = make_harness(steps=(10, 50, 100), step_interval="1s", v2={"error_rate": 0.3}, daemon=False)
+    rollout_names_upstreamlog(h)
     h.start_daemon()
     load = h.load(rate=100, duration=30)
     h.start_rollout()
@@ -45,19 +50,13 @@ def test_a_log_in_another_format_pauses_the_rollout(make_harness):
 def test_after_the_format_is_fixed_a_resume_goes_on_at_once(make_harness):
     """nginx is made to write the format the rollout names, then resume: the lines read while paused do not count."""
     h = make_harness(steps=(10, 50, 100), step_interval="1s", daemon=False)
-    conf = h.site.conf.read_text()
-    wrong = "    access_log logs/access.log canary;"
-    h.site.conf.write_text(conf.replace(wrong, f"    include {UPSTREAMLOG};\n{wrong}"))
-    h.site.nginx.reload()
-    daemon_config = h.site.daemon_config.read_text()
-    h.site.daemon_config.write_text(daemon_config.replace("    upstream: backend\n",
-                                                          "    upstream: backend\n    log_format: upstreamlog\n"))
+    rollout_names_upstreamlog(h)
     h.start_daemon()
     load = h.load(rate=100, duration=40)
     h.start_rollout()
     h.wait_state("paused")
     time.sleep(3)  # hundreds more misfits read while paused
-    h.site.conf.write_text(h.site.conf.read_text().replace(wrong, "    access_log logs/access.log upstreamlog;"))
+    h.site.conf.write_text(h.site.conf.read_text().replace(CANARY_LOG, "    access_log logs/access.log upstreamlog;"))
     h.site.nginx.reload()  # returns once the workers writing the old format have left
     h.call("resume", name="app")
 

@@ -9,43 +9,30 @@ Real :class:`LogTraffic` on a file, the state machine's fakes for the rest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Tuple
 
-import pytest
 
 from nginx_canary.daemon.commands import CommandHandlers
 from nginx_canary.daemon.runtime import RolloutRuntime, RunTraffic
-from nginx_canary.logs.format import FormatSpec
 from nginx_canary.logs.health import MIN_UNPARSED
 from nginx_canary.logs.live import LogTraffic
-from nginx_canary.nginx.conf import load_config
 from nginx_canary.report.series import SeriesRecorder
 from nginx_canary.rollout.machine import Rollout
 from nginx_canary.rollout.store import StateStore
 from tests.daemon.test_commands import Host
-from tests.logs.test_live import FLOOD_FORMAT, NGINX_CONF, flood_line
+from tests.logs.test_health import traffic  # noqa: F401 (a fixture: a real LogTraffic on a file)
+from tests.logs.test_live import flood_line
 from tests.rollout.test_machine import T0, FakeApplier, FakeGates, make_settings
 
 JUNK = b'10.0.0.1 - - [x] "GET / HTTP/1.1" 200 5\n'
 
 
-@pytest.fixture
-def log_file(tmp_path: Path) -> Iterator[Tuple[LogTraffic, Path]]:
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF)
-    log = tmp_path / "access.log"
-    log.write_bytes(b"")
-    with LogTraffic(load_config(str(conf), logs=False), "backend", ["127.0.0.1:8082"], str(log),
-                    FormatSpec("flood", FLOOD_FORMAT, "default"), watch=False) as live:
-        yield live, log
-
-
 def daemon_of(tmp_path: Path, live: LogTraffic, gates: FakeGates = None) -> Tuple[Host, CommandHandlers, Rollout]:
     host = Host(StateStore(str(tmp_path / "state"), clock=lambda: T0))
-    traffic = RunTraffic(live)
+    run_traffic = RunTraffic(live)
     rollout = Rollout(make_settings(upstream="backend", canary=("127.0.0.1:8082",)), host.store, FakeApplier(),
-                      traffic, log_trouble=traffic.unparsed_reason, gates=gates)
-    host.runtimes["app"] = RolloutRuntime(rollout, traffic, SeriesRecorder(str(tmp_path / "state"), "app"))
+                      run_traffic, log_trouble=run_traffic.unparsed_reason, gates=gates)
+    host.runtimes["app"] = RolloutRuntime(rollout, run_traffic, SeriesRecorder(str(tmp_path / "state"), "app"))
     return host, CommandHandlers(host), rollout
 
 
@@ -55,8 +42,8 @@ def read(live: LogTraffic, log: Path, data: bytes, now: float) -> None:
     live.poll(now)
 
 
-def test_a_resumed_rollout_is_judged_on_the_lines_read_since(tmp_path, log_file):
-    live, log = log_file
+def test_a_resumed_rollout_is_judged_on_the_lines_read_since(tmp_path, traffic):
+    live, log = traffic
     host, commands, rollout = daemon_of(tmp_path, live)
     commands.execute("start", {"name": "app"})
     read(live, log, JUNK * 30, T0 + 1)
@@ -77,8 +64,8 @@ def test_a_resumed_rollout_is_judged_on_the_lines_read_since(tmp_path, log_file)
     assert rollout.state.state == "paused" and rollout.state.paused_reason.startswith("30 of 50 lines")
 
 
-def test_a_start_forgets_the_misfits_read_before_it(tmp_path, log_file):
-    live, log = log_file
+def test_a_start_forgets_the_misfits_read_before_it(tmp_path, traffic):
+    live, log = traffic
     gates = FakeGates(pre_rollout="pending")  # no step is applied yet: only the start itself begins a fresh count
     host, commands, rollout = daemon_of(tmp_path, live, gates)
     read(live, log, JUNK * 300, T0 - 10)  # between runs: nobody asked
