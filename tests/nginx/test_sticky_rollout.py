@@ -1,6 +1,6 @@
 """A rollout (the state machine, the real applier) over a sticky upstream on a real nginx.
 
-Traffic figures are supplied directly, as in tests/rollout/test_applier.py; the
+Traffic figures are supplied directly (tests/rollout/figures.py), as in tests/rollout/test_applier.py; the
 keys' routes are measured through nginx with 2,000 distinct ``uid`` cookies.
 """
 
@@ -9,34 +9,14 @@ from __future__ import annotations
 from fractions import Fraction
 
 from nginx_canary.config.model import AnalysisSettings, RolloutSettings
-from nginx_canary.logs.window import Stats
 from nginx_canary.nginx.operations import Settings
 from nginx_canary.rollout.applier import NginxSplitApplier
 from nginx_canary.rollout.machine import Rollout
 from nginx_canary.rollout.store import StateStore
+from tests.rollout.figures import SuppliedTraffic
 from tests.nginx.test_sticky_nginx import APPS_CONF, HOSTS, STICKY_CONF, fixed_port, route
 
 KEYS = [f"r{n:04d}" for n in range(2000)]
-
-
-def figures(requests: int, errors: int = 0) -> Stats:
-    stats = Stats()
-    if requests - errors:
-        stats.add(200, 0.01, count=requests - errors)
-    if errors:
-        stats.add(502, 0.01, count=errors)
-    return stats
-
-
-class Traffic:
-    def __init__(self) -> None:
-        self.canary_errors = 0
-
-    def begin_step(self, at: float) -> None:
-        pass
-
-    def evidence(self, now: float):
-        return figures(2000, self.canary_errors), figures(8000)
 
 
 def start_site(inst):
@@ -47,7 +27,7 @@ def start_site(inst):
     return f"{HOSTS['v2']}:{port}"
 
 
-def rollout_for(inst, canary: str, traffic: Traffic) -> Rollout:
+def rollout_for(inst, canary: str, traffic: SuppliedTraffic) -> Rollout:
     settings = RolloutSettings(
         name="app", upstream="backend", canary=(canary,), steps=(Fraction(5), Fraction(25), Fraction(50), Fraction(100)),
         step_interval=60.0, on_success="keep", sticky=True,
@@ -62,7 +42,7 @@ def canary_keys(inst) -> set:
 
 def test_a_healthy_sticky_rollout_promotes_and_no_key_leaves_the_canary(nginx_stopped):
     canary = start_site(nginx_stopped)
-    rollout = rollout_for(nginx_stopped, canary, Traffic())
+    rollout = rollout_for(nginx_stopped, canary, SuppliedTraffic())
     rollout.start(1000.0)
     now, seen = 1000.0, canary_keys(nginx_stopped)
     for expected in (25, 50, 100):
@@ -83,7 +63,7 @@ def test_a_failing_sticky_canary_is_rolled_back_and_every_key_is_on_stable(nginx
     canary = start_site(nginx_stopped)
     start_files = nginx_stopped.config_files()
     before = route(nginx_stopped.ports["front"], KEYS)
-    traffic = Traffic()
+    traffic = SuppliedTraffic()
     rollout = rollout_for(nginx_stopped, canary, traffic)
     rollout.start(1000.0)
     assert canary_keys(nginx_stopped)

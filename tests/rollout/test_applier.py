@@ -8,11 +8,11 @@ import pytest
 
 from nginx_canary.rollout.applier import NginxSplitApplier
 from nginx_canary.errors import NginxRejectedError, StateError
-from nginx_canary.logs.window import Stats
 from nginx_canary.nginx.operations import Settings
 from nginx_canary.rollout.machine import Rollout
 from nginx_canary.config.model import AnalysisSettings, RolloutSettings
 from nginx_canary.rollout.store import StateStore
+from tests.rollout.figures import SuppliedTraffic
 
 
 def applier_for(inst) -> NginxSplitApplier:
@@ -61,27 +61,7 @@ def test_unknown_or_hostile_snapshot_ids_are_refused(nginx):
 # --- the state machine on real files and a real nginx (traffic figures supplied directly) ---
 
 
-def figures(requests: int, errors: int = 0) -> Stats:
-    stats = Stats()
-    if requests - errors:
-        stats.add(200, 0.01, count=requests - errors)
-    if errors:
-        stats.add(502, 0.01, count=errors)
-    return stats
-
-
-class Traffic:
-    def __init__(self) -> None:
-        self.canary_errors = 0
-
-    def begin_step(self, at: float) -> None:
-        pass
-
-    def evidence(self, now: float):
-        return figures(2000, self.canary_errors), figures(8000)
-
-
-def rollout_for(inst, traffic: Traffic) -> Rollout:
+def rollout_for(inst, traffic: SuppliedTraffic) -> Rollout:
     settings = RolloutSettings(
         name="app", upstream="backend", canary=(inst.v2,), steps=(Fraction(10), Fraction(50), Fraction(100)),
         step_interval=60.0, on_success="keep",
@@ -90,7 +70,7 @@ def rollout_for(inst, traffic: Traffic) -> Rollout:
 
 
 def test_a_healthy_rollout_steps_real_weights_to_promotion(nginx):
-    traffic = Traffic()
+    traffic = SuppliedTraffic()
     rollout = rollout_for(nginx, traffic)
     rollout.start(1000.0)
     assert rollout.status()["canary_percent"] == 10
@@ -106,7 +86,7 @@ def test_a_healthy_rollout_steps_real_weights_to_promotion(nginx):
 
 
 def test_a_failing_canary_is_rolled_back_to_the_original_bytes(nginx):
-    traffic = Traffic()
+    traffic = SuppliedTraffic()
     start_files = nginx.config_files()
     rollout = rollout_for(nginx, traffic)
     rollout.start(1000.0)
@@ -140,7 +120,7 @@ def test_restore_weights_keeps_a_foreign_edit_and_puts_the_split_back(nginx, per
 
 
 def test_a_rollout_aborted_over_a_foreign_edit_keeps_it(nginx):
-    traffic = Traffic()
+    traffic = SuppliedTraffic()
     rollout = rollout_for(nginx, traffic)
     rollout.start(1000.0)
     nginx.upstream_conf.write_text(nginx.upstream_conf.read_text() + "# added by hand\n")
