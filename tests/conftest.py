@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from nginx_canary.demo.nginx_harness import PrivateNginx, free_port
+from nginx_canary.demo.site import TwoVersions
 
 # A vendored copy of ../shared/corpus/nginx-configs (certbot's round-trip test
 # data, Apache-2.0; see tests/data/README.md), so a clean clone can run it.
@@ -64,25 +65,13 @@ def snapshot_tree(root: Path) -> Dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-class NginxInstance(PrivateNginx):
+class NginxInstance(PrivateNginx, TwoVersions):
     """A real nginx running from ``prefix`` with a stable (v1) and a canary (v2) backend, and its state dir."""
 
     def __init__(self, binary: str, prefix: Path, ports: Dict[str, int], state_dir: Path,
                  worker_processes: int = 2) -> None:
         super().__init__(binary, prefix, ports, worker_processes=worker_processes)
         self.state_dir = state_dir
-
-    @property
-    def upstream_conf(self) -> Path:
-        return self.prefix / "conf.d" / "upstream.conf"
-
-    @property
-    def v1(self) -> str:
-        return f"127.0.0.1:{self.ports['v1']}"
-
-    @property
-    def v2(self) -> str:
-        return f"127.0.0.1:{self.ports['v2']}"
 
     def cli_args(self) -> List[str]:
         """Global nginx-canary options pointing at this instance."""

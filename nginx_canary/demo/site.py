@@ -60,8 +60,29 @@ def _yaml_list(values: Sequence[object]) -> str:
     return "[" + ", ".join(str(v) for v in values) + "]"
 
 
+class TwoVersions:
+    """A site's two app versions, ``ports["v1"]`` (stable) and ``ports["v2"]`` (canary) on loopback,
+    and ``conf.d/upstream.conf``, the upstream file that names them (a mixin for a class with
+    ``prefix`` and ``ports``)."""
+
+    prefix: Path
+    ports: Dict[str, int]
+
+    @property
+    def upstream_conf(self) -> Path:
+        return self.prefix / "conf.d" / "upstream.conf"
+
+    @property
+    def v1(self) -> str:
+        return f"127.0.0.1:{self.ports['v1']}"
+
+    @property
+    def v2(self) -> str:
+        return f"127.0.0.1:{self.ports['v2']}"
+
+
 @dataclass
-class DemoSite:
+class DemoSite(TwoVersions):
     """Files and ports of one private site; :meth:`write` creates them, :meth:`start_nginx` runs nginx."""
 
     root: Path
@@ -93,10 +114,6 @@ class DemoSite:
         return self.prefix / "nginx.conf"
 
     @property
-    def upstream_conf(self) -> Path:
-        return self.prefix / "conf.d" / "upstream.conf"
-
-    @property
     def access_log(self) -> Path:
         return self.prefix / "logs" / "access.log"
 
@@ -113,14 +130,6 @@ class DemoSite:
         if self.socket_dir is None:
             self.socket_dir = tempfile.mkdtemp(prefix="nc-")
         return os.path.join(self.socket_dir, "ctl", "control.sock")
-
-    @property
-    def v1(self) -> str:
-        return f"127.0.0.1:{self.ports['v1']}"
-
-    @property
-    def v2(self) -> str:
-        return f"127.0.0.1:{self.ports['v2']}"
 
     @property
     def url(self) -> str:
