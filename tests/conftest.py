@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from nginx_canary.demo.nginx_harness import PrivateNginx, free_port
-from nginx_canary.demo.site import TwoVersions
+from nginx_canary.demo.site import TwoVersions, make_prefix
 
 # A vendored copy of ../shared/corpus/nginx-configs (certbot's round-trip test
 # data, Apache-2.0; see tests/data/README.md), so a clean clone can run it.
@@ -100,11 +100,7 @@ class NginxInstance(PrivateNginx, TwoVersions):
 
 def make_nginx(binary: str, root: Path) -> NginxInstance:
     """Write the standard two-backend config under ``root/nginx`` (not started)."""
-    prefix = root / "nginx"
-    (prefix / "logs").mkdir(parents=True)
-    (prefix / "conf.d").mkdir()
-    for d in (root, prefix, prefix / "logs"):
-        d.chmod(0o755)
+    prefix = make_prefix(root)
     ports = {"front": free_port(), "v1": free_port(), "v2": free_port()}
     (prefix / "nginx.conf").write_text(MAIN_CONF.format(**ports))
     (prefix / "conf.d" / "upstream.conf").write_text(UPSTREAM_CONF.format(**ports))

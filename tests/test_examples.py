@@ -39,6 +39,7 @@ from nginx_canary.config.model import DaemonSettings
 from nginx_canary.config.settings import load_settings
 
 from nginx_canary.demo.nginx_harness import PrivateNginx, free_port
+from nginx_canary.demo.site import SiteFiles, make_prefix
 
 REPO = Path(__file__).resolve().parent.parent
 CONF_D = REPO / "conf.d"
@@ -96,7 +97,7 @@ def with_ports(text: str, ports: Dict[str, int]) -> str:
 
 
 @dataclasses.dataclass
-class ExampleSite:
+class ExampleSite(SiteFiles):
     """Copies of the conf.d examples in a temporary nginx prefix laid out like Debian's /etc/nginx."""
 
     nginx_bin: str
@@ -105,14 +106,6 @@ class ExampleSite:
 
     def __post_init__(self) -> None:
         self.server = PrivateNginx(self.nginx_bin, self.prefix, self.ports or {}, worker_processes=1)
-
-    @property
-    def prefix(self) -> Path:
-        return self.root / "nginx"
-
-    @property
-    def conf(self) -> Path:
-        return self.prefix / "nginx.conf"
 
     @property
     def site_conf(self) -> Path:
@@ -127,11 +120,8 @@ class ExampleSite:
         return self.prefix / "logs" / "nginx-canary-site.access.log"
 
     def write(self) -> "ExampleSite":
-        (self.prefix / "logs").mkdir(parents=True)
-        (self.prefix / "conf.d").mkdir()
+        make_prefix(self.root)
         (self.root / "state").mkdir()
-        for d in (self.root, self.prefix, self.prefix / "logs"):
-            d.chmod(0o755)
         for name in NGINX_EXAMPLES:
             text = localize((CONF_D / name).read_text(), self.prefix, self.root)
             if self.ports is not None:

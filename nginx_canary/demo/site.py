@@ -60,6 +60,34 @@ def _yaml_list(values: Sequence[object]) -> str:
     return "[" + ", ".join(str(v) for v in values) + "]"
 
 
+def make_prefix(root: Path) -> Path:
+    """Make nginx's prefix ``root/nginx`` with ``logs/`` and ``conf.d/`` (if not there yet); return it.
+
+    nginx's workers run as nobody and write the logs: ``root``, the prefix and ``logs/`` get mode 0755.
+    Raises OSError.
+    """
+    prefix = root / "nginx"
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    (prefix / "conf.d").mkdir(exist_ok=True)
+    for directory in (root, prefix, prefix / "logs"):
+        directory.chmod(0o755)
+    return prefix
+
+
+class SiteFiles:
+    """Where a private site's nginx files lie under its ``root``, as :func:`make_prefix` lays them out (a mixin)."""
+
+    root: Path
+
+    @property
+    def prefix(self) -> Path:
+        return self.root / "nginx"
+
+    @property
+    def conf(self) -> Path:
+        return self.prefix / "nginx.conf"
+
+
 class TwoVersions:
     """A site's two app versions, ``ports["v1"]`` (stable) and ``ports["v2"]`` (canary) on loopback,
     and ``conf.d/upstream.conf``, the upstream file that names them (a mixin for a class with
@@ -82,7 +110,7 @@ class TwoVersions:
 
 
 @dataclass
-class DemoSite(TwoVersions):
+class DemoSite(SiteFiles, TwoVersions):
     """Files and ports of one private site; :meth:`write` creates them, :meth:`start_nginx` runs nginx."""
 
     root: Path
@@ -104,14 +132,6 @@ class DemoSite(TwoVersions):
     @started.setter
     def started(self, value: bool) -> None:
         self.nginx.started = value
-
-    @property
-    def prefix(self) -> Path:
-        return self.root / "nginx"
-
-    @property
-    def conf(self) -> Path:
-        return self.prefix / "nginx.conf"
 
     @property
     def access_log(self) -> Path:
@@ -138,11 +158,8 @@ class DemoSite(TwoVersions):
     def write(self, *, steps: Sequence[object] = (10, 25, 50, 100), step_interval: str = "5s",
               analysis: Optional[Dict[str, object]] = None, on_success: str = "keep",
               fleet: Optional[Dict[str, object]] = None) -> None:
-        """Write the nginx files and the daemon config. Workers run as nobody: directories get 0755."""
-        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
-        (self.prefix / "conf.d").mkdir(exist_ok=True)
-        for directory in (self.root, self.prefix, self.prefix / "logs"):
-            directory.chmod(0o755)
+        """Write the nginx files and the daemon config (under :func:`make_prefix`'s directories)."""
+        make_prefix(self.root)
         log_format = CANARY_FORMAT.replace("\t", "\\t")
         self.conf.write_text(NGINX_CONF.format(workers=self.workers, log_format=log_format, **self.ports))
         self.upstream_conf.write_text(UPSTREAM_CONF.format(**self.ports))
