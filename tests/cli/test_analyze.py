@@ -9,13 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from nginx_canary.demo.nginx_harness import PrivateNginx, free_port
+from tests.log_site import CliSite
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_FORMAT_SNIPPET = REPO / "conf.d" / "nginx-canary-log-format.conf"
@@ -60,48 +58,24 @@ http {{
 ROOT, REDIRECT, LOCAL = 40, 20, 10
 
 
-class Site(PrivateNginx):
+class Site(CliSite):
+    """v1 and a refusing canary in ``backend``, v2 behind ``fallback``, local answers; the canary format's log."""
+
     def __init__(self, binary: str, root: Path) -> None:
-        ports = {"front": free_port(), "v1": free_port(), "v2": free_port(), "dead": free_port()}
-        super().__init__(binary, root / "nginx", ports, worker_processes=2)
-        (self.prefix / "logs").mkdir(parents=True)
-        for d in (root, self.prefix, self.prefix / "logs"):
-            d.chmod(0o755)
+        super().__init__(binary, root, ("front", "v1", "v2", "dead"), ["canary.log"])
         self.conf.write_text(CONF.format(snippet=LOG_FORMAT_SNIPPET, **self.ports))
-        self.state = root / "state"
 
     @property
     def log(self) -> Path:
-        return self.prefix / "logs" / "canary.log"
-
-    def cli(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "nginx_canary", "--nginx-conf", str(self.conf), "--nginx-prefix", str(self.prefix),
-             "--nginx-bin", self.binary, "--state-dir", str(self.state), *args],
-            capture_output=True, text=True, timeout=60, **kw)
-
-    def request(self, path: str) -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['front']}{path}", timeout=5) as resp:
-                return resp.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
+        return self.logfile("canary.log")
 
     def traffic(self) -> None:
         for _ in range(ROOT):
-            assert self.request("/") == 200
+            assert self.get("/") == 200
         for _ in range(REDIRECT):
-            assert self.request("/redirect") == 200
+            assert self.get("/redirect") == 200
         for _ in range(LOCAL):
-            assert self.request("/local") == 204
-
-    def wait_for_lines(self, n: int) -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.log.exists() and self.log.read_bytes().count(b"\n") >= n:
-                return
-            time.sleep(0.05)
-        raise AssertionError("nginx did not log every request")
+            assert self.get("/local") == 204
 
 
 @pytest.fixture
