@@ -6,8 +6,9 @@ private nginx hosts ``lb-1..3`` (:class:`~nginx_canary.demo.site.DemoSite`,
 each with its own prefix, access log and state dir) in front of the same two
 demo apps v1 and v2 (threads of this process), one ``nginx-canary daemon``
 process per host with the same ``fleet:`` section, and a bounded load on every
-host. Each daemon runs in its own session, so Ctrl-C reaches only this
-process, which then stops every process it started by PID.
+host (the hosts, daemons and load are :class:`~nginx_canary.demo.fleet_hosts.FleetHosts`).
+Each daemon runs in its own session, so Ctrl-C reaches only this process,
+which then stops every process it started by PID.
 
 Run 1: v2 is healthy; ``start app`` on lb-2 moves all three hosts in
 lock-step (every host applies a step before its bake time counts) to
@@ -29,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,8 +42,8 @@ from typing import Any, Callable, Dict, List, Optional, TextIO
 from nginx_canary.daemon import control_socket
 from nginx_canary.demo.app import DemoApp
 from nginx_canary.demo.etcd_harness import PrivateEtcd
-from nginx_canary.demo.load import LoadResult, run_load
-from nginx_canary.demo.nginx_harness import free_port
+from nginx_canary.demo.fleet_hosts import FleetHosts
+from nginx_canary.demo.load import LoadResult
 from nginx_canary.demo.run import find_nginx
 from nginx_canary.demo.site import DemoSite
 from nginx_canary.errors import CanaryError
@@ -206,15 +206,24 @@ class FleetTour:
         self.clock = clock
         self.root: Optional[Path] = None
         self.etcd: Optional[PrivateEtcd] = None
-        self.apps: Dict[str, DemoApp] = {}
-        self.sites: Dict[str, DemoSite] = {}
-        self.daemons: Dict[str, subprocess.Popen] = {}
-        self.logs: List[TextIO] = []
+        self.hosts: Optional[FleetHosts] = None
         self.files: Optional[FileWatch] = None
-        self.load_stop = threading.Event()
-        self.load_threads: List[threading.Thread] = []
-        self.loads: Dict[str, LoadResult] = {}
-        self.pids: List[int] = []
+        self.etcd_pid: Optional[int] = None
+
+    @property
+    def sites(self) -> Dict[str, DemoSite]:
+        """Each host's site by name; none before :meth:`setup`."""
+        return {} if self.hosts is None else self.hosts.sites
+
+    @property
+    def apps(self) -> Dict[str, DemoApp]:
+        """The shared apps v1 and v2; none before :meth:`setup`."""
+        return {} if self.hosts is None else self.hosts.apps
+
+    @property
+    def pids(self) -> List[int]:
+        """Every process started: etcd, each nginx and each daemon."""
+        return ([] if self.etcd_pid is None else [self.etcd_pid]) + ([] if self.hosts is None else self.hosts.pids)
 
     def say(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -233,76 +242,27 @@ class FleetTour:
         self.root.chmod(0o755)
         self.etcd = PrivateEtcd(self.root / "etcd" / "data", binary=etcd_bin, name="fleet-demo")
         self.etcd.start()
-        self.pids.append(self.etcd.pid)
-        ports = {"v1": free_port(), "v2": free_port()}
+        self.etcd_pid = self.etcd.pid
         latency = {"latency_median": LATENCY_MEDIAN, "latency_p99": LATENCY_P99}
-        self.apps = {v: DemoApp(v, port=ports[v], seed=i + 1, **latency) for i, v in enumerate(("v1", "v2"))}
-        for app in self.apps.values():
-            app.start()
-        fleet = {"etcd": [self.etcd.client_url], "name": FLEET_NAME, **FLEET_SETTINGS}
-        for host in HOSTS:
-            site = DemoSite(self.root / host, nginx_bin, ports={"front": free_port(), **ports})
-            site.write(steps=STEPS, step_interval=self.step_interval, analysis=self.analysis, on_success="keep",
-                       fleet={**fleet, "host": host})
-            self.sites[host] = site
-            site.start_nginx()
-            self.pids += [pid for pid in (site.nginx_pid(), *site.worker_pids()) if pid is not None]
-        for host in HOSTS:
-            self.start_daemon(host)
+        self.hosts = FleetHosts(self.root, nginx_bin, HOSTS,
+                                {"etcd": [self.etcd.client_url], "name": FLEET_NAME, **FLEET_SETTINGS},
+                                site={"steps": STEPS, "step_interval": self.step_interval,
+                                      "analysis": self.analysis, "on_success": "keep"},
+                                apps={v: {"seed": i + 1, **latency} for i, v in enumerate(("v1", "v2"))})
+        self.hosts.start_sites()
+        self.hosts.start_daemons()
         self.files = FileWatch(self.sites, [Fraction(s) for s in STEPS])
         self.files.start()
         some = self.sites[HOSTS[0]]
         self.say(f"nginx-canary demo --fleet: everything runs on 127.0.0.1 from {self.root}")
         self.say(f"  etcd    {self.etcd.client_url} (pid {self.etcd.pid}), fleet {FLEET_NAME!r}")
         for host, site in self.sites.items():
-            self.say(f"  {host:<7} nginx {site.url}, daemon pid {self.daemons[host].pid}")
+            self.say(f"  {host:<7} nginx {site.url}, daemon pid {self.hosts.daemons[host].pid}")
         self.say(f"  apps    v1 {some.v1}, v2 {some.v2} (staged down), shared by every host")
         self.say(f"  load    {self.load_rate:.0f} req/s on each host; steps {' -> '.join(map(str, STEPS))} %, "
                  f"each baked {self.step_interval} once every host applied it")
-        for host, site in self.sites.items():
-            if self.load_rate <= 0:
-                break
-            thread = threading.Thread(target=self._load, args=(host, site.url), name=f"load-{host}", daemon=True)
-            thread.start()
-            self.load_threads.append(thread)
-
-    def start_daemon(self, host: str) -> None:
-        """Start ``host``'s daemon and wait until it answers. Raises CanaryError when it exits or stays silent."""
-        assert self.root is not None
-        site = self.sites[host]
-        log = open(self.root / f"{host}-daemon.log", "a")
-        self.logs.append(log)
-        env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(site.nginx_bin), os.environ.get("PATH", "")]))
-        for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "NGINX_CANARY_CONFIG"):
-            env.pop(key, None)
-        proc = subprocess.Popen(site.daemon_command(sys.executable), stdout=subprocess.DEVNULL, stderr=log, env=env,
-                                start_new_session=True)
-        self.daemons[host] = proc
-        self.pids.append(proc.pid)
-        deadline = self.clock() + 20.0
-        while True:
-            if proc.poll() is not None:
-                raise CanaryError(f"{host}'s daemon exited with {proc.returncode}: {self._log_tail(host)}")
-            try:
-                control_socket.call(site.socket_path, "ping", timeout=5)
-                return
-            except CanaryError:
-                if self.clock() > deadline:
-                    raise CanaryError(f"{host}'s daemon did not answer within 20 s: {self._log_tail(host)}") from None
-                time.sleep(0.1)
-
-    def _log_tail(self, host: str) -> str:
-        assert self.root is not None
-        try:
-            lines = (self.root / f"{host}-daemon.log").read_text().strip().splitlines()
-        except OSError:
-            return "(no log)"
-        return lines[-1] if lines else "(no output)"
-
-    def _load(self, host: str, url: str) -> None:
-        self.loads[host] = run_load(url, rate=self.load_rate, duration=MAX_TOUR_SECONDS,
-                                    max_requests=int(self.load_rate * MAX_TOUR_SECONDS), concurrency=LOAD_CONCURRENCY,
-                                    timeout=5.0, stop_event=self.load_stop)
+        if self.load_rate > 0:
+            self.hosts.start_load(self.load_rate, MAX_TOUR_SECONDS, concurrency=LOAD_CONCURRENCY)
 
     def teardown(self) -> None:
         """Stop everything started (by PID, in order) and remove the directory unless ``keep``; Ctrl-C waits."""
@@ -310,27 +270,10 @@ class FleetTour:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            self.load_stop.set()
-            for thread in self.load_threads:
-                thread.join(15)
             if self.files is not None:
                 self.files.stop()
-            for proc in self.daemons.values():
-                if proc.poll() is None:
-                    os.kill(proc.pid, signal.SIGTERM)
-            for proc in self.daemons.values():
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            for log in self.logs:
-                log.close()
-            for site in self.sites.values():
-                site.stop_nginx()
-                site.cleanup()
-            for app in self.apps.values():
-                app.stop()
+            if self.hosts is not None:
+                self.hosts.stop()
             if self.etcd is not None:
                 self.etcd.stop()
             if self.root is not None and not self.keep:
@@ -362,10 +305,9 @@ class FleetTour:
             self.say("\nrun 3: v2 healthy again; `start app` on lb-1; the coordinator is SIGKILLed at the second step")
             report.runs.append(self._rollout("coordinator killed", "lb-1", kill_at_step=1))
         finally:
-            self.load_stop.set()
-            for thread in self.load_threads:
-                thread.join(15)
-            report.loads = dict(self.loads)
+            if self.hosts is not None:
+                self.hosts.stop_load()
+                report.loads = dict(self.hosts.loads)
             self.teardown()
             report.pids = list(self.pids)
             report.seconds = self.clock() - started
@@ -379,12 +321,12 @@ class FleetTour:
         return data["rollouts"][0] if "rollouts" in data else data
 
     def _alive(self) -> List[str]:
-        return [h for h, p in self.daemons.items() if p.poll() is None]
+        return [] if self.hosts is None else self.hosts.alive()
 
     def _rollout(self, label: str, on: str, *, settle: str = "promoted", kill_at_step: Optional[int] = None
                  ) -> FleetRun:
         """Start the rollout on host ``on`` and follow it until it ended and every live host reported ``settle``."""
-        assert self.files is not None
+        assert self.files is not None and self.hosts is not None
         outcome = FleetRun(label, started_on=on, hosts={h: HostTimeline() for h in HOSTS})
         self.files.reset()
         start, wall = self.clock(), time.time()
@@ -411,7 +353,7 @@ class FleetTour:
                     self.say(f"  [{outcome.takeover_at:5.1f}s] {holder} coordinates now; "
                              f"starting {outcome.killed}'s daemon again")
                     outcome.restarted_at = self.clock() - start
-                    self.start_daemon(outcome.killed)
+                    self.hosts.start_daemon(outcome.killed)
             ended = status["state"] not in ("progressing", "paused", "idle")
             hosts = fleet.get("hosts") or {}
             if ended and (kill_at_step is None or outcome.takeover is not None) and len(hosts) == len(HOSTS) \
@@ -428,9 +370,10 @@ class FleetTour:
         return outcome
 
     def _kill_coordinator(self, outcome: FleetRun, coordinator: Optional[str], start: float) -> None:
-        if coordinator not in self.daemons:
+        assert self.hosts is not None
+        if coordinator not in self.hosts.daemons:
             return  # not known yet: look again at the next poll
-        proc = self.daemons[coordinator]
+        proc = self.hosts.daemons[coordinator]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         outcome.killed, outcome.killed_at = coordinator, self.clock() - start
